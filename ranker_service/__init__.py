@@ -1,0 +1,1 @@
+"""ranker_service: the online ranking API."""

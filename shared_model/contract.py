@@ -1,0 +1,420 @@
+"""The contract between the producer, the upstream worker and the ranker.
+
+Everything that crosses a process boundary is defined here, once, with its encoding:
+
+* ``UserEvent``       - what producers publish to Kafka (JSON, key = user id).
+* ``HistoryRecord``   - one event as stored in the user's history in Redis (compact binary).
+* ``EmbeddingRecord`` - the upstream user embedding as stored in Redis (binary, one value).
+* the Redis key layout, with a per-user hash tag so that a user's history and embedding keys
+  live in one Redis Cluster slot and the ranker reaches both in one pipelined round trip.
+
+Stdlib only (``struct``, ``json``, ``hashlib``): the services, the producer and the training
+pipeline all import this module, and none of them should need torch or pydantic to read a
+record. Every decoder checks the version and the length and raises ``ContractError`` with a
+message that says what is wrong.
+
+Bump ``CONTRACT_VERSION`` (and keep decoding the old version) for any change of layout.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import math
+import struct
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+CONTRACT_VERSION = 1
+KEY_PREFIX = "llatte"
+
+MAX_ID_LENGTH = 128
+MAX_METADATA_ITEMS = 32
+MAX_METADATA_CHARS = 256
+MAX_CONTENT_DIM = 1024
+# Timestamps are epoch milliseconds; anything outside [2000-01-01, 2100-01-01) is a bug upstream.
+MIN_TIMESTAMP_MS = 946_684_800_000
+MAX_TIMESTAMP_MS = 4_102_444_800_000
+
+
+class ContractError(ValueError):
+    """A record or event does not follow the contract (bad field, version or length)."""
+
+
+class ActionType(enum.IntEnum):
+    """User action types. Values are stored in binary records: never renumber."""
+
+    IMPRESSION = 1  # an ad or item was shown (high frequency, low signal)
+    VIEW = 2  # the user looked at an item (high frequency, low signal)
+    CLICK = 3
+    CONVERSION = 4  # high value: triggers an upstream refresh by default
+    TAG = 5  # free-text tagging (MovieLens)
+
+    @classmethod
+    def parse(cls, value: str | int) -> ActionType:
+        if isinstance(value, bool):
+            raise ContractError(f"action_type must be a name or an int, got {value!r}")
+        if isinstance(value, int):
+            try:
+                return cls(value)
+            except ValueError:
+                raise ContractError(f"unknown action_type {value}") from None
+        if isinstance(value, str):
+            try:
+                return cls[value.upper()]
+            except KeyError:
+                names = ", ".join(m.name.lower() for m in cls)
+                raise ContractError(f"unknown action_type {value!r} (known: {names})") from None
+        raise ContractError(f"action_type must be a name or an int, got {type(value).__name__}")
+
+
+NUM_ACTION_TYPES = max(ActionType) + 1
+
+# History sources, each capped separately (the paper mixes views and conversions per source).
+SOURCE_ENGAGEMENT = "eng"
+SOURCE_IMPRESSION = "imp"
+HISTORY_SOURCES = (SOURCE_ENGAGEMENT, SOURCE_IMPRESSION)
+
+
+def source_of(action: ActionType) -> str:
+    """High-frequency low-signal actions go to their own, separately capped history."""
+    if action in (ActionType.IMPRESSION, ActionType.VIEW):
+        return SOURCE_IMPRESSION
+    return SOURCE_ENGAGEMENT
+
+
+def stable_hash(value: str) -> int:
+    """A 63-bit hash of a string id, identical across processes and machines.
+
+    Python's ``hash`` is salted per process, so ids are hashed with blake2b instead. The model's
+    hashed embedding tables take these values modulo their bucket count.
+    """
+    digest = hashlib.blake2b(value.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def _check_id(name: str, value: Any, *, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, str):
+        raise ContractError(f"{name} must be a string, got {type(value).__name__}")
+    if not 0 < len(value) <= MAX_ID_LENGTH:
+        raise ContractError(f"{name} must have 1..{MAX_ID_LENGTH} characters, got {len(value)}")
+    # Braces would break the Redis Cluster hash tag; control characters break logs.
+    if any(c in "{}" or not c.isprintable() for c in value):
+        raise ContractError(f"{name} must be printable and contain no braces: {value!r}")
+
+
+def _check_timestamp(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ContractError(f"{name} must be an integer (epoch milliseconds)")
+    if not MIN_TIMESTAMP_MS <= value < MAX_TIMESTAMP_MS:
+        raise ContractError(
+            f"{name}={value} is outside [{MIN_TIMESTAMP_MS}, {MAX_TIMESTAMP_MS}) epoch ms"
+        )
+
+
+def _check_vector(name: str, value: Any) -> None:
+    if not isinstance(value, list | tuple):
+        raise ContractError(f"{name} must be a list of floats")
+    if not 0 < len(value) <= MAX_CONTENT_DIM:
+        raise ContractError(f"{name} must have 1..{MAX_CONTENT_DIM} values, got {len(value)}")
+    for x in value:
+        if isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x):
+            raise ContractError(f"{name} must contain finite numbers only, got {x!r}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Kafka: the user event
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UserEvent:
+    """One user action, as published to the user-events topic (JSON, Kafka key = user_id)."""
+
+    event_id: str  # unique per event; a replayed event keeps its id (dedup key)
+    user_id: str
+    timestamp_ms: int  # when the action happened, epoch ms
+    action_type: ActionType
+    item_id: str  # item or ad id
+    surface: str = "feed"  # where it happened (feed, reels, search, ...)
+    content_embedding: tuple[float, ...] | None = None  # optional dense content vector
+    value: float | None = None  # optional scalar (rating, price, dwell seconds)
+    metadata: dict[str, str] = field(default_factory=dict)  # free-form, kept in Kafka only
+    schema_version: int = CONTRACT_VERSION
+
+    def __post_init__(self) -> None:
+        if self.schema_version != CONTRACT_VERSION:
+            raise ContractError(
+                f"unsupported event schema_version {self.schema_version!r} "
+                f"(this build reads {CONTRACT_VERSION})"
+            )
+        _check_id("event_id", self.event_id)
+        _check_id("user_id", self.user_id)
+        _check_id("item_id", self.item_id)
+        _check_id("surface", self.surface)
+        _check_timestamp("timestamp_ms", self.timestamp_ms)
+        object.__setattr__(self, "action_type", ActionType.parse(self.action_type))
+        if self.content_embedding is not None:
+            _check_vector("content_embedding", self.content_embedding)
+            object.__setattr__(
+                self, "content_embedding", tuple(float(x) for x in self.content_embedding)
+            )
+        if self.value is not None:
+            if isinstance(self.value, bool) or not isinstance(self.value, int | float):
+                raise ContractError("value must be a number")
+            if not math.isfinite(self.value):
+                raise ContractError("value must be finite")
+        if not isinstance(self.metadata, dict) or len(self.metadata) > MAX_METADATA_ITEMS:
+            raise ContractError(f"metadata must be an object of at most {MAX_METADATA_ITEMS} items")
+        for k, v in self.metadata.items():
+            if not isinstance(k, str) or not isinstance(v, str):
+                raise ContractError("metadata keys and values must be strings")
+            if len(k) > MAX_METADATA_CHARS or len(v) > MAX_METADATA_CHARS:
+                raise ContractError(f"metadata entries must be at most {MAX_METADATA_CHARS} chars")
+
+    def to_json_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["action_type"] = self.action_type.name.lower()
+        if self.content_embedding is not None:
+            d["content_embedding"] = list(self.content_embedding)
+        return d
+
+    def encode(self) -> bytes:
+        """Kafka value: compact UTF-8 JSON."""
+        return json.dumps(self.to_json_dict(), separators=(",", ":")).encode("utf-8")
+
+    def kafka_key(self) -> bytes:
+        """Kafka key: the user id, so one user's events stay ordered in one partition."""
+        return self.user_id.encode("utf-8")
+
+    @classmethod
+    def from_json_dict(cls, d: Any) -> UserEvent:
+        if not isinstance(d, dict):
+            raise ContractError(f"event must be a JSON object, got {type(d).__name__}")
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ContractError(f"unknown event field(s): {', '.join(unknown)}")
+        missing = sorted(
+            f
+            for f in ("event_id", "user_id", "timestamp_ms", "action_type", "item_id")
+            if f not in d
+        )
+        if missing:
+            raise ContractError(f"missing event field(s): {', '.join(missing)}")
+        try:
+            return cls(**d)
+        except TypeError as e:  # e.g. a field of the wrong shape reaching a constructor
+            raise ContractError(str(e)) from None
+
+    @classmethod
+    def decode(cls, raw: bytes) -> UserEvent:
+        """Parse a Kafka value; raises ContractError naming the problem."""
+        try:
+            d = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ContractError(f"event is not valid UTF-8 JSON: {e}") from None
+        return cls.from_json_dict(d)
+
+    def to_history_record(self) -> HistoryRecord:
+        return HistoryRecord(
+            timestamp_ms=self.timestamp_ms,
+            action_type=self.action_type,
+            item_hash=stable_hash(self.item_id),
+            surface_hash=stable_hash(self.surface),
+            event_hash=stable_hash(self.event_id),
+            value=float(self.value) if self.value is not None else 0.0,
+            content=self.content_embedding,
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# Redis: one history record per event
+# ----------------------------------------------------------------------------------------------
+
+# version u8, action u8, content_dim u16, timestamp_ms i64, item_hash i64, surface_hash i64,
+# event_hash i64, value f32; then content_dim float16 values.
+_HISTORY_HEADER = struct.Struct("<BBHqqqqf")
+
+
+@dataclass(frozen=True)
+class HistoryRecord:
+    """One event in a user's history, as stored in Redis (a sorted-set member).
+
+    The encoding is deterministic, so a replayed event yields the same bytes and the sorted
+    set stores it once. ``event_hash`` keeps two distinct events with equal fields apart.
+    """
+
+    timestamp_ms: int
+    action_type: ActionType
+    item_hash: int
+    surface_hash: int
+    event_hash: int
+    value: float = 0.0
+    content: tuple[float, ...] | None = None  # stored as float16
+
+    def encode(self) -> bytes:
+        dim = 0 if self.content is None else len(self.content)
+        head = _HISTORY_HEADER.pack(
+            CONTRACT_VERSION,
+            int(self.action_type),
+            dim,
+            self.timestamp_ms,
+            self.item_hash,
+            self.surface_hash,
+            self.event_hash,
+            self.value,
+        )
+        if not dim:
+            return head
+        return head + struct.pack(f"<{dim}e", *self.content)
+
+    @classmethod
+    def decode(cls, raw: bytes) -> HistoryRecord:
+        if len(raw) < _HISTORY_HEADER.size:
+            raise ContractError(
+                f"history record too short: {len(raw)} bytes < header {_HISTORY_HEADER.size}"
+            )
+        version, action, dim, ts, item, surface, event, value = _HISTORY_HEADER.unpack_from(raw)
+        if version != CONTRACT_VERSION:
+            raise ContractError(f"history record has unknown contract version {version}")
+        expected = _HISTORY_HEADER.size + 2 * dim
+        if len(raw) != expected:
+            raise ContractError(
+                f"history record length {len(raw)} != {expected} for content_dim {dim}"
+            )
+        content = struct.unpack_from(f"<{dim}e", raw, _HISTORY_HEADER.size) if dim else None
+        return cls(ts, ActionType.parse(action), item, surface, event, value, content)
+
+
+def merge_histories(*sources: list[HistoryRecord], limit: int) -> list[HistoryRecord]:
+    """Merge per-source histories (each oldest first) into the most recent ``limit`` events."""
+    merged = sorted(
+        (r for src in sources for r in src), key=lambda r: (r.timestamp_ms, r.event_hash)
+    )
+    return merged[-limit:] if limit > 0 else []
+
+
+# ----------------------------------------------------------------------------------------------
+# Redis: the upstream user embedding
+# ----------------------------------------------------------------------------------------------
+
+
+class EmbeddingDType(enum.IntEnum):
+    FLOAT16 = 1
+    FLOAT32 = 2
+
+    @property
+    def struct_code(self) -> str:
+        return "e" if self is EmbeddingDType.FLOAT16 else "f"
+
+    @property
+    def itemsize(self) -> int:
+        return 2 if self is EmbeddingDType.FLOAT16 else 4
+
+
+_EMB_MAGIC = b"LLEM"
+# magic 4s, version u8, dtype u8, model_version length u16, dim u32, computed_at_ms i64,
+# newest_event_ms i64, history_length u32; then model_version (utf-8), then dim values.
+_EMB_HEADER = struct.Struct("<4sBBHIqqI")
+
+
+@dataclass(frozen=True)
+class EmbeddingRecord:
+    """The upstream user embedding with the metadata the ranker needs to trust it."""
+
+    vector: tuple[float, ...]
+    model_version: str
+    computed_at_ms: int  # when the upstream worker wrote it
+    newest_event_ms: int  # timestamp of the newest history event the encoder saw
+    history_length: int  # how many events the encoder read
+    dtype: EmbeddingDType = EmbeddingDType.FLOAT16
+
+    def encode(self) -> bytes:
+        version = self.model_version.encode("utf-8")
+        dim = len(self.vector)
+        head = _EMB_HEADER.pack(
+            _EMB_MAGIC,
+            CONTRACT_VERSION,
+            int(self.dtype),
+            len(version),
+            dim,
+            self.computed_at_ms,
+            self.newest_event_ms,
+            self.history_length,
+        )
+        return head + version + struct.pack(f"<{dim}{self.dtype.struct_code}", *self.vector)
+
+    @classmethod
+    def decode(cls, raw: bytes, expected_dim: int | None = None) -> EmbeddingRecord:
+        if len(raw) < _EMB_HEADER.size:
+            raise ContractError(f"embedding record too short: {len(raw)} bytes")
+        magic, version, dtype, vlen, dim, computed, newest, hist = _EMB_HEADER.unpack_from(raw)
+        if magic != _EMB_MAGIC:
+            raise ContractError(f"embedding record has bad magic {magic!r}")
+        if version != CONTRACT_VERSION:
+            raise ContractError(f"embedding record has unknown contract version {version}")
+        try:
+            dt = EmbeddingDType(dtype)
+        except ValueError:
+            raise ContractError(f"embedding record has unknown dtype code {dtype}") from None
+        if expected_dim is not None and dim != expected_dim:
+            raise ContractError(f"embedding dim {dim} != expected {expected_dim}")
+        expected_len = _EMB_HEADER.size + vlen + dim * dt.itemsize
+        if len(raw) != expected_len:
+            raise ContractError(f"embedding record length {len(raw)} != {expected_len}")
+        start = _EMB_HEADER.size
+        model_version = raw[start : start + vlen].decode("utf-8", errors="strict")
+        vector = struct.unpack_from(f"<{dim}{dt.struct_code}", raw, start + vlen)
+        if not all(math.isfinite(x) for x in vector):
+            raise ContractError("embedding record contains non-finite values")
+        return cls(vector, model_version, computed, newest, hist, dt)
+
+
+# ----------------------------------------------------------------------------------------------
+# Redis key layout
+# ----------------------------------------------------------------------------------------------
+
+
+def _tag(user_id: str) -> str:
+    _check_id("user_id", user_id)
+    return "{" + user_id + "}"  # Redis Cluster hashes only this part: one slot per user
+
+
+def history_key(user_id: str, source: str) -> str:
+    """Sorted set of encoded HistoryRecords, score = timestamp_ms."""
+    if source not in HISTORY_SOURCES:
+        raise ContractError(f"unknown history source {source!r}")
+    return f"{KEY_PREFIX}:u:{_tag(user_id)}:hist:{source}"
+
+
+def embedding_key(user_id: str) -> str:
+    """Hash with fields ``record`` (EmbeddingRecord bytes) and ``newest_event_ms``."""
+    return f"{KEY_PREFIX}:u:{_tag(user_id)}:emb"
+
+
+def events_seen_key(user_id: str) -> str:
+    """Counter of history appends since the last embedding (for count-based refresh)."""
+    return f"{KEY_PREFIX}:u:{_tag(user_id)}:since_emb"
+
+
+EMBEDDING_FIELD_RECORD = "record"
+EMBEDDING_FIELD_NEWEST = "newest_event_ms"
+
+# Atomic "write only if not older": KEYS[1] = embedding key; ARGV = newest_event_ms, record,
+# ttl_ms (0 = no expiry). Returns 1 when written, 0 when a newer embedding is already stored.
+# Equal timestamps overwrite, so a recomputation by a new model version replaces the old one.
+WRITE_EMBEDDING_LUA = """
+local current = redis.call('HGET', KEYS[1], 'newest_event_ms')
+if current and tonumber(current) > tonumber(ARGV[1]) then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'newest_event_ms', ARGV[1], 'record', ARGV[2])
+if tonumber(ARGV[3]) > 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+end
+return 1
+"""

@@ -1,0 +1,69 @@
+"""Inference entry points used by the services: ``encode_user`` (upstream) and ``score`` (online).
+
+Both run under ``torch.inference_mode`` and take an optional autocast dtype (bfloat16 on a GPU;
+on a CPU without bf16 matmul units it is slower than float32, so the services default to it on
+CUDA only). Outputs are float32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from shared_model.features import Candidates, Context, EventBatch, UpstreamFeature
+from shared_model.modules.mla import AttnImpl
+from shared_model.ranker import RankerModel
+from shared_model.upstream import UpstreamModel
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    if dtype is None or dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.inference_mode()
+def encode_user(
+    model: UpstreamModel,
+    events: EventBatch,
+    ctx: Context,
+    autocast_dtype: torch.dtype | None = None,
+    impl: AttnImpl = "sdpa",
+) -> torch.Tensor:
+    """B users' histories -> (B, d_summary) float32 transfer embeddings."""
+    device = _device(model)
+    with _autocast(device, autocast_dtype):
+        emb = model.embed(events.to(device), ctx.to(device), impl)
+    return emb.float()
+
+
+@torch.inference_mode()
+def score(
+    model: RankerModel,
+    events: EventBatch,
+    ctx: Context,
+    cands: Candidates,
+    upstream: UpstreamFeature,
+    shared: bool = True,
+    impl: AttnImpl | None = None,
+    autocast_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """One user, N candidates -> probabilities (N, 2): [pCTR, pCVR].
+
+    ``shared=True`` encodes the history once and runs only the candidates' query tokens
+    against the cached latents (absorbed MLA); ``shared=False`` is the naive reference that
+    runs N full forwards.
+    """
+    device = _device(model)
+    args = (events.to(device), ctx.to(device), cands.to(device), upstream.to(device))
+    with _autocast(device, autocast_dtype):
+        if shared:
+            logits = model.score_shared(*args, impl=impl or "absorbed")
+        else:
+            logits = model.score_naive(*args, impl=impl or "sdpa")
+    return torch.sigmoid(logits.float())

@@ -1,0 +1,1 @@
+"""LLaTTE building blocks, one component per file."""

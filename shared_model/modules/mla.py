@@ -1,0 +1,160 @@
+"""Multi-head Latent Attention (paper A.3; DeepSeek-V2/V3 MLA without the RoPE part).
+
+Shape legend: B batch, S query rows, L key rows, H heads, K head dim, R query latent rank,
+C key/value latent rank, D model width.
+
+Three interchangeable implementations of the same function:
+
+* ``naive``    - up-project the latents to per-head K and V, then softmax(QK^T/sqrt(K)) V W_o
+                 (eq. 14-16), in plain einsum. The reference.
+* ``sdpa``     - the naive form through ``F.scaled_dot_product_attention`` (fused kernels);
+                 the fast path for training and for long self-attention.
+* ``absorbed`` - MQA in the latent space (eq. 17-19): W_up^Q is folded with the key half of
+                 W_up^KV into W^QK (H, R, C), and the value half of W_up^KV with W_out into
+                 W^VO (H, C, D). Keys and values are the shared C-wide latent, so a cached
+                 latent is read once for all heads and all candidates.
+
+The scale stays 1/sqrt(K) in every form, so the three are exactly the same function (eq. 19
+writes sqrt(d_c); that is a different, equally trainable, parameterisation).
+
+Attention is over one or more key *segments*. Each segment is a latent (B or 1, L_i, C) with
+an allowed-mask broadcastable to (B, S, L_i). A segment with batch 1 is shared by all B rows
+without being copied: that is how N candidates attend to one encoded history.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from shared_model.config import LLaTTEConfig
+
+AttnImpl = Literal["naive", "sdpa", "absorbed"]
+Segment = tuple[torch.Tensor, torch.Tensor]  # (latent (B|1, L, C), allowed (B|1, S|1, L) bool)
+
+
+class MultiHeadLatentAttention(nn.Module):
+    def __init__(self, cfg: LLaTTEConfig) -> None:
+        super().__init__()
+        D, H, K = cfg.d_model, cfg.n_heads, cfg.head_dim
+        self.n_heads, self.head_dim = H, K
+        self.wq_a = nn.Linear(D, cfg.q_lora_rank, bias=False)
+        self.q_norm = nn.RMSNorm(cfg.q_lora_rank)
+        self.wq_b = nn.Linear(cfg.q_lora_rank, H * K, bias=False)
+        self.wkv_a = nn.Linear(D, cfg.kv_lora_rank, bias=False)
+        self.kv_norm = nn.RMSNorm(cfg.kv_lora_rank)
+        self.wkv_b = nn.Linear(cfg.kv_lora_rank, H * 2 * K, bias=False)
+        self.wo = nn.Linear(H * K, D, bias=False)
+        self.scale = K**-0.5
+        self._folded: tuple[tuple[int, ...], torch.Tensor, torch.Tensor] | None = None
+
+    # --- latents --------------------------------------------------------------------------
+    def q_latent(self, x: torch.Tensor) -> torch.Tensor:
+        return self.q_norm(self.wq_a(x))  # (B, S, D) -> (B, S, R)
+
+    def kv_latent(self, x: torch.Tensor) -> torch.Tensor:
+        return self.kv_norm(self.wkv_a(x))  # (B, L, D) -> (B, L, C)
+
+    # --- weights --------------------------------------------------------------------------
+    def _up_kv(self) -> tuple[torch.Tensor, torch.Tensor]:
+        H, K = self.n_heads, self.head_dim
+        w = self.wkv_b.weight.view(H, 2 * K, -1)  # (H, 2K, C)
+        return w[:, :K], w[:, K:]  # W_k (H, K, C), W_v (H, K, C)
+
+    def folded_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """W^QK (H, R, C) and W^VO (H, C, D), cached until any source weight changes."""
+        versions = (
+            self.wq_b.weight._version,
+            self.wkv_b.weight._version,
+            self.wo.weight._version,
+            self.wq_b.weight.data_ptr(),
+            self.wkv_b.weight.data_ptr(),
+            self.wo.weight.data_ptr(),
+        )
+        if torch.is_grad_enabled() or self._folded is None or self._folded[0] != versions:
+            H, K = self.n_heads, self.head_dim
+            w_q = self.wq_b.weight.view(H, K, -1)  # (H, K, R)
+            w_k, w_v = self._up_kv()
+            w_qk = torch.einsum("hkr,hkc->hrc", w_q, w_k)  # (H, R, C)
+            w_o = self.wo.weight.view(-1, H, K)  # (D, H, K)
+            w_vo = torch.einsum("hkc,dhk->hcd", w_v, w_o)  # (H, C, D)
+            if torch.is_grad_enabled():
+                return w_qk, w_vo
+            self._folded = (versions, w_qk, w_vo)
+        return self._folded[1], self._folded[2]
+
+    # --- attention ------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, segments: list[Segment], impl: AttnImpl = "sdpa"):
+        """x (B, S, D) query rows; segments of keys/values -> (B, S, D)."""
+        q_lat = self.q_latent(x)  # (B, S, R)
+        if impl == "absorbed":
+            return self._absorbed(q_lat, segments)
+        if impl == "sdpa":
+            return self._sdpa(q_lat, segments)
+        if impl == "naive":
+            return self._naive(q_lat, segments)
+        raise ValueError(f"unknown attention impl {impl!r}")
+
+    def _naive(self, q_lat: torch.Tensor, segments: list[Segment]) -> torch.Tensor:
+        B, S, _ = q_lat.shape
+        H, K = self.n_heads, self.head_dim
+        q = self.wq_b(q_lat).view(B, S, H, K) * self.scale  # (B, S, H, K)
+        scores, values = [], []
+        for lat, allowed in segments:
+            k, v = self.wkv_b(lat).view(*lat.shape[:2], H, 2 * K).split(K, dim=-1)  # (b, L, H, K)
+            if lat.shape[0] == 1 and B > 1:  # shared segment: one key set for every row
+                s = torch.einsum("bshk,lhk->bhsl", q, k[0])
+            else:
+                s = torch.einsum("bshk,blhk->bhsl", q, k)
+            scores.append(s.masked_fill(~allowed[:, None], float("-inf")))
+            values.append(v)
+        probs = torch.softmax(torch.cat(scores, dim=-1), dim=-1)  # (B, H, S, sum L)
+        out = q_lat.new_zeros(B, S, H, K)
+        start = 0
+        for (lat, _), v in zip(segments, values, strict=True):
+            p = probs[..., start : start + lat.shape[1]]
+            start += lat.shape[1]
+            if lat.shape[0] == 1 and B > 1:
+                out = out + torch.einsum("bhsl,lhk->bshk", p, v[0])
+            else:
+                out = out + torch.einsum("bhsl,blhk->bshk", p, v)
+        return self.wo(out.reshape(B, S, H * K))
+
+    def _sdpa(self, q_lat: torch.Tensor, segments: list[Segment]) -> torch.Tensor:
+        B, S, _ = q_lat.shape
+        H, K = self.n_heads, self.head_dim
+        lat = torch.cat([seg.expand(B, -1, -1) for seg, _ in segments], dim=1)  # (B, L, C)
+        allowed = torch.cat([a.expand(B, S, -1) for _, a in segments], dim=-1)  # (B, S, L)
+        q = self.wq_b(q_lat).view(B, S, H, K).transpose(1, 2)  # (B, H, S, K)
+        k, v = self.wkv_b(lat).view(B, -1, H, 2 * K).split(K, dim=-1)  # (B, L, H, K)
+        out = F.scaled_dot_product_attention(
+            q, k.transpose(1, 2), v.transpose(1, 2), attn_mask=allowed[:, None]
+        )  # (B, H, S, K)
+        return self.wo(out.transpose(1, 2).reshape(B, S, H * K))
+
+    def _absorbed(self, q_lat: torch.Tensor, segments: list[Segment]) -> torch.Tensor:
+        B = q_lat.shape[0]
+        w_qk, w_vo = self.folded_weights()
+        q = torch.einsum("bsr,hrc->bshc", q_lat, w_qk) * self.scale  # (B, S, H, C)
+        scores = []
+        for lat, allowed in segments:
+            if lat.shape[0] == 1 and B > 1:
+                s = torch.einsum("bshc,lc->bhsl", q, lat[0])
+            else:
+                s = torch.einsum("bshc,blc->bhsl", q, lat)
+            scores.append(s.masked_fill(~allowed[:, None], float("-inf")))
+        probs = torch.softmax(torch.cat(scores, dim=-1), dim=-1)  # (B, H, S, sum L)
+        out_lat = None
+        start = 0
+        for lat, _ in segments:
+            p = probs[..., start : start + lat.shape[1]]
+            start += lat.shape[1]
+            if lat.shape[0] == 1 and B > 1:
+                o = torch.einsum("bhsl,lc->bshc", p, lat[0])
+            else:
+                o = torch.einsum("bhsl,blc->bshc", p, lat)
+            out_lat = o if out_lat is None else out_lat + o  # (B, S, H, C)
+        return torch.einsum("bshc,hcd->bsd", out_lat, w_vo)

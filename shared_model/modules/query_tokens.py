@@ -1,0 +1,82 @@
+"""Query tokens (paper A.2.2): n_q tokens appended after the event tokens.
+
+Online, they carry the candidate ad (ad id, advertiser, content, float features) and the request
+context; upstream no candidate exists yet, so they carry user-side features and the context of
+the triggering event only. Each token is a learned seed plus its own projection of the features
+(Perceiver-style seeds, Jaegle et al. 2021).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from shared_model.config import LLaTTEConfig
+from shared_model.features import Candidates, Context
+from shared_model.modules.hashed_embedding import HashedEmbedding
+from shared_model.modules.time_encoding import HARMONICS, hour_of_day_features
+from shared_model.modules.tokenizer import signed_log
+
+
+class ContextEmbedding(nn.Module):
+    """User id, surface, device and hour of day of the request -> (B, width)."""
+
+    def __init__(self, cfg: LLaTTEConfig) -> None:
+        super().__init__()
+        de = cfg.d_embed
+        self.user_emb = HashedEmbedding(cfg.user_buckets, de)
+        self.surface_emb = HashedEmbedding(cfg.surface_buckets, de)
+        self.device_emb = HashedEmbedding(cfg.device_buckets, de)
+        self.width = 3 * de + 2 * len(HARMONICS)
+
+    def forward(self, ctx: Context) -> torch.Tensor:
+        return torch.cat(
+            [
+                self.user_emb(ctx.user_hash),
+                self.surface_emb(ctx.surface_hash),
+                self.device_emb(ctx.device_hash),
+                hour_of_day_features(ctx.request_time_ms),
+            ],
+            dim=-1,
+        )
+
+
+class CandidateEmbedding(nn.Module):
+    """Ad id, advertiser, content embedding (with presence flag) and floats -> (N, width)."""
+
+    def __init__(self, cfg: LLaTTEConfig) -> None:
+        super().__init__()
+        de = cfg.d_embed
+        self.ad_emb = HashedEmbedding(cfg.ad_buckets, de)
+        self.advertiser_emb = HashedEmbedding(cfg.advertiser_buckets, de)
+        self.content_proj = nn.Linear(cfg.content_dim, de) if cfg.content_dim else None
+        self.width = 2 * de + (de + 1 if cfg.content_dim else 0) + cfg.n_candidate_floats
+
+    def forward(self, cands: Candidates) -> torch.Tensor:
+        parts = [self.ad_emb(cands.ad_hash), self.advertiser_emb(cands.advertiser_hash)]
+        if self.content_proj is not None:
+            flag = cands.has_content.to(cands.content.dtype)[:, None]
+            parts += [self.content_proj(cands.content) * flag, flag]
+        parts.append(signed_log(cands.floats))
+        return torch.cat(parts, dim=-1)
+
+
+class QueryTokens(nn.Module):
+    def __init__(self, cfg: LLaTTEConfig) -> None:
+        super().__init__()
+        self.n_query, self.d_model = cfg.n_query, cfg.d_model
+        self.context = ContextEmbedding(cfg)
+        self.candidate = None if cfg.is_upstream else CandidateEmbedding(cfg)
+        width = self.context.width + (0 if self.candidate is None else self.candidate.width)
+        self.seeds = nn.Parameter(torch.zeros(cfg.n_query, cfg.d_model))
+        self.proj = nn.Linear(width, cfg.n_query * cfg.d_model)
+
+    def forward(self, ctx: Context, cands: Candidates | None = None) -> torch.Tensor:
+        """ctx (B,), cands (B,) or None -> (B, Q, D). Online, B is the number of candidates."""
+        feats = self.context(ctx)
+        if self.candidate is not None:
+            if cands is None:
+                raise ValueError("the online model's query tokens need candidates")
+            feats = torch.cat([feats.expand(len(cands), -1), self.candidate(cands)], dim=-1)
+        B = feats.shape[0]
+        return self.seeds + self.proj(feats).view(B, self.n_query, self.d_model)  # (B, Q, D)

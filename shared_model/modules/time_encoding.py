@@ -1,0 +1,71 @@
+"""Time features: relative-age buckets and additive periodic timestamp encodings.
+
+The paper (A.4) finds attention spikes at 24-hour intervals before the request, so the encoding
+carries hour-of-day and day-of-week phases of the event and the 24-hour phase of its age.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+MS_PER_MINUTE = 60_000
+MS_PER_HOUR = 3_600_000
+MS_PER_DAY = 86_400_000
+MS_PER_WEEK = 7 * MS_PER_DAY
+HARMONICS = (1, 2, 3)
+NUM_PERIODIC_FEATURES = 2 * len(HARMONICS) * 3 + 1  # (sin, cos) x harmonics x 3 phases + log-age
+
+
+def age_ms(timestamps_ms: torch.Tensor, request_time_ms: torch.Tensor) -> torch.Tensor:
+    """(B, T), (B,) -> (B, T) non-negative age in ms (events from the future read as age 0)."""
+    return (request_time_ms[:, None] - timestamps_ms).clamp_min(0)
+
+
+def age_bucket(age: torch.Tensor, num_buckets: int) -> torch.Tensor:
+    """log2-minute buckets: 0 = under a minute, then 1-2 min, 2-4 min, ... (int64, same shape)."""
+    minutes = (age // MS_PER_MINUTE).to(torch.float32)
+    return torch.log2(minutes + 1.0).floor().long().clamp(0, num_buckets - 1)
+
+
+def _phase(ts_ms: torch.Tensor, period_ms: int) -> torch.Tensor:
+    # Remainder in int64 first: float32 cannot hold epoch milliseconds exactly.
+    return torch.remainder(ts_ms, period_ms).to(torch.float32) * (2 * math.pi / period_ms)
+
+
+def hour_of_day_features(ts_ms: torch.Tensor) -> torch.Tensor:
+    """(...,) int64 -> (..., 2 * len(HARMONICS)) sin/cos of the hour-of-day phase."""
+    phase = _phase(ts_ms, MS_PER_DAY)
+    return torch.cat(
+        [f(k * phase)[..., None] for k in HARMONICS for f in (torch.sin, torch.cos)], -1
+    )
+
+
+def periodic_features(timestamps_ms: torch.Tensor, age: torch.Tensor) -> torch.Tensor:
+    """(B, T) event times and ages -> (B, T, NUM_PERIODIC_FEATURES)."""
+    phases = (
+        _phase(timestamps_ms, MS_PER_DAY),
+        _phase(timestamps_ms, MS_PER_WEEK),
+        _phase(age, MS_PER_DAY),
+    )
+    feats = [f(k * p) for p in phases for k in HARMONICS for f in (torch.sin, torch.cos)]
+    log_age_hours = torch.log1p(age.to(torch.float32) / MS_PER_HOUR) / 10.0
+    return torch.stack([*feats, log_age_hours], dim=-1)
+
+
+class TimestampEncoding(nn.Module):
+    """Learned projection of the periodic features, added to the first ``dims`` hidden dims."""
+
+    def __init__(self, d_model: int, dims: int) -> None:
+        super().__init__()
+        self.d_model, self.dims = d_model, dims
+        self.proj = nn.Linear(NUM_PERIODIC_FEATURES, dims)
+
+    def forward(self, x: torch.Tensor, timestamps_ms: torch.Tensor, age: torch.Tensor):
+        # x (B, T, D); only the first `dims` dims receive the encoding
+        if self.dims == 0:
+            return x
+        enc = self.proj(periodic_features(timestamps_ms, age))  # (B, T, dims)
+        return torch.cat([x[..., : self.dims] + enc, x[..., self.dims :]], dim=-1)

@@ -1,0 +1,1 @@
+"""upstream_service: the Kafka-triggered upstream embedding worker."""
