@@ -55,6 +55,10 @@ class EventBatch:
             },
         )
 
+    def select(self, rows: torch.Tensor | slice) -> EventBatch:
+        """Rows of the batch (users)."""
+        return replace(self, **{f.name: getattr(self, f.name)[rows] for f in fields(self)})
+
     def repeat(self, n: int) -> EventBatch:
         """Repeat a one-user batch n times (the naive per-candidate scoring path)."""
         return replace(
@@ -116,6 +120,9 @@ class Context:
 
     def to(self, device: torch.device | str) -> Context:
         return _to(self, device)
+
+    def select(self, rows: torch.Tensor | slice) -> Context:
+        return replace(self, **{f.name: getattr(self, f.name)[rows] for f in fields(self)})
 
     def repeat(self, n: int) -> Context:
         return replace(self, **{f.name: getattr(self, f.name).expand(n) for f in fields(self)})

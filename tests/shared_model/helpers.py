@@ -1,0 +1,50 @@
+"""Random but valid model inputs for shared_model tests (seeded by the caller)."""
+
+from __future__ import annotations
+
+import torch
+
+from shared_model.config import LLaTTEConfig
+from shared_model.features import Candidates, Context, EventBatch, UpstreamFeature
+
+NOW_MS = 1_750_000_000_000
+
+
+def random_events(cfg: LLaTTEConfig, lengths: list[int], T: int | None = None) -> EventBatch:
+    """Left-padded histories with the given true lengths, ages up to ~12 days, oldest first."""
+    T = T or cfg.max_seq_len
+    B = len(lengths)
+    ev = EventBatch.empty(B, T, cfg.content_dim)
+    ages = torch.randint(0, 10**9, (B, T)).sort(dim=1, descending=True).values
+    ev.timestamps_ms[:] = NOW_MS - ages
+    ev.action_type[:] = torch.randint(1, 6, (B, T))
+    ev.item_hash[:] = torch.randint(0, 2**62, (B, T))
+    ev.surface_hash[:] = torch.randint(0, 2**62, (B, T))
+    ev.value[:] = torch.randn(B, T)
+    ev.content[:] = torch.randn(B, T, cfg.content_dim)
+    for b, n in enumerate(lengths):
+        ev.valid[b, T - n :] = True
+    return ev
+
+
+def random_context(B: int) -> Context:
+    return Context(
+        request_time_ms=torch.full((B,), NOW_MS),
+        user_hash=torch.randint(0, 2**62, (B,)),
+        surface_hash=torch.randint(0, 2**62, (B,)),
+        device_hash=torch.randint(0, 2**62, (B,)),
+    )
+
+
+def random_candidates(cfg: LLaTTEConfig, N: int) -> Candidates:
+    return Candidates(
+        ad_hash=torch.randint(0, 2**62, (N,)),
+        advertiser_hash=torch.randint(0, 2**62, (N,)),
+        content=torch.randn(N, cfg.content_dim),
+        has_content=torch.rand(N) > 0.3,
+        floats=torch.rand(N, cfg.n_candidate_floats) * 10,
+    )
+
+
+def random_upstream(cfg: LLaTTEConfig, B: int, present: bool = True) -> UpstreamFeature:
+    return UpstreamFeature(torch.randn(B, cfg.d_upstream), torch.full((B,), present))
