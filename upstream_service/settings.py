@@ -1,0 +1,106 @@
+"""Worker settings: one class, read from ``UPSTREAM_*`` environment variables.
+
+Example: ``UPSTREAM_KAFKA_BOOTSTRAP_SERVERS=broker:9092 UPSTREAM_BATCH_MAX_SIZE=64``. List
+values are JSON (``UPSTREAM_TRIGGER_ACTIONS='["conversion","click"]'``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared_model.contract import ActionType, ContractError
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="UPSTREAM_", extra="ignore")
+
+    # --- Kafka --------------------------------------------------------------------------------
+    kafka_bootstrap_servers: str = "localhost:9092"  # comma-separated host:port list
+    events_topic: str = "user-events"
+    dead_letter_topic: str = "user-events-dlq"
+    group_id: str = "upstream-encoder"
+    client_id: str = "upstream-worker"
+    # Passed through to kafka-python as-is (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL).
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = None  # PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, ...
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: str | None = None
+    kafka_ssl_certfile: str | None = None
+    kafka_ssl_keyfile: str | None = None
+    # Group timing. kafka-python's defaults make a join take ~20 s on Tansu; tests use small ones.
+    session_timeout_ms: int = 10_000
+    heartbeat_interval_ms: int = 3_000
+    max_poll_interval_ms: int = 300_000
+    max_poll_records: int = 500
+    poll_timeout_ms: int = 100  # also bounds how long a finished batch waits for its commit
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+
+    # --- Redis --------------------------------------------------------------------------------
+    redis_url: str = "redis://localhost:6379/0"  # rediss:// for TLS
+    redis_password: SecretStr | None = None  # overrides a password in the URL
+    redis_ssl_ca_certs: str | None = None
+    redis_socket_timeout_s: float = 5.0
+
+    # --- history store ------------------------------------------------------------------------
+    history_cap_engagement: int = Field(2000, gt=0)  # clicks, conversions, ... per user
+    history_cap_impression: int = Field(2000, gt=0)  # impressions and views per user
+    history_ttl_s: int = Field(0, ge=0)  # 0 = history keys never expire
+
+    # --- triggers -----------------------------------------------------------------------------
+    trigger_actions: list[str] = ["conversion"]
+    # Also refresh a user once this many new events were appended since the last embedding
+    # (0 disables the count trigger).
+    refresh_every_n_events: int = Field(0, ge=0)
+
+    # --- batching and encoding ----------------------------------------------------------------
+    batch_max_size: int = Field(32, gt=0)  # users per encode
+    batch_max_wait_ms: int = Field(50, ge=0)  # how long the first user waits for company
+    checkpoint_path: Path = Path("artifacts/demo/upstream")
+    history_length: int | None = None  # T events per user; None = the checkpoint's max_seq_len
+    device: str = "auto"  # auto (cuda when present), cpu, cuda, cuda:1
+    autocast: Literal["auto", "bf16", "none"] = "auto"  # auto = bf16 on cuda, fp32 on cpu
+    torch_threads: int = Field(0, ge=0)  # 0 = torch's default
+
+    # --- embedding store ----------------------------------------------------------------------
+    embedding_dtype: Literal["float16", "float32"] = "float16"
+    embedding_ttl_s: int = Field(7 * 24 * 3600, ge=0)  # 0 = never expires
+
+    # --- operations ---------------------------------------------------------------------------
+    metrics_host: str = "0.0.0.0"
+    metrics_port: int = 9100  # 0 = pick a free port (tests)
+    shutdown_timeout_s: float = 30.0  # SIGTERM: longest wait for the in-flight batch
+    log_level: str = "INFO"
+
+    @field_validator("trigger_actions")
+    @classmethod
+    def _known_actions(cls, value: list[str]) -> list[str]:
+        try:
+            return [ActionType.parse(a).name.lower() for a in value]
+        except ContractError as e:
+            raise ValueError(str(e)) from None
+
+    @property
+    def trigger_action_types(self) -> frozenset[ActionType]:
+        return frozenset(ActionType.parse(a) for a in self.trigger_actions)
+
+    def kafka_client_config(self) -> dict[str, Any]:
+        """Connection and security settings shared by the consumer and the producer."""
+        config: dict[str, Any] = {
+            "bootstrap_servers": self.kafka_bootstrap_servers.split(","),
+            "client_id": self.client_id,
+            "security_protocol": self.kafka_security_protocol,
+        }
+        if self.kafka_sasl_mechanism:
+            config["sasl_mechanism"] = self.kafka_sasl_mechanism
+            config["sasl_plain_username"] = self.kafka_sasl_username
+            if self.kafka_sasl_password is not None:
+                config["sasl_plain_password"] = self.kafka_sasl_password.get_secret_value()
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            if (value := getattr(self, f"kafka_{name}")) is not None:
+                config[name] = value
+        return config
