@@ -1,0 +1,102 @@
+"""Prometheus metrics, all prefixed ``ranker_``, on a registry owned by the app.
+
+A registry per app (not the global default) lets tests build many apps in one process.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# Fine from 1 to 200 ms so that P50/P95/P99 can be read off the buckets; coarse beyond.
+LATENCY_BUCKETS_S = (
+    0.001, 0.002, 0.003, 0.004, 0.005, 0.006, 0.008, 0.010, 0.012, 0.015, 0.020, 0.025,
+    0.030, 0.035, 0.040, 0.050, 0.060, 0.070, 0.080, 0.090, 0.100, 0.120, 0.140, 0.160,
+    0.180, 0.200, 0.250, 0.300, 0.400, 0.500, 0.750, 1.0, 2.5, 5.0,
+)  # fmt: skip
+REDIS_BUCKETS_S = (
+    0.0002, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.010, 0.015, 0.020, 0.030, 0.050,
+    0.100, 0.250,
+)  # fmt: skip
+CANDIDATE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 300, 500, 750, 1000, 2000, 5000)
+AGE_BUCKETS_S = (
+    1, 10, 60, 300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 3 * 86400, 7 * 86400,
+    30 * 86400,
+)  # fmt: skip
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.request_seconds = Histogram(
+            "ranker_request_duration_seconds",
+            "POST /v1/rank latency in the server, by outcome (ok, client_error, server_error).",
+            ["outcome"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.model_seconds = Histogram(
+            "ranker_model_duration_seconds",
+            "Model scoring time per request (feature tensors to probabilities).",
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.queue_seconds = Histogram(
+            "ranker_model_queue_duration_seconds",
+            "Time a request waited for the inference thread.",
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.redis_seconds = Histogram(
+            "ranker_redis_duration_seconds",
+            "The pipelined Redis read per request, by outcome (ok, timeout, unavailable).",
+            ["outcome"],
+            buckets=REDIS_BUCKETS_S,
+            registry=r,
+        )
+        self.candidates = Histogram(
+            "ranker_candidates_per_request",
+            "Candidates scored per request.",
+            buckets=CANDIDATE_BUCKETS,
+            registry=r,
+        )
+        self.embedding_lookups = Counter(
+            "ranker_embedding_lookups",
+            "Upstream embedding lookups by outcome (hit, missing, stale, version_mismatch, "
+            "timeout, unavailable, corrupt, disabled).",
+            ["outcome"],
+            registry=r,
+        )
+        self.embedding_age_seconds = Histogram(
+            "ranker_embedding_age_seconds",
+            "Age of the upstream embedding found (request time - computed_at), used or stale.",
+            buckets=AGE_BUCKETS_S,
+            registry=r,
+        )
+        self.content_lookups = Counter(
+            "ranker_content_lookups",
+            "Candidate content vectors looked up by content id, by outcome.",
+            ["outcome"],
+            registry=r,
+        )
+        self.history_corrupt_records = Counter(
+            "ranker_history_corrupt_records",
+            "History records skipped because they do not decode.",
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "ranker_requests_in_flight", "POST /v1/rank requests being served.", registry=r
+        )
+        self.model_reloads = Counter(
+            "ranker_model_reloads", "Checkpoint reloads by result.", ["result"], registry=r
+        )
+        self.model_info = Gauge(
+            "ranker_model_info",
+            "1 for the loaded model version (and the upstream version it expects).",
+            ["model_version", "upstream_model_version"],
+            registry=r,
+        )
+
+    def set_model(self, model_version: str, upstream_model_version: str) -> None:
+        self.model_info.clear()
+        self.model_info.labels(model_version, upstream_model_version).set(1)

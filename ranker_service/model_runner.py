@@ -1,0 +1,165 @@
+"""The model off the event loop: one dedicated inference thread, hot-swappable checkpoints.
+
+Why one thread: the 2-core box serves one request's model pass at a time with one intra-op
+thread (see settings.torch_threads), leaving the other core to the event loop, which keeps
+accepting, parsing and validating requests and reading Redis meanwhile. A process pool would
+add a pickle round trip of the inputs and outputs per request and a copy of the weights per
+process, for no gain on two cores. Requests queue for the thread in arrival order.
+
+Reload: the new checkpoint is loaded and warmed in a separate short-lived thread while the old
+one keeps serving, then the ``bundle`` reference is swapped. A request captures the bundle once,
+so it validates and scores against one model even if a reload lands in between.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import torch
+
+from ranker_service.settings import Settings
+from shared_model.checkpoint import CheckpointError, load_checkpoint
+from shared_model.config import LLaTTEConfig
+from shared_model.contract import ActionType, HistoryRecord, stable_hash
+from shared_model.features import Candidates, Context, EventBatch, UpstreamFeature
+from shared_model.inference import score
+from shared_model.ranker import RankerModel
+
+log = logging.getLogger(__name__)
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class ModelBundle:
+    """A loaded, warmed ranker and what the service needs to know about it."""
+
+    model: RankerModel
+    config: LLaTTEConfig
+    model_version: str
+    upstream_model_version: str | None  # the upstream the ranker was trained with
+    path: Path
+
+
+def configure_torch(settings: Settings) -> None:
+    """Thread settings for this process (interop can only be set before first use)."""
+    torch.set_num_threads(settings.torch_threads)
+    # RuntimeError when already set or parallel work already ran (tests, several apps).
+    with contextlib.suppress(RuntimeError):
+        torch.set_num_interop_threads(settings.torch_interop_threads)
+
+
+def load_bundle(path: Path, settings: Settings) -> ModelBundle:
+    """Load an online checkpoint and warm it up (blocking)."""
+    ckpt = load_checkpoint(path, stage="online", device=settings.device)
+    upstream = ckpt.metadata.get("upstream_model_version")
+    if not isinstance(upstream, str) or not upstream:
+        log.warning(
+            "%s has no metadata.upstream_model_version: every upstream embedding will be a "
+            "version mismatch and the ranker will rank without it",
+            path,
+        )
+        upstream = None
+    bundle = ModelBundle(ckpt.model, ckpt.config, ckpt.model_version, upstream, Path(path))
+    warm_up(bundle, settings.warmup_candidates)
+    return bundle
+
+
+def warm_up(bundle: ModelBundle, candidate_counts: list[int]) -> None:
+    """Run full-length histories through every path a request takes (allocator, kernels)."""
+    cfg = bundle.config
+    T, E, F = cfg.max_seq_len, cfg.content_dim, cfg.n_candidate_floats
+    now = int(time.time() * 1000)
+    g = torch.Generator().manual_seed(0)
+    records = [
+        HistoryRecord(
+            now - 60_000 * (T - i),
+            ActionType.CLICK,
+            i,
+            stable_hash("feed"),
+            i,
+            1.0,
+            tuple(torch.randn(E, generator=g).tolist()) if E else None,
+        )
+        for i in range(T)
+    ]
+    events = EventBatch.from_records([records], T, E)
+    ctx = Context.make([now], ["warmup"], ["feed"], ["web"])
+    start = time.perf_counter()
+    for n in candidate_counts:
+        cands = Candidates(
+            ad_hash=torch.arange(n),
+            advertiser_hash=torch.arange(n),
+            content=torch.randn(n, E, generator=g),
+            has_content=torch.ones(n, dtype=torch.bool),
+            floats=torch.randn(n, F, generator=g),
+        )
+        for upstream in (
+            UpstreamFeature.absent(1, cfg.d_upstream),
+            UpstreamFeature(torch.randn(1, cfg.d_upstream, generator=g), torch.ones(1, dtype=bool)),
+        ):
+            score(bundle.model, events, ctx, cands, upstream, shared=True)
+    log.info(
+        "warmed up %s with %s candidates in %.2fs",
+        bundle.model_version,
+        candidate_counts,
+        time.perf_counter() - start,
+    )
+
+
+class ModelRunner:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        configure_torch(settings)
+        self._executor = ThreadPoolExecutor(
+            max_workers=1,
+            thread_name_prefix="ranker-model",
+            # Intra-op settings are per OS thread for OpenMP: set them in the worker too.
+            initializer=torch.set_num_threads,
+            initargs=(settings.torch_threads,),
+        )
+        self._reload_lock = asyncio.Lock()
+        self.bundle: ModelBundle | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.bundle is not None
+
+    async def start(self, path: Path | None = None) -> ModelBundle:
+        """Load and warm the startup checkpoint (in the inference thread)."""
+        path = path or self.settings.checkpoint_path
+        loop = asyncio.get_running_loop()
+        self.bundle = await loop.run_in_executor(self._executor, load_bundle, path, self.settings)
+        log.info("serving %s from %s", self.bundle.model_version, path)
+        return self.bundle
+
+    async def reload(self, path: Path | None = None) -> ModelBundle:
+        """Load + warm a new checkpoint beside the serving one, then swap. CheckpointError
+        leaves the serving model in place."""
+        path = path or (self.bundle.path if self.bundle else self.settings.checkpoint_path)
+        async with self._reload_lock:
+            bundle = await asyncio.to_thread(self._load_in_side_thread, path)
+            old, self.bundle = self.bundle, bundle
+        log.info("reloaded %s -> %s from %s", old and old.model_version, bundle.model_version, path)
+        return bundle
+
+    def _load_in_side_thread(self, path: Path) -> ModelBundle:
+        torch.set_num_threads(self.settings.torch_threads)
+        return load_bundle(path, self.settings)
+
+    async def run(self, fn: Callable[..., R], *args: object) -> R:
+        """Run ``fn(*args)`` in the inference thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+__all__ = ["CheckpointError", "ModelBundle", "ModelRunner", "load_bundle", "warm_up"]

@@ -1,0 +1,216 @@
+"""The serving path of ``POST /v1/rank``: Redis read, then features + model in the worker.
+
+1. check the limits that depend on settings and on the loaded model (422 naming the problem);
+2. one pipelined Redis read within the budget (embedding, history, content by id);
+3. in the inference thread: decode, decide about the embedding, build tensors, score all
+   candidates in one shared-history pass;
+4. record metrics, sort by the ranking score.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import torch
+
+from ranker_service.features import (
+    EmbeddingDecision,
+    build_candidates,
+    check_candidates,
+    check_inline_events,
+    decide_embedding,
+    decode_history,
+    inline_history,
+    ranking_scores,
+)
+from ranker_service.metrics import Metrics
+from ranker_service.model_runner import ModelBundle, ModelRunner
+from ranker_service.schemas import (
+    RankRequest,
+    RankResponse,
+    ScoredCandidate,
+    Timing,
+    UpstreamInfo,
+    UpstreamStatus,
+)
+from ranker_service.settings import Settings
+from ranker_service.store import FeatureStore, FetchOutcome, UserData
+from shared_model.contract import ContractError, HistoryRecord
+from shared_model.features import Context, EventBatch
+from shared_model.inference import score
+
+log = logging.getLogger(__name__)
+
+
+class RankInputError(ValueError):
+    """The request is well-formed JSON but breaks a limit or the model's shapes (-> 422)."""
+
+
+@dataclass
+class _Scored:
+    probs: torch.Tensor  # (N, 2) [pCTR, pCVR]
+    decision: EmbeddingDecision
+    history_length: int
+    corrupt_history: int
+    content_lookups: dict[str, int]
+    queued_s: float
+    model_s: float
+
+
+def _score_in_worker(
+    bundle: ModelBundle,
+    request: RankRequest,
+    request_time_ms: int,
+    inline: list[HistoryRecord] | None,
+    data: UserData,
+    settings: Settings,
+    submitted: float,
+) -> _Scored:
+    """Everything CPU-bound, in the inference thread."""
+    queued_s = time.perf_counter() - submitted
+    cfg = bundle.config
+    T = cfg.max_seq_len
+    decision = decide_embedding(
+        data.embedding,
+        data.outcome,
+        cfg,
+        bundle.upstream_model_version,
+        request_time_ms,
+        int(settings.embedding_max_age_s * 1000),
+        enabled=settings.upstream_lookup_enabled,
+    )
+    corrupt = 0
+    if inline is not None:
+        history = inline[-T:]
+    else:
+        history, corrupt = decode_history(data.history, limit=T)
+    events = EventBatch.from_records([history], T, cfg.content_dim)  # (1, T)
+    ctx = Context.make(
+        [request_time_ms], [request.user_id], [request.context.surface], [request.context.device]
+    )
+    cands, lookups = build_candidates(request.candidates, cfg, data.content)
+    start = time.perf_counter()
+    probs = score(bundle.model, events, ctx, cands, decision.feature, shared=True)
+    return _Scored(
+        probs, decision, len(history), corrupt, lookups, queued_s, time.perf_counter() - start
+    )
+
+
+class RankingService:
+    def __init__(
+        self, settings: Settings, store: FeatureStore, runner: ModelRunner, metrics: Metrics
+    ) -> None:
+        self.settings, self.store, self.runner, self.metrics = settings, store, runner, metrics
+
+    def _check(self, request: RankRequest, bundle: ModelBundle) -> list[HistoryRecord] | None:
+        s = self.settings
+        n = len(request.candidates)
+        if n > s.max_candidates:
+            raise RankInputError(f"too many candidates: {n} > max_candidates={s.max_candidates}")
+        if problem := check_candidates(request.candidates, bundle.config):
+            raise RankInputError(problem)
+        if request.events is None:
+            return None
+        if len(request.events) > s.max_inline_events:
+            raise RankInputError(
+                f"too many inline events: {len(request.events)} > "
+                f"max_inline_events={s.max_inline_events}"
+            )
+        if problem := check_inline_events(request.events, bundle.config):
+            raise RankInputError(problem)
+        try:
+            return inline_history(request.events, request.user_id)
+        except ContractError as e:
+            raise RankInputError(str(e)) from None
+
+    async def rank(self, request: RankRequest, started: float) -> RankResponse:
+        bundle = self.runner.bundle
+        if bundle is None:  # the route's readiness dependency normally prevents this
+            raise RuntimeError("no model loaded")
+        inline = self._check(request, bundle)
+        request_time_ms = request.context.time_ms or int(time.time() * 1000)
+        s = self.settings
+        content_ids = sorted(
+            {c.content_id for c in request.candidates if c.content_id and not c.content_embedding}
+        )
+        data = await self.store.fetch(
+            request.user_id,
+            history_limit=bundle.config.max_seq_len,
+            read_embedding=s.upstream_lookup_enabled,
+            read_history=inline is None,
+            content_ids=content_ids if bundle.config.content_dim else (),
+        )
+        if data.outcome is not FetchOutcome.SKIPPED:
+            self.metrics.redis_seconds.labels(data.outcome.value).observe(data.seconds)
+        scored = await self.runner.run(
+            _score_in_worker,
+            bundle,
+            request,
+            request_time_ms,
+            inline,
+            data,
+            s,
+            time.perf_counter(),
+        )
+        return self._respond(request, bundle, data, scored, inline is not None, started)
+
+    def _respond(
+        self,
+        request: RankRequest,
+        bundle: ModelBundle,
+        data: UserData,
+        scored: _Scored,
+        inline: bool,
+        started: float,
+    ) -> RankResponse:
+        m, d = self.metrics, scored.decision
+        m.candidates.observe(len(request.candidates))
+        m.model_seconds.observe(scored.model_s)
+        m.queue_seconds.observe(scored.queued_s)
+        m.embedding_lookups.labels(d.outcome.value).inc()
+        if d.age_ms is not None:
+            m.embedding_age_seconds.observe(max(d.age_ms, 0) / 1000)
+        if scored.corrupt_history:
+            m.history_corrupt_records.inc(scored.corrupt_history)
+            log.warning("user %s: %d corrupt history records skipped", request.user_id,
+                        scored.corrupt_history)  # fmt: skip
+        for outcome, count in scored.content_lookups.items():
+            if count:
+                m.content_lookups.labels(outcome).inc(count)
+
+        probs = scored.probs.tolist()
+        scores = ranking_scores(scored.probs, [c.bid for c in request.candidates])
+        order = sorted(range(len(scores)), key=lambda i: -scores[i])  # stable: ties keep order
+        if inline:
+            history_source = "inline"
+        elif data.outcome is FetchOutcome.OK:
+            history_source = "redis"
+        else:
+            history_source = "none"
+        return RankResponse(
+            model_version=bundle.model_version,
+            candidates=[
+                ScoredCandidate(
+                    ad_id=request.candidates[i].ad_id,
+                    p_ctr=probs[i][0],
+                    p_cvr=probs[i][1],
+                    score=scores[i],
+                )
+                for i in order
+            ],
+            upstream=UpstreamInfo(
+                status=UpstreamStatus.USED if d.used else UpstreamStatus.ABSENT,
+                outcome=d.outcome,
+                age_ms=d.age_ms,
+                model_version=d.model_version,
+            ),
+            history_source=history_source,
+            history_length=scored.history_length,
+            timing=Timing(
+                redis_ms=data.seconds * 1000,
+                model_ms=scored.model_s * 1000,
+                total_ms=(time.perf_counter() - started) * 1000,
+            ),
+        )

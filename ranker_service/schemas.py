@@ -1,0 +1,124 @@
+"""HTTP request and response models for ``POST /v1/rank``.
+
+Strict at the edge: unknown fields, wrong types and NaN/Infinity are rejected with a 422 that
+names the field. Limits that depend on the settings or on the loaded model (candidate count,
+inline events, content width, float features) are checked by the route, also with a 422.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from shared_model.contract import MAX_ID_LENGTH, MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS
+
+# Printable, no braces (they would break the Redis Cluster hash tag of the user's keys).
+Id = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=MAX_ID_LENGTH, pattern=r"^[^{}\x00-\x1f\x7f]+$"),
+]
+TimestampMs = Annotated[int, Field(ge=MIN_TIMESTAMP_MS, lt=MAX_TIMESTAMP_MS)]
+
+
+class _Strict(BaseModel):
+    # strict: "1.5" is not a float and true is not a number; NaN and Infinity are refused.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
+
+
+class RequestContext(_Strict):
+    surface: Id = Field(description="Where the ads are shown: feed, reels, search, ...")
+    device: Id = Field(description="Device type: ios, android, web, ...")
+    time_ms: TimestampMs | None = Field(
+        default=None, description="Request time, epoch ms (default: the server's clock)."
+    )
+
+
+class Candidate(_Strict):
+    ad_id: Id
+    advertiser_id: Id
+    content_embedding: list[float] | None = Field(
+        default=None, description="Dense content vector; width must be the model's content_dim."
+    )
+    content_id: Id | None = Field(
+        default=None,
+        description="Look the content vector up in Redis (contract.content_embedding_key) "
+        "instead of sending it; ignored when content_embedding is given.",
+    )
+    floats: list[float] | None = Field(
+        default=None, description="Float features; exactly the model's n_candidate_floats."
+    )
+    bid: float | None = Field(
+        default=None, ge=0, description="Optional bid; the ranking score is multiplied by it."
+    )
+
+
+class InlineEvent(_Strict):
+    """One recent user event sent by a caller that holds the history itself."""
+
+    timestamp_ms: TimestampMs
+    action_type: str | int = Field(description="click, conversion, view, impression, tag or 1..5")
+    item_id: Id
+    surface: Id = "feed"
+    event_id: Id | None = None
+    content_embedding: list[float] | None = None
+    value: float | None = None
+
+
+class RankRequest(_Strict):
+    user_id: Id
+    context: RequestContext
+    candidates: list[Candidate] = Field(min_length=1)
+    events: list[InlineEvent] | None = Field(
+        default=None,
+        description="The user's recent events, oldest first or in any order. When given, the "
+        "stored history is not read (the upstream embedding still is).",
+    )
+
+
+class UpstreamStatus(StrEnum):
+    USED = "used"
+    ABSENT = "absent"
+
+
+class EmbeddingOutcome(StrEnum):
+    """Why the upstream embedding was or was not used (also the metric label)."""
+
+    HIT = "hit"
+    MISSING = "missing"  # no record (never written, or expired by its TTL)
+    STALE = "stale"  # older than embedding_max_age_s
+    VERSION_MISMATCH = "version_mismatch"  # written by an upstream model we were not trained with
+    TIMEOUT = "timeout"  # Redis did not answer within the budget
+    UNAVAILABLE = "unavailable"  # Redis refused or dropped the connection
+    CORRUPT = "corrupt"  # the record does not decode (ContractError)
+    DISABLED = "disabled"  # lookup switched off by settings
+
+
+class UpstreamInfo(BaseModel):
+    status: UpstreamStatus
+    outcome: EmbeddingOutcome
+    age_ms: int | None = Field(description="Request time - the record's computed_at_ms.")
+    model_version: str | None = Field(description="The upstream model that wrote the record.")
+
+
+class ScoredCandidate(BaseModel):
+    ad_id: str
+    p_ctr: float
+    p_cvr: float
+    score: float = Field(description="p_ctr * p_cvr, times bid when the candidate has one.")
+
+
+class Timing(BaseModel):
+    redis_ms: float
+    model_ms: float
+    total_ms: float
+
+
+class RankResponse(BaseModel):
+    model_version: str
+    candidates: list[ScoredCandidate] = Field(description="Sorted by score, best first.")
+    upstream: UpstreamInfo
+    history_source: str = Field(description="redis, inline, or none (Redis unavailable).")
+    history_length: int
+    timing: Timing

@@ -1,0 +1,56 @@
+"""Service settings: one ``Settings`` object, read from ``RANKER_*`` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of the ranker. ``RANKER_REDIS_URL=rediss://:pw@host:6380/0`` etc."""
+
+    model_config = SettingsConfigDict(env_prefix="RANKER_", env_file=None, extra="ignore")
+
+    # --- Redis (upstream embedding + history) -------------------------------------------------
+    # redis:// or rediss:// (TLS); a password goes in the URL (redis://:secret@host:6379/0).
+    redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    redis_tls_ca_file: Path | None = None  # CA bundle for rediss:// with a private CA
+    # The whole Redis read (one pipelined round trip) must finish within this budget, or the
+    # request ranks with what it has: no embedding, no stored history.
+    redis_budget_ms: float = Field(default=30.0, gt=0)
+    redis_max_connections: int = Field(default=64, gt=0)
+    # Switch the upstream embedding lookup off (the benchmark's baseline; an emergency lever).
+    upstream_lookup_enabled: bool = True
+    # An embedding older than this (request time - computed_at_ms) is "stale" and not used.
+    embedding_max_age_s: float = Field(default=7 * 24 * 3600.0, gt=0)
+
+    # --- model --------------------------------------------------------------------------------
+    checkpoint_path: Path = Path("artifacts/demo/online")
+    device: str = "cpu"
+    # 1 intra-op thread on a 2-core box: the other core runs the event loop (JSON, validation,
+    # Redis I/O). Two intra-op threads fight the loop for the cores and, under load, show
+    # 10-100x latency spikes (OpenMP workers spinning on a busy core); see docs/benchmarks.
+    torch_threads: int = Field(default=1, gt=0)
+    torch_interop_threads: int = Field(default=1, gt=0)
+    warmup_candidates: list[int] = [1, 10, 100]  # candidate counts run once before ready
+
+    # --- request limits -----------------------------------------------------------------------
+    max_candidates: int = Field(default=1000, gt=0)
+    max_inline_events: int = Field(default=1000, ge=0)
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+
+    # --- admin --------------------------------------------------------------------------------
+    # POST /admin/reload is disabled (404) unless a token is set; callers send it as a
+    # Bearer token.
+    reload_token: SecretStr | None = None
+
+    log_level: str = "INFO"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings (env is read once)."""
+    return Settings()

@@ -1,0 +1,125 @@
+"""Redis reads: the user's upstream embedding, recent history and content vectors, in one trip.
+
+``redis.asyncio`` on the event loop rather than a sync client in the inference thread: the
+Redis wait of one request then overlaps the model time of another, and the per-request budget
+is a plain ``asyncio.timeout`` that cancels the read (redis-py drops a connection cancelled
+mid-reply, so a late answer can never be read by the next request). A sync client in the
+worker would serialise every Redis wait behind the single inference thread.
+
+This module only moves bytes; decoding (which can fail on a corrupt record) lives in
+``features.py`` and runs in the worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from ranker_service.settings import Settings
+from shared_model.contract import (
+    EMBEDDING_FIELD_RECORD,
+    HISTORY_SOURCES,
+    content_embedding_key,
+    embedding_key,
+    history_key,
+)
+
+log = logging.getLogger(__name__)
+
+
+class FetchOutcome(StrEnum):
+    OK = "ok"
+    TIMEOUT = "timeout"  # no answer within the budget
+    UNAVAILABLE = "unavailable"  # connection refused, reset, auth failure, ...
+    SKIPPED = "skipped"  # nothing to read
+
+
+@dataclass
+class UserData:
+    """Raw bytes as Redis returned them; empty when the read failed or was not asked for."""
+
+    outcome: FetchOutcome
+    seconds: float
+    embedding: bytes | None = None
+    history: list[list[bytes]] = field(default_factory=list)  # per source, oldest first
+    content: dict[str, bytes | None] = field(default_factory=dict)
+
+
+class FeatureStore:
+    """The ranker's read side of the Redis contract."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.budget_s = settings.redis_budget_ms / 1000
+        extra = {}
+        if settings.redis_tls_ca_file is not None:
+            extra["ssl_ca_certs"] = str(settings.redis_tls_ca_file)
+        self.client = aioredis.Redis.from_url(
+            settings.redis_url.get_secret_value(),
+            # Socket timeouts back up the budget; one immediate retry reconnects a connection
+            # that went stale while Redis restarted (the budget still bounds the total).
+            socket_timeout=max(self.budget_s, 0.001),
+            socket_connect_timeout=max(self.budget_s, 0.001),
+            retry=Retry(NoBackoff(), retries=1),
+            max_connections=settings.redis_max_connections,
+            health_check_interval=0,
+            **extra,
+        )
+
+    async def fetch(
+        self,
+        user_id: str,
+        *,
+        history_limit: int,
+        read_embedding: bool,
+        read_history: bool,
+        content_ids: Sequence[str] = (),
+    ) -> UserData:
+        """One pipelined round trip; never raises for Redis trouble (see ``outcome``)."""
+        start = time.perf_counter()
+        if not (read_embedding or read_history or content_ids):
+            return UserData(FetchOutcome.SKIPPED, 0.0)
+        pipe = self.client.pipeline(transaction=False)
+        if read_embedding:
+            pipe.hget(embedding_key(user_id), EMBEDDING_FIELD_RECORD)
+        if read_history:
+            for source in HISTORY_SOURCES:
+                # Each source capped separately (paper: per-source horizon), oldest first.
+                pipe.zrange(history_key(user_id, source), -history_limit, -1)
+        if content_ids:
+            pipe.mget([content_embedding_key(c) for c in content_ids])
+        try:
+            async with asyncio.timeout(self.budget_s):
+                replies = await pipe.execute()
+        except TimeoutError:
+            return UserData(FetchOutcome.TIMEOUT, time.perf_counter() - start)
+        except (RedisError, OSError) as e:
+            log.debug("redis read failed: %s", e)
+            return UserData(FetchOutcome.UNAVAILABLE, time.perf_counter() - start)
+        data = UserData(FetchOutcome.OK, time.perf_counter() - start)
+        replies = list(replies)
+        if read_embedding:
+            data.embedding = replies.pop(0)
+        if read_history:
+            data.history = [list(replies.pop(0)) for _ in HISTORY_SOURCES]
+        if content_ids:
+            data.content = dict(zip(content_ids, replies.pop(0), strict=True))
+        return data
+
+    async def ping(self) -> bool:
+        try:
+            async with asyncio.timeout(max(self.budget_s, 0.25)):
+                return bool(await self.client.ping())
+        except (TimeoutError, RedisError, OSError):
+            return False
+
+    async def aclose(self) -> None:
+        await self.client.aclose()

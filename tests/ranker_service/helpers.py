@@ -1,0 +1,136 @@
+"""Ranker test helpers: tiny checkpoints, settings, and Redis writers using the contract."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import redis
+import torch
+
+from ranker_service.settings import Settings
+from shared_model.checkpoint import build_model, save_checkpoint
+from shared_model.config import LLaTTEConfig, tiny_config
+from shared_model.contract import (
+    EMBEDDING_FIELD_NEWEST,
+    EMBEDDING_FIELD_RECORD,
+    ActionType,
+    EmbeddingDType,
+    EmbeddingRecord,
+    HistoryRecord,
+    content_embedding_key,
+    embedding_key,
+    history_key,
+    source_of,
+    stable_hash,
+)
+
+UPSTREAM_VERSION = "upstream-test-v1"
+NOW_MS = 1_750_000_000_000  # fixed request time: ages are exact
+
+
+def make_checkpoint(path: Path, seed: int, upstream_version: str = UPSTREAM_VERSION) -> str:
+    torch.manual_seed(seed)
+    cfg = tiny_config("online")
+    return save_checkpoint(
+        path, build_model(cfg), cfg, metadata={"upstream_model_version": upstream_version}
+    )
+
+
+def ranker_settings(redis_url: str, checkpoint: Path, **overrides: object) -> Settings:
+    base: dict[str, object] = dict(
+        redis_url=redis_url,
+        checkpoint_path=checkpoint,
+        # Generous: a loaded CI box must never turn a hit into a timeout. The timeout path is
+        # tested against a server that never answers, not against a tight budget.
+        redis_budget_ms=2000,
+        warmup_candidates=[1, 3],
+        max_candidates=50,
+        max_inline_events=20,
+        max_body_bytes=64 * 1024,
+        embedding_max_age_s=3600,
+        reload_token="test-token",
+    )
+    base.update(overrides)
+    return Settings(**base)
+
+
+# ------------------------------------------------------------------------------------------
+# Writers that use the contract encoders, as the upstream service does
+# ------------------------------------------------------------------------------------------
+
+
+def write_embedding(
+    client: redis.Redis,
+    user_id: str,
+    vector: Sequence[float],
+    *,
+    model_version: str = UPSTREAM_VERSION,
+    computed_at_ms: int = NOW_MS - 60_000,
+    dtype: EmbeddingDType = EmbeddingDType.FLOAT16,
+) -> EmbeddingRecord:
+    record = EmbeddingRecord(
+        vector=tuple(vector),
+        model_version=model_version,
+        computed_at_ms=computed_at_ms,
+        newest_event_ms=computed_at_ms - 1000,
+        history_length=10,
+        dtype=dtype,
+    )
+    client.hset(
+        embedding_key(user_id),
+        mapping={
+            EMBEDDING_FIELD_RECORD: record.encode(),
+            EMBEDDING_FIELD_NEWEST: record.newest_event_ms,
+        },
+    )
+    return EmbeddingRecord.decode(record.encode())  # what the ranker will read (float16)
+
+
+def make_history(n: int, content_dim: int, seed: int = 0) -> list[HistoryRecord]:
+    g = torch.Generator().manual_seed(seed)
+    actions = [ActionType.CLICK, ActionType.VIEW, ActionType.CONVERSION, ActionType.IMPRESSION]
+    return [
+        HistoryRecord(
+            timestamp_ms=NOW_MS - 3_600_000 + 60_000 * i,
+            action_type=actions[i % len(actions)],
+            item_hash=stable_hash(f"item-{i % 7}"),
+            surface_hash=stable_hash("feed"),
+            event_hash=stable_hash(f"event-{seed}-{i}"),
+            value=float(i % 3),
+            content=tuple(torch.randn(content_dim, generator=g).tolist()) if i % 2 else None,
+        )
+        for i in range(n)
+    ]
+
+
+def write_history(client: redis.Redis, user_id: str, records: Sequence[HistoryRecord]) -> None:
+    for r in records:
+        client.zadd(history_key(user_id, source_of(r.action_type)), {r.encode(): r.timestamp_ms})
+
+
+def write_content(client: redis.Redis, content_id: str, vector: Sequence[float]) -> None:
+    record = EmbeddingRecord(
+        tuple(vector), "content-v1", NOW_MS, NOW_MS, 0, dtype=EmbeddingDType.FLOAT32
+    )
+    client.set(content_embedding_key(content_id), record.encode())
+
+
+def rank_body(n: int, cfg: LLaTTEConfig, user_id: str = "u1", **extra: object) -> dict:
+    g = torch.Generator().manual_seed(n)
+    candidates = [
+        {
+            "ad_id": f"ad-{i}",
+            "advertiser_id": f"adv-{i % 3}",
+            "content_embedding": torch.randn(cfg.content_dim, generator=g).tolist(),
+            "floats": torch.rand(cfg.n_candidate_floats, generator=g).tolist(),
+        }
+        for i in range(n)
+    ]
+    body = {
+        "user_id": user_id,
+        "context": {"surface": "feed", "device": "ios", "time_ms": NOW_MS},
+        "candidates": candidates,
+    }
+    body.update(extra)
+    return body
