@@ -418,3 +418,19 @@ if tonumber(ARGV[3]) > 0 then
 end
 return 1
 """
+
+
+# ----------------------------------------------------------------------------------------------
+# Redis: content embeddings by content id (appended; read by the ranker)
+# ----------------------------------------------------------------------------------------------
+
+
+def content_embedding_key(content_id: str) -> str:
+    """String value: an ``EmbeddingRecord`` holding an ad's or item's content vector.
+
+    ``model_version`` names the content model that produced it. Content keys are shared by all
+    users, so unlike the per-user keys they carry no hash tag: on Redis Cluster the ranker's
+    pipeline spans slots.
+    """
+    _check_id("content_id", content_id)
+    return f"{KEY_PREFIX}:content:{content_id}"
