@@ -158,3 +158,21 @@ def test_graceful_stop_commits_offsets(start_worker, send, redis_client):
     # The second worker resumed after the committed offset: hank's event was not redelivered.
     assert metric(second, "upstream_events_consumed_total", {"action_type": "conversion"}) == 1
     assert second.refreshes_of("hank") == []
+
+
+def test_two_workers_split_partitions_and_lose_nothing(start_worker, send, redis_client):
+    first = start_worker()
+    before = [make_event(f"early-{i}", "conversion", BASE_MS + i) for i in range(20)]
+    send(*before)
+    second = start_worker()  # joins the group: the first gives up a partition mid-stream
+    wait_for(
+        lambda: first.worker._consumer.assignment() and second.worker._consumer.assignment(),
+        30,
+        "both workers to own a partition",
+    )
+    after = [make_event(f"late-{i}", "conversion", BASE_MS + 100 + i) for i in range(20)]
+    send(*after)
+    for e in before + after:
+        wait_for(lambda e=e: read_embedding(redis_client, e.user_id), 30, f"{e.user_id}")
+    assert first.worker._consumer.assignment().isdisjoint(second.worker._consumer.assignment())
+    assert second.refreshes and first.refreshes
