@@ -29,6 +29,10 @@ class LLaTTEConfig:
     time_enc_dims: int = 32  # hidden dims that receive the additive timestamp encoding
     # --- query tokens (A.2.2) -----------------------------------------------------------------
     n_query: int = 4  # n_q query tokens appended after the events
+    # online only: how many of the n_q tokens carry only user/request context. They come
+    # before the candidate tokens, so (attention being causal) they are shared by all
+    # candidates and computed once per request; the rest carry the candidate.
+    n_context_query: int = 2
     user_buckets: int = 100_003  # hashed user id rows (query tokens and DHEN)
     ad_buckets: int = 200_003  # hashed candidate ad id rows
     advertiser_buckets: int = 20_011  # hashed advertiser id rows
@@ -77,6 +81,11 @@ class LLaTTEConfig:
         for name in ("d_model", "n_layers", "n_heads", "head_dim", "n_query", "max_seq_len"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
+        if not self.is_upstream and not 0 <= self.n_context_query < self.n_query:
+            raise ValueError(
+                f"n_context_query={self.n_context_query} must be in [0, n_query): the online "
+                "model needs at least one candidate query token"
+            )
         if self.time_enc_dims > self.d_model:
             raise ValueError("time_enc_dims cannot exceed d_model")
         unknown = set(self.dhen_modules) - {"cross", "mlp"}
@@ -89,6 +98,15 @@ class LLaTTEConfig:
     @property
     def is_upstream(self) -> bool:
         return self.stage == "upstream"
+
+    @property
+    def n_context_tokens(self) -> int:
+        """Query tokens that never see the candidate (all of them upstream)."""
+        return self.n_query if self.is_upstream else self.n_context_query
+
+    @property
+    def n_candidate_tokens(self) -> int:
+        return self.n_query - self.n_context_tokens
 
     @property
     def n_tasks(self) -> int:
@@ -154,9 +172,10 @@ def online_config(**overrides: Any) -> LLaTTEConfig:
         n_heads=4,
         head_dim=64,
         q_lora_rank=128,
-        kv_lora_rank=128,
+        kv_lora_rank=64,
         d_ffn=704,
         n_query=4,
+        n_context_query=2,
         pyramid=[64, 16, 0],
         d_summary=256,
     )
@@ -176,6 +195,7 @@ def tiny_config(stage: Stage = "online", **overrides: Any) -> LLaTTEConfig:
         d_embed=8,
         time_enc_dims=8,
         n_query=3,
+        n_context_query=1,
         user_buckets=53,
         ad_buckets=101,
         advertiser_buckets=17,

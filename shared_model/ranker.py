@@ -31,27 +31,22 @@ class RankerModel(nn.Module):
         # DHEN's own sparse/dense features (separate tables from the query tokens').
         self.context = ContextEmbedding(cfg)
         self.candidate = CandidateEmbedding(cfg)
-        d_in = self.context.width + self.candidate.width + cfg.d_summary + cfg.d_upstream + 1
-        self.dhen = DHEN(d_in, cfg.d_ns, cfg.n_ns_layers, cfg.dhen_modules)
+        groups = [self.context.width, cfg.d_upstream + 1, self.candidate.width, cfg.d_summary]
+        self.dhen = DHEN(groups, cfg.d_ns, cfg.n_ns_layers, cfg.dhen_modules)
         self.heads = TaskHeads(cfg.d_ns, cfg.head_hidden, cfg.n_tasks)
         self.apply(_init_weights(cfg.init_std))
 
     def _interact(
         self, summary: torch.Tensor, ctx: Context, cands: Candidates, upstream: UpstreamFeature
     ) -> torch.Tensor:
-        N = summary.shape[0]
         flag = upstream.present.to(summary.dtype)[:, None]  # (B|1, 1)
-        h0 = torch.cat(
-            [
-                self.context(ctx).expand(N, -1),
-                self.candidate(cands),
-                summary,
-                (upstream.embedding * flag).expand(N, -1),  # zeroed when absent, whatever was sent
-                flag.expand(N, -1),
-            ],
-            dim=-1,
-        )
-        return self.heads(self.dhen(h0))  # (N, n_tasks)
+        groups = [
+            self.context(ctx),  # (B|1, .) user side: once per request at serving time
+            torch.cat([upstream.embedding * flag, flag], dim=-1),  # zeroed when absent
+            self.candidate(cands),  # (N, .) candidate side
+            summary,  # (N, d_summary)
+        ]
+        return self.heads(self.dhen(groups))  # (N, n_tasks)
 
     def forward(
         self,
@@ -75,7 +70,7 @@ class RankerModel(nn.Module):
         """One user (batch 1), N candidates: encode the history once -> logits (N, 2)."""
         if events.shape[0] != 1:
             raise ValueError("score_shared takes one user's history (batch 1)")
-        cache = self.sequence.encode_history(events, ctx.request_time_ms, "sdpa")
+        cache = self.sequence.encode_history(events, ctx, "sdpa")
         summary = self.sequence.decode_queries(cache, ctx, cands, impl)  # (N, d_summary)
         return self._interact(summary, ctx, cands, upstream)
 

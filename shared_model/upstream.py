@@ -31,8 +31,8 @@ class UpstreamModel(nn.Module):
         self.sequence = LLaTTESequence(cfg)
         self.context = ContextEmbedding(cfg)
         self.candidate = CandidateEmbedding(cfg)
-        d_in = self.context.width + self.candidate.width + cfg.d_summary
-        self.dhen = DHEN(d_in, cfg.d_ns, cfg.n_ns_layers, cfg.dhen_modules)
+        groups = [self.context.width, self.candidate.width, cfg.d_summary]
+        self.dhen = DHEN(groups, cfg.d_ns, cfg.n_ns_layers, cfg.dhen_modules)
         self.heads = TaskHeads(cfg.d_ns, cfg.head_hidden, cfg.n_tasks)
         self.apply(_init_weights(cfg.init_std))
 
@@ -49,12 +49,5 @@ class UpstreamModel(nn.Module):
     def predict_from_embedding(
         self, emb: torch.Tensor, ctx: Context, cands: Candidates
     ) -> torch.Tensor:
-        h0 = torch.cat(
-            [
-                self.context(ctx).expand(len(cands), -1),
-                self.candidate(cands),
-                emb.expand(len(cands), -1),
-            ],
-            dim=-1,
-        )
-        return self.heads(self.dhen(h0))
+        """emb (B|1, U), B candidates -> logits (B, 2)."""
+        return self.heads(self.dhen([self.context(ctx), self.candidate(cands), emb]))

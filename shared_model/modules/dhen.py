@@ -13,6 +13,7 @@ Modules: ``cross`` is a DCN-v2 cross layer (explicit bounded-degree interactions
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -52,14 +53,27 @@ class DHENLayer(nn.Module):
 
 
 class DHEN(nn.Module):
-    def __init__(self, d_in: int, width: int, n_layers: int, modules: list[str]) -> None:
+    """``forward`` takes h0 as a list of feature groups instead of one concatenation.
+
+    The input projection of a concatenation is the sum of per-group projections, so a group
+    with batch 1 (the user side: the 2048-d upstream embedding, the context) is projected once
+    per request and broadcast over the N candidates instead of being copied N times.
+    """
+
+    def __init__(
+        self, group_widths: list[int], width: int, n_layers: int, modules: list[str]
+    ) -> None:
         super().__init__()
-        self.input = nn.Sequential(nn.Linear(d_in, width), nn.LayerNorm(width))
+        self.group_widths = list(group_widths)
+        self.input = nn.Linear(sum(group_widths), width)
+        self.input_norm = nn.LayerNorm(width)
         self.layers = nn.ModuleList(DHENLayer(width, modules) for _ in range(n_layers))
 
-    def forward(self, h0: torch.Tensor) -> torch.Tensor:
-        """h0 (B, d_in) concatenated features -> z (B, width)."""
-        h0 = self.input(h0)
+    def forward(self, groups: list[torch.Tensor]) -> torch.Tensor:
+        """groups: (B|1, w_i) feature groups of h0 (eq. 5) -> z (B, width)."""
+        weights = self.input.weight.split(self.group_widths, dim=1)
+        proj = sum(F.linear(g, w) for g, w in zip(groups, weights, strict=True))
+        h0 = self.input_norm(proj + self.input.bias)
         h = h0
         for layer in self.layers:
             h = layer(h, h0)

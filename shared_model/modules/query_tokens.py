@@ -4,6 +4,10 @@ Online, they carry the candidate ad (ad id, advertiser, content, float features)
 context; upstream no candidate exists yet, so they carry user-side features and the context of
 the triggering event only. Each token is a learned seed plus its own projection of the features
 (Perceiver-style seeds, Jaegle et al. 2021).
+
+The tokens are ordered [context tokens, candidate tokens]. Context tokens see only the user and
+the request, so with causal attention they are part of the per-request prefix that all
+candidates share; only the candidate tokens are computed per candidate.
 """
 
 from __future__ import annotations
@@ -64,19 +68,39 @@ class CandidateEmbedding(nn.Module):
 class QueryTokens(nn.Module):
     def __init__(self, cfg: LLaTTEConfig) -> None:
         super().__init__()
-        self.n_query, self.d_model = cfg.n_query, cfg.d_model
+        self.d_model = cfg.d_model
+        self.n_context, self.n_candidate = cfg.n_context_tokens, cfg.n_candidate_tokens
         self.context = ContextEmbedding(cfg)
-        self.candidate = None if cfg.is_upstream else CandidateEmbedding(cfg)
-        width = self.context.width + (0 if self.candidate is None else self.candidate.width)
         self.seeds = nn.Parameter(torch.zeros(cfg.n_query, cfg.d_model))
-        self.proj = nn.Linear(width, cfg.n_query * cfg.d_model)
+        self.context_proj = nn.Linear(self.context.width, self.n_context * cfg.d_model)
+        self.candidate = CandidateEmbedding(cfg) if self.n_candidate else None
+        self.candidate_proj = (
+            nn.Linear(self.context.width + self.candidate.width, self.n_candidate * cfg.d_model)
+            if self.candidate is not None
+            else None
+        )
+
+    def context_tokens(self, ctx: Context) -> torch.Tensor:
+        """ctx (B,) -> (B, Qc, D): the tokens every candidate of a request shares."""
+        B = ctx.user_hash.shape[0]
+        tokens = self.context_proj(self.context(ctx)).view(B, self.n_context, self.d_model)
+        return self.seeds[: self.n_context] + tokens
+
+    def candidate_tokens(self, ctx: Context, cands: Candidates) -> torch.Tensor:
+        """ctx (B|1,), cands (N,) -> (N, Qa, D)."""
+        if self.candidate is None:
+            raise ValueError("this stage's query tokens take no candidate")
+        N = len(cands)
+        feats = torch.cat([self.context(ctx).expand(N, -1), self.candidate(cands)], dim=-1)
+        tokens = self.candidate_proj(feats).view(N, self.n_candidate, self.d_model)
+        return self.seeds[self.n_context :] + tokens
 
     def forward(self, ctx: Context, cands: Candidates | None = None) -> torch.Tensor:
-        """ctx (B,), cands (B,) or None -> (B, Q, D). Online, B is the number of candidates."""
-        feats = self.context(ctx)
-        if self.candidate is not None:
-            if cands is None:
-                raise ValueError("the online model's query tokens need candidates")
-            feats = torch.cat([feats.expand(len(cands), -1), self.candidate(cands)], dim=-1)
-        B = feats.shape[0]
-        return self.seeds + self.proj(feats).view(B, self.n_query, self.d_model)  # (B, Q, D)
+        """All n_q tokens, one set per row -> (B, Q, D)."""
+        context = self.context_tokens(ctx)
+        if self.candidate is None:
+            return context
+        if cands is None:
+            raise ValueError("the online model's query tokens need candidates")
+        B = len(cands)
+        return torch.cat([context.expand(B, -1, -1), self.candidate_tokens(ctx, cands)], dim=1)

@@ -6,11 +6,12 @@ Layer l reads every row of its input as keys/values and keeps, as its output row
 tokens plus the ``pyramid[l]`` most recent events (paper eq. 12). ``pyramid[l] = T`` is full
 self-attention, ``0 < pyramid[l] < T`` pyramidal, ``pyramid[l] = 0`` cross-attention.
 
-Events come before the query tokens and attention is causal, so the event rows never depend on
-the query tokens. ``encode_history`` runs the event rows once and caches each layer's key/value
-latent; ``decode_queries`` then runs any number of query-token sets against that cache. This is
-how the ranker scores N candidates for the price of one history (``forward`` is the reference
-that runs everything together).
+Rows are ordered [events, context query tokens, candidate query tokens] and attention is
+causal, so the events and the context tokens (the request's *prefix*) never depend on the
+candidate. ``encode_history`` runs the prefix once and caches each layer's key/value latent;
+``decode_queries`` then runs only the candidate tokens of N candidates against that cache, in
+one batch. This is how the ranker scores N candidates for the price of one history
+(``forward`` is the reference that runs everything together, one row per candidate).
 """
 
 from __future__ import annotations
@@ -44,10 +45,15 @@ def pyramid_mask(valid: torch.Tensor, kept: int) -> torch.Tensor:
 
 @dataclass
 class HistoryCache:
-    """Per-layer key/value latents of one encoded history, shared by all candidates."""
+    """One request's shared prefix (events, then context query tokens), encoded once.
 
-    latents: list[torch.Tensor]  # per layer: (1|B, L_l, C)
-    valid: list[torch.Tensor]  # per layer: (1|B, L_l) bool
+    ``latents[l]``/``valid[l]`` are the keys/values layer l reads from the prefix; ``context``
+    is the final state of the context query tokens, which the readout needs for every candidate.
+    """
+
+    latents: list[torch.Tensor]  # per layer: (B, L_l, C)
+    valid: list[torch.Tensor]  # per layer: (B, L_l) bool
+    context: torch.Tensor  # (B, Qc, D)
 
 
 class LLaTTESequence(nn.Module):
@@ -61,6 +67,28 @@ class LLaTTESequence(nn.Module):
             cfg.n_query, cfg.d_model, cfg.readout_hidden, cfg.d_summary, cfg.readout_rank
         )
 
+    def _run_layers(
+        self,
+        x: torch.Tensor,
+        valid: torch.Tensor,
+        n_tail: int,
+        impl: AttnImpl,
+        cache: HistoryCache | None = None,
+    ) -> torch.Tensor:
+        """x (B, T_events + n_tail, D): events then ``n_tail`` always-kept query rows."""
+        for layer, kept in zip(self.layers, self.cfg.pyramid, strict=True):
+            S = min(kept, x.shape[1] - n_tail) + n_tail  # kept events + the query rows
+            lat = layer.attn.kv_latent(x)  # (B, L, C)
+            if cache is not None:
+                cache.latents.append(lat)
+                cache.valid.append(valid)
+            if S == 0:  # no rows left to compute (a prefix without query tokens)
+                x, valid = x[:, :0], valid[:, :0]
+                continue
+            x = layer(x[:, -S:], [(lat, pyramid_mask(valid, S))], impl)  # (B, S, D)
+            valid = valid[:, -S:]
+        return x
+
     def forward(
         self,
         events: EventBatch,
@@ -70,51 +98,43 @@ class LLaTTESequence(nn.Module):
     ) -> torch.Tensor:
         """Reference path, one history per row: (B, T) events -> (B, d_summary) summary."""
         Q = self.cfg.n_query
-        x = torch.cat(
-            [self.tokenizer(events, ctx.request_time_ms), self.query_tokens(ctx, cands)], dim=1
-        )  # (B, T+Q, D)
+        tokens = self.tokenizer(events, ctx.request_time_ms)  # (B, T, D)
+        queries = self.query_tokens(ctx, cands)  # (B, Q, D)
+        x = torch.cat([tokens, queries.expand(tokens.shape[0], -1, -1)], dim=1)  # (B, T+Q, D)
         valid = torch.cat([events.valid, events.valid.new_ones(x.shape[0], Q)], dim=1)
-        for layer, kept in zip(self.layers, self.cfg.pyramid, strict=True):
-            S = min(kept, x.shape[1] - Q) + Q
-            lat = layer.attn.kv_latent(x)  # (B, L, C)
-            x = layer(x[:, -S:], [(lat, pyramid_mask(valid, S))], impl)  # (B, S, D)
-            valid = valid[:, -S:]
-        return self.readout(x)
+        final = self._run_layers(x, valid, Q, impl)
+        return self.readout(final[:, -Q:])  # the query-token positions: (B, Q, D)
 
     def encode_history(
-        self, events: EventBatch, request_time_ms: torch.Tensor, impl: AttnImpl = "sdpa"
+        self, events: EventBatch, ctx: Context, impl: AttnImpl = "sdpa"
     ) -> HistoryCache:
-        """Run the event rows alone (they never see the query tokens) and cache the latents."""
-        x = self.tokenizer(events, request_time_ms)  # (B, T, D)
-        valid = events.valid
-        cache = HistoryCache([], [])
-        for layer, kept in zip(self.layers, self.cfg.pyramid, strict=True):
-            lat = layer.attn.kv_latent(x)  # (B, L, C)
-            cache.latents.append(lat)
-            cache.valid.append(valid)
-            S = min(kept, x.shape[1])
-            if S == 0:  # a cross-attention layer: no event rows remain
-                x, valid = x[:, :0], valid[:, :0]
-                continue
-            x = layer(x[:, -S:], [(lat, pyramid_mask(valid, S))], impl)
-            valid = valid[:, -S:]
+        """Run the shared prefix (events, context query tokens) once and cache its latents.
+
+        Causality makes this exact: no prefix row ever reads a candidate token.
+        """
+        Qc = self.cfg.n_context_tokens
+        x = torch.cat(
+            [self.tokenizer(events, ctx.request_time_ms), self.query_tokens.context_tokens(ctx)],
+            dim=1,
+        )  # (B, T+Qc, D)
+        valid = torch.cat([events.valid, events.valid.new_ones(x.shape[0], Qc)], dim=1)
+        cache = HistoryCache([], [], x[:, :0])
+        final = self._run_layers(x, valid, Qc, impl, cache)
+        cache.context = final[:, final.shape[1] - Qc :]  # (B, Qc, D)
         return cache
 
     def decode_queries(
-        self,
-        cache: HistoryCache,
-        ctx: Context,
-        cands: Candidates | None = None,
-        impl: AttnImpl = "absorbed",
+        self, cache: HistoryCache, ctx: Context, cands: Candidates, impl: AttnImpl = "absorbed"
     ) -> torch.Tensor:
-        """Query tokens of N candidates against one cached history -> (N, d_summary)."""
-        x = self.query_tokens(ctx, cands)  # (N, Q, D)
-        Q = x.shape[1]
-        causal = torch.ones(Q, Q, dtype=torch.bool, device=x.device).tril()[None]  # (1, Q, Q)
-        for layer, lat_e, valid_e in zip(self.layers, cache.latents, cache.valid, strict=True):
+        """N candidates' query tokens against one cached prefix -> (N, d_summary)."""
+        x = self.query_tokens.candidate_tokens(ctx, cands)  # (N, Qa, D)
+        N, Qa = x.shape[:2]
+        causal = torch.ones(Qa, Qa, dtype=torch.bool, device=x.device).tril()[None]  # (1, Qa, Qa)
+        for layer, lat_p, valid_p in zip(self.layers, cache.latents, cache.valid, strict=True):
             segments: list[Segment] = [
-                (lat_e, valid_e[:, None, :]),  # every query reads every valid event
-                (layer.attn.kv_latent(x), causal),  # and the query tokens before it
+                (lat_p, valid_p[:, None, :]),  # every candidate token reads the whole prefix
+                (layer.attn.kv_latent(x), causal),  # and the candidate tokens before it
             ]
             x = layer(x, segments, impl)
-        return self.readout(x)
+        final = torch.cat([cache.context.expand(N, -1, -1), x], dim=1)  # (N, Q, D)
+        return self.readout(final)

@@ -62,8 +62,9 @@ def test_flops_hand_count_on_a_tiny_config():
     fl = sequence_flops(cfg)
     # tokenizer: 8 events x (Linear(4*3+1 -> 16) + Linear(16 -> 16))
     assert fl.tokenizer == 2 * 8 * (13 * 16 + 16 * 16)
-    # query tokens: context (3*3+6) + candidate (2*3+1) features -> 2*16
-    assert fl.query_tokens == 2 * (15 + 7) * 32
+    # query tokens: 1 context token from context features (3*3+6), 1 candidate token from
+    # context + candidate (2*3+1) features
+    assert fl.query_tokens == 2 * 15 * 16 + 2 * (15 + 7) * 16
 
     # layer 1: L = 8+2 keys, S = 4+2 queries; layer 2: L = 4+2, S = 0+2
     def layer(L, S):

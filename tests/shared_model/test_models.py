@@ -94,16 +94,16 @@ def test_causality_earlier_event_states_ignore_later_events(ranker):
     changed.item_hash[0, 10] += 1
     changed.action_type[0, 10] = 1 if int(ev.action_type[0, 10]) != 1 else 2
     with torch.no_grad():
-        a = model.sequence.encode_history(ev, ctx.request_time_ms)
-        b = model.sequence.encode_history(changed, ctx.request_time_ms)
+        a = model.sequence.encode_history(ev, ctx)
+        b = model.sequence.encode_history(changed, ctx)
     for lat_a, lat_b in zip(a.latents[1:], b.latents[1:], strict=True):  # inputs to layers 2, 3
         torch.testing.assert_close(lat_a[:, :10], lat_b[:, :10], atol=1e-6, rtol=0)
         assert not torch.allclose(lat_a[:, 10:], lat_b[:, 10:])
 
 
 def test_pyramid_trims_to_the_most_recent_events(ranker):
-    """Layer 2 of pyramid [16, 6, 0] keeps exactly the 6 most recent event rows of what a
-    full-attention model computes there, and the final output differs from full attention."""
+    """Layer 2 of pyramid [16, 6, 0] keeps exactly the 6 most recent event rows (and the query
+    rows) of what a full-attention model computes there; the final output differs."""
     cfg = ranker.cfg
     assert cfg.pyramid == [16, 6, 0]
     full_model = RankerModel(replace(cfg, pyramid=[16, 16, 16])).eval()
@@ -112,11 +112,12 @@ def test_pyramid_trims_to_the_most_recent_events(ranker):
     ev, ctx = random_events(cfg, [16]), random_context(1)
     cands, up = random_candidates(cfg, 3), random_upstream(cfg, 1)
     with torch.no_grad():
-        trimmed = ranker.sequence.encode_history(ev, ctx.request_time_ms)
-        full = full_model.sequence.encode_history(ev, ctx.request_time_ms)
-        assert [lat.shape[1] for lat in trimmed.latents] == [16, 16, 6]
-        torch.testing.assert_close(trimmed.latents[2], full.latents[2][:, -6:])
-        assert not torch.allclose(trimmed.latents[2], full.latents[2][:, :6])
+        trimmed = ranker.sequence.encode_history(ev, ctx)
+        full = full_model.sequence.encode_history(ev, ctx)
+        # prefix rows per layer: kept events + the one context query token
+        assert [lat.shape[1] for lat in trimmed.latents] == [17, 17, 7]
+        torch.testing.assert_close(trimmed.latents[2], full.latents[2][:, -7:])
+        assert not torch.allclose(trimmed.latents[2], full.latents[2][:, :7])
         assert not torch.allclose(
             ranker.score_shared(ev, ctx, cands, up), full_model.score_shared(ev, ctx, cands, up)
         )
