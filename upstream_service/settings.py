@@ -72,7 +72,7 @@ class Settings(BaseSettings):
 
     # --- operations ---------------------------------------------------------------------------
     metrics_host: str = "0.0.0.0"
-    metrics_port: int = 9100  # 0 = pick a free port (tests)
+    metrics_port: int = 9100  # 0 = pick a free port (tests), -1 = no HTTP server
     shutdown_timeout_s: float = 30.0  # SIGTERM: longest wait for the in-flight batch
     log_level: str = "INFO"
 
