@@ -70,6 +70,11 @@ class RankerModel(nn.Module):
         """One user (batch 1), N candidates: encode the history once -> logits (N, 2)."""
         if events.shape[0] != 1:
             raise ValueError("score_shared takes one user's history (batch 1)")
+        # Histories are left-padded and valid rows never read padding, so one user's padding
+        # can be dropped outright: the cost follows the true history length.
+        n_valid = int(events.valid.sum())
+        if bool(events.valid[0, events.shape[1] - n_valid :].all()):
+            events = events.last(n_valid)
         cache = self.sequence.encode_history(events, ctx, "sdpa")
         summary = self.sequence.decode_queries(cache, ctx, cands, impl)  # (N, d_summary)
         return self._interact(summary, ctx, cands, upstream)

@@ -33,7 +33,8 @@ from torch import nn
 from shared_model.config import LLaTTEConfig
 
 AttnImpl = Literal["naive", "sdpa", "absorbed"]
-Segment = tuple[torch.Tensor, torch.Tensor]  # (latent (B|1, L, C), allowed (B|1, S|1, L) bool)
+# (latent (B|1, L, C), allowed (B|1, S|1, L) bool, or None when every key is allowed)
+Segment = tuple[torch.Tensor, torch.Tensor | None]
 
 
 class MultiHeadLatentAttention(nn.Module):
@@ -109,7 +110,9 @@ class MultiHeadLatentAttention(nn.Module):
                 s = torch.einsum("bshk,lhk->bhsl", q, k[0])
             else:
                 s = torch.einsum("bshk,blhk->bhsl", q, k)
-            scores.append(s.masked_fill(~allowed[:, None], float("-inf")))
+            if allowed is not None:
+                s = s.masked_fill(~allowed[:, None], float("-inf"))
+            scores.append(s)
             values.append(v)
         probs = torch.softmax(torch.cat(scores, dim=-1), dim=-1)  # (B, H, S, sum L)
         out = q_lat.new_zeros(B, S, H, K)
@@ -127,7 +130,15 @@ class MultiHeadLatentAttention(nn.Module):
         B, S, _ = q_lat.shape
         H, K = self.n_heads, self.head_dim
         lat = torch.cat([seg.expand(B, -1, -1) for seg, _ in segments], dim=1)  # (B, L, C)
-        allowed = torch.cat([a.expand(B, S, -1) for _, a in segments], dim=-1)  # (B, S, L)
+        allowed = torch.cat(
+            [
+                (a if a is not None else lat.new_ones(1, 1, 1, dtype=torch.bool)).expand(
+                    B, S, seg.shape[1]
+                )
+                for seg, a in segments
+            ],
+            dim=-1,
+        )  # (B, S, L)
         q = self.wq_b(q_lat).view(B, S, H, K).transpose(1, 2)  # (B, H, S, K)
         k, v = self.wkv_b(lat).view(B, -1, H, 2 * K).split(K, dim=-1)  # (B, L, H, K)
         out = F.scaled_dot_product_attention(
@@ -139,22 +150,29 @@ class MultiHeadLatentAttention(nn.Module):
         B = q_lat.shape[0]
         w_qk, w_vo = self.folded_weights()
         q = torch.einsum("bsr,hrc->bshc", q_lat, w_qk) * self.scale  # (B, S, H, C)
+        # Scores stay in (B, S, H, L) layout: every product below is a plain (b)mm on the
+        # latent, with no transposes. The softmax spans all segments without concatenating
+        # them: one shared max, per-segment exponentials, one normaliser.
         scores = []
         for lat, allowed in segments:
-            if lat.shape[0] == 1 and B > 1:
-                s = torch.einsum("bshc,lc->bhsl", q, lat[0])
-            else:
-                s = torch.einsum("bshc,blc->bhsl", q, lat)
-            scores.append(s.masked_fill(~allowed[:, None], float("-inf")))
-        probs = torch.softmax(torch.cat(scores, dim=-1), dim=-1)  # (B, H, S, sum L)
-        out_lat = None
-        start = 0
-        for lat, _ in segments:
-            p = probs[..., start : start + lat.shape[1]]
-            start += lat.shape[1]
-            if lat.shape[0] == 1 and B > 1:
-                o = torch.einsum("bhsl,lc->bshc", p, lat[0])
-            else:
-                o = torch.einsum("bhsl,blc->bshc", p, lat)
+            shared = lat.shape[0] == 1 and B > 1
+            s = torch.einsum(
+                "bshc,lc->bshl" if shared else "bshc,blc->bshl", q, lat[0] if shared else lat
+            )
+            if allowed is not None:
+                s = s.masked_fill(~allowed[:, :, None, :], float("-inf"))
+            scores.append(s)
+        row_max = torch.stack([s.amax(dim=-1) for s in scores if s.shape[-1]]).amax(dim=0)
+        out_lat, denom = None, None
+        for (lat, _), s in zip(segments, scores, strict=True):
+            if not s.shape[-1]:
+                continue
+            e = torch.exp(s - row_max[..., None])  # (B, S, H, L)
+            shared = lat.shape[0] == 1 and B > 1
+            o = torch.einsum(
+                "bshl,lc->bshc" if shared else "bshl,blc->bshc", e, lat[0] if shared else lat
+            )
             out_lat = o if out_lat is None else out_lat + o  # (B, S, H, C)
+            denom = e.sum(-1) if denom is None else denom + e.sum(-1)  # (B, S, H)
+        out_lat = out_lat / denom[..., None]
         return torch.einsum("bshc,hcd->bsd", out_lat, w_vo)

@@ -131,8 +131,9 @@ class LLaTTESequence(nn.Module):
         N, Qa = x.shape[:2]
         causal = torch.ones(Qa, Qa, dtype=torch.bool, device=x.device).tril()[None]  # (1, Qa, Qa)
         for layer, lat_p, valid_p in zip(self.layers, cache.latents, cache.valid, strict=True):
+            prefix_mask = None if bool(valid_p.all()) else valid_p[:, None, :]
             segments: list[Segment] = [
-                (lat_p, valid_p[:, None, :]),  # every candidate token reads the whole prefix
+                (lat_p, prefix_mask),  # every candidate token reads the whole (valid) prefix
                 (layer.attn.kv_latent(x), causal),  # and the candidate tokens before it
             ]
             x = layer(x, segments, impl)
