@@ -26,7 +26,7 @@ from shared_model.contract import (
     merge_histories,
     stable_hash,
 )
-from shared_model.features import Candidates, UpstreamFeature
+from shared_model.features import Candidates, EventBatch, UpstreamFeature
 
 
 @dataclass
@@ -95,6 +95,34 @@ def decode_history(
     return merge_histories(*decoded, limit=limit), corrupt
 
 
+def user_events(records: Sequence[HistoryRecord], length: int, content_dim: int) -> EventBatch:
+    """One user's records (oldest first) -> a left-padded (1, length) EventBatch.
+
+    Same result as ``EventBatch.from_records([records], length, content_dim)`` (parity-tested),
+    built with one tensor call per field instead of one per record: ~1 ms instead of ~3-7 ms at
+    T = 400 with content vectors.
+    """
+    batch = EventBatch.empty(1, length, content_dim)
+    records = list(records)[-length:] if length else []
+    if not records:
+        return batch
+    start = length - len(records)
+    batch.timestamps_ms[0, start:] = torch.tensor([r.timestamp_ms for r in records])
+    batch.action_type[0, start:] = torch.tensor([int(r.action_type) for r in records])
+    batch.item_hash[0, start:] = torch.tensor([r.item_hash for r in records])
+    batch.surface_hash[0, start:] = torch.tensor([r.surface_hash for r in records])
+    batch.value[0, start:] = torch.tensor([r.value for r in records])
+    batch.valid[0, start:] = True
+    if content_dim:
+        zero = (0.0,) * content_dim  # absent, or another width: read as no content
+        rows = [
+            r.content if r.content is not None and len(r.content) == content_dim else zero
+            for r in records
+        ]
+        batch.content[0, start:] = torch.tensor(rows)  # (len, E)
+    return batch
+
+
 def inline_history(events: Sequence[InlineEvent], user_id: str) -> list[HistoryRecord]:
     """Caller-sent events -> history records via the contract; ContractError names the problem.
 
@@ -151,13 +179,14 @@ def build_candidates(
     """Candidates (N,) tensors; content by id comes from ``content`` (raw EmbeddingRecords).
 
     Returns the tensors and counts of content-id lookups by outcome (hit, missing, corrupt).
+    Rows are gathered as Python lists and turned into tensors once (one call per field, not
+    per candidate: at N = 500 that is the difference between 0.3 and 5 ms).
     """
-    N, E, F = len(cands), cfg.content_dim, cfg.n_candidate_floats
-    content_t = torch.zeros(N, E)  # (N, E)
-    has_content = torch.zeros(N, dtype=torch.bool)
-    floats = torch.zeros(N, F)  # (N, F)
+    E, F = cfg.content_dim, cfg.n_candidate_floats
+    zeros_e, zeros_f = [0.0] * E, [0.0] * F
+    content_rows, has_content, float_rows = [], [], []
     lookups = {"hit": 0, "missing": 0, "corrupt": 0}
-    for i, c in enumerate(cands):
+    for c in cands:
         vector: Sequence[float] | None = c.content_embedding
         if vector is None and c.content_id is not None and E:
             raw = content.get(c.content_id)
@@ -169,19 +198,19 @@ def build_candidates(
                     lookups["hit"] += 1
                 except (ValueError, struct.error):  # ContractError, bad UTF-8
                     lookups["corrupt"] += 1
-        if vector is not None and E:
-            content_t[i] = torch.tensor(vector)
-            has_content[i] = True
-        if c.floats is not None:
-            floats[i] = torch.tensor(c.floats)
+        present = vector is not None and E > 0
+        content_rows.append(vector if present else zeros_e)
+        has_content.append(present)
+        float_rows.append(c.floats if c.floats is not None else zeros_f)
+    N = len(cands)
     tensors = Candidates(
         ad_hash=torch.tensor([stable_hash(c.ad_id) for c in cands], dtype=torch.long),
         advertiser_hash=torch.tensor(
             [stable_hash(c.advertiser_id) for c in cands], dtype=torch.long
         ),
-        content=content_t,
-        has_content=has_content,
-        floats=floats,
+        content=torch.tensor(content_rows, dtype=torch.float32).view(N, E),  # (N, E)
+        has_content=torch.tensor(has_content, dtype=torch.bool),
+        floats=torch.tensor(float_rows, dtype=torch.float32).view(N, F),  # (N, F)
     )
     return tensors, lookups
 

@@ -24,6 +24,7 @@ from ranker_service.features import (
     decode_history,
     inline_history,
     ranking_scores,
+    user_events,
 )
 from ranker_service.metrics import Metrics
 from ranker_service.model_runner import ModelBundle, ModelRunner
@@ -38,7 +39,7 @@ from ranker_service.schemas import (
 from ranker_service.settings import Settings
 from ranker_service.store import FeatureStore, FetchOutcome, UserData
 from shared_model.contract import ContractError, HistoryRecord
-from shared_model.features import Context, EventBatch
+from shared_model.features import Context
 from shared_model.inference import score
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ def _score_in_worker(
         history = inline[-T:]
     else:
         history, corrupt = decode_history(data.history, limit=T)
-    events = EventBatch.from_records([history], T, cfg.content_dim)  # (1, T)
+    events = user_events(history, T, cfg.content_dim)  # (1, T)
     ctx = Context.make(
         [request_time_ms], [request.user_id], [request.context.surface], [request.context.device]
     )

@@ -19,8 +19,10 @@ class Settings(BaseSettings):
     redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
     redis_tls_ca_file: Path | None = None  # CA bundle for rediss:// with a private CA
     # The whole Redis read (one pipelined round trip) must finish within this budget, or the
-    # request ranks with what it has: no embedding, no stored history.
-    redis_budget_ms: float = Field(default=30.0, gt=0)
+    # request ranks with what it has: no embedding, no stored history. 50 ms, not less: on a
+    # 2-core box the loop shares the GIL with the inference thread, and under load a reply can
+    # wait ~20-30 ms to be read (the benchmark saw 3% timeouts at 30 ms).
+    redis_budget_ms: float = Field(default=50.0, gt=0)
     redis_max_connections: int = Field(default=64, gt=0)
     # Switch the upstream embedding lookup off (the benchmark's baseline; an emergency lever).
     upstream_lookup_enabled: bool = True
