@@ -1,0 +1,61 @@
+"""fp32 vs bf16 parity: the GPU serving paths run under bf16 autocast."""
+
+import pytest
+import torch
+
+from shared_model import RankerModel, UpstreamModel, encode_user, score, tiny_config
+from tests.shared_model.helpers import (
+    random_candidates,
+    random_context,
+    random_events,
+    random_upstream,
+)
+
+
+def _models():
+    torch.manual_seed(0)
+    return (
+        RankerModel(tiny_config("online", init_std=0.1)).eval(),
+        UpstreamModel(tiny_config("upstream", init_std=0.1)).eval(),
+    )
+
+
+def _inputs(ranker, upstream):
+    torch.manual_seed(1)
+    cfg, ucfg = ranker.cfg, upstream.cfg
+    rank_args = (
+        random_events(cfg, [16]),
+        random_context(1),
+        random_candidates(cfg, 9),
+        random_upstream(cfg, 1),
+    )
+    return rank_args, (random_events(ucfg, [16, 4]), random_context(2))
+
+
+def test_bf16_autocast_on_cpu_stays_close_to_fp32():
+    ranker, upstream = _models()
+    rank_args, enc_args = _inputs(ranker, upstream)
+    p32 = score(ranker, *rank_args)
+    p16 = score(ranker, *rank_args, autocast_dtype=torch.bfloat16)
+    assert p16.dtype == torch.float32
+    assert (p32 - p16).abs().max() < 2e-2
+    e32 = encode_user(upstream, *enc_args)
+    e16 = encode_user(upstream, *enc_args, autocast_dtype=torch.bfloat16)
+    rel = (e32 - e16).norm() / e32.norm()
+    assert rel < 5e-2
+    assert not torch.equal(e32, e16)  # autocast really ran in reduced precision
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_bf16_matches_cpu_fp32():
+    ranker, upstream = _models()
+    rank_args, enc_args = _inputs(ranker, upstream)
+    p_cpu = score(ranker, *rank_args)
+    e_cpu = encode_user(upstream, *enc_args)
+    ranker.cuda()
+    upstream.cuda()
+    p_gpu = score(ranker, *rank_args, autocast_dtype=torch.bfloat16).cpu()
+    e_gpu = encode_user(upstream, *enc_args, autocast_dtype=torch.bfloat16).cpu()
+    assert (p_cpu - p_gpu).abs().max() < 2e-2
+    assert (e_cpu - e_gpu).norm() / e_cpu.norm() < 5e-2
