@@ -1,0 +1,279 @@
+"""End to end: a real Prometheus scrapes a real local stack, and every dashboard query answers.
+
+The stack (Tansu, redis-server, the upstream worker, the ranker; ``loadtests.local_stack``) runs
+tiny seeded checkpoints; the demo's traffic functions publish events through the real producer
+and send ranking requests; then each panel query of each dashboard goes to Prometheus's HTTP
+API and must return at least one series with a finite value. Also: the demo CLI, end to end.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from loadtests.dashboards import DASHBOARDS, panel_queries
+from loadtests.demo import (
+    TrafficOptions,
+    histogram_quantile,
+    publish_events,
+    send_rank_requests,
+    users_with_history,
+    wait_for_worker,
+)
+from loadtests.local_stack import LocalStack, StackOptions
+from tests.servers import LOOPBACK, ManagedProcess, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+PROMETHEUS_HINT = "prometheus is not installed: `apt-get install -y prometheus`"
+TRAFFIC = TrafficOptions(events=1500, rate=1000, users=100, requests=60, candidates=20)
+# Grafana's $__rate_interval, fixed: long enough to hold the whole test's traffic.
+RATE_INTERVAL = "5m"
+
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def _get_json(url: str) -> Any:
+    with _OPENER.open(url, timeout=10) as response:
+        return json.loads(response.read())
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Tiny upstream + online checkpoints; the online one expects the upstream's version."""
+    import torch
+
+    from shared_model.checkpoint import build_model, save_checkpoint
+    from shared_model.config import tiny_config
+
+    root = tmp_path_factory.mktemp("stack-ckpt")
+    torch.manual_seed(0)
+    up = tiny_config("upstream")
+    version = save_checkpoint(root / "upstream", build_model(up), up)
+    on = tiny_config("online")
+    meta = {"upstream_model_version": version}
+    save_checkpoint(root / "online", build_model(on), on, metadata=meta)
+    return root / "upstream", root / "online"
+
+
+def test_histogram_quantile_matches_prometheus_interpolation() -> None:
+    samples = {
+        "x_bucket": [
+            ({"le": "0.1"}, 10.0),
+            ({"le": "0.2"}, 30.0),
+            ({"le": "+Inf"}, 40.0),
+        ]
+    }
+    assert histogram_quantile(0.25, samples, "x") == pytest.approx(0.1)  # rank 10: edge
+    assert histogram_quantile(0.5, samples, "x") == pytest.approx(0.15)  # rank 20: mid-bucket
+    assert histogram_quantile(0.99, samples, "x") == pytest.approx(0.2)  # in +Inf: highest bound
+
+
+class Prometheus:
+    def __init__(self, workdir: Path, targets: dict[str, list[str]]) -> None:
+        self.port = free_port()
+        config = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "scrape_configs": [
+                {"job_name": job, "static_configs": [{"targets": hosts}]}
+                for job, hosts in targets.items()
+            ],
+        }
+        (workdir / "prometheus.yml").write_text(json.dumps(config))  # JSON is YAML
+        binary = shutil.which("prometheus")
+        assert binary is not None
+        self.process = ManagedProcess(
+            [
+                binary,
+                f"--config.file={workdir / 'prometheus.yml'}",
+                f"--storage.tsdb.path={workdir / 'data'}",
+                f"--web.listen-address={LOOPBACK}:{self.port}",
+                "--log.level=warn",
+            ],
+            name="prometheus",
+            log_path=workdir / "prometheus.log",
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    def start(self) -> Prometheus:
+        self.process.start()
+        self.process.wait_until(self._ready, timeout=30, what="/-/ready")
+        return self
+
+    def _ready(self) -> bool:
+        try:
+            with _OPENER.open(f"{self.url}/-/ready", timeout=1) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+        answer = _get_json(url)
+        assert answer["status"] == "success", answer
+        return answer["data"]["result"]
+
+    def targets_up(self) -> bool:
+        active = _get_json(f"{self.url}/api/v1/targets")["data"]["activeTargets"]
+        return bool(active) and all(t["health"] == "up" for t in active)
+
+
+@pytest.fixture(scope="module")
+def driven_stack(
+    checkpoints: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[LocalStack, Prometheus]]:
+    if shutil.which("prometheus") is None:
+        pytest.skip(PROMETHEUS_HINT)
+    run_dir = tmp_path_factory.mktemp("stack-run")
+    options = StackOptions(
+        run_dir=run_dir, upstream_checkpoint=checkpoints[0], online_checkpoint=checkpoints[1]
+    )
+    with LocalStack(options) as stack:
+        prometheus = Prometheus(run_dir, stack.scrape_targets()).start()
+        try:
+            deadline = time.monotonic() + 30
+            while not prometheus.targets_up():
+                assert time.monotonic() < deadline, "Prometheus never scraped every target"
+                time.sleep(0.5)
+            publish_events(stack, TRAFFIC, progress=False)
+            wait_for_worker(stack, TRAFFIC.events, timeout=120)
+            client = redis.Redis.from_url(stack.redis_url)
+            try:
+                users = users_with_history(client)
+            finally:
+                client.close()
+            ranking = send_rank_requests(stack, TRAFFIC, users)
+            assert ranking.errors == 0 and ranking.used_upstream > 0
+            time.sleep(3)  # a few more scrapes after the last request
+            yield stack, prometheus
+        finally:
+            prometheus.process.stop()
+
+
+def _dashboard_queries() -> list[tuple[str, str]]:
+    return [
+        (f"{name}: {where}", expr)
+        for name, board in DASHBOARDS.items()
+        for where, expr in panel_queries(board)
+    ]
+
+
+@pytest.mark.slow
+def test_every_dashboard_query_returns_data(driven_stack: tuple[LocalStack, Prometheus]) -> None:
+    _, prometheus = driven_stack
+    empty, all_nan = [], []
+    for where, expr in _dashboard_queries():
+        result = prometheus.query(expr.replace("$__rate_interval", RATE_INTERVAL))
+        if not result:
+            empty.append(f"{where}: {expr}")
+        elif not any(math.isfinite(float(r["value"][1])) for r in result):
+            all_nan.append(f"{where}: {expr} -> {result}")
+    assert not empty, "queries without data:\n" + "\n".join(empty)
+    assert not all_nan, "queries with only NaN:\n" + "\n".join(all_nan)
+
+
+@pytest.mark.slow
+def test_the_scrape_saw_the_traffic(driven_stack: tuple[LocalStack, Prometheus]) -> None:
+    _, prometheus = driven_stack
+    consumed = prometheus.query("sum(upstream_events_consumed_total)")
+    assert float(consumed[0]["value"][1]) == TRAFFIC.events
+    ranked = prometheus.query('sum(ranker_request_duration_seconds_count{outcome="ok"})')
+    assert float(ranked[0]["value"][1]) >= TRAFFIC.requests
+    hits = prometheus.query('sum(ranker_embedding_lookups_total{outcome="hit"})')
+    assert float(hits[0]["value"][1]) > 0
+
+
+@pytest.mark.slow
+def test_demo_cli_end_to_end(checkpoints: tuple[Path, Path], tmp_path: Path) -> None:
+    """``python -m loadtests.demo`` prints its report and leaves no process behind."""
+    argv = [
+        sys.executable, "-m", "loadtests.demo",
+        "--upstream-checkpoint", str(checkpoints[0]),
+        "--online-checkpoint", str(checkpoints[1]),
+        "--events", "800", "--rate", "1000", "--users", "60", "--requests", "20",
+        "--run-dir", str(tmp_path / "run"),
+    ]  # fmt: skip
+    result = subprocess.run(
+        argv, cwd=ROOT, capture_output=True, text=True, timeout=240, start_new_session=True
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = result.stdout
+    for line in ("embeddings written", "freshness", "ranking latency", "used the upstream"):
+        assert line in report, report
+    assert '"status": "used"' in report, report
+    logs = {p.name for p in (tmp_path / "run").iterdir()}
+    assert logs >= {"ranker.log", "upstream-0.log", "redis.log", "tansu.log"}
+
+
+@pytest.mark.slow
+def test_demo_cli_cleans_up_on_sigterm(checkpoints: tuple[Path, Path], tmp_path: Path) -> None:
+    argv = [
+        sys.executable, "-m", "loadtests.demo",
+        "--upstream-checkpoint", str(checkpoints[0]),
+        "--online-checkpoint", str(checkpoints[1]),
+        "--events", "100000", "--rate", "200", "--run-dir", str(tmp_path / "run"),
+    ]  # fmt: skip
+    demo = subprocess.Popen(
+        argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        log = tmp_path / "run" / "ranker.log"
+        while not (log.exists() and "Application startup complete" in log.read_text()):
+            assert demo.poll() is None and time.monotonic() < deadline, "demo did not start"
+            time.sleep(0.5)
+        time.sleep(3)  # the producer is running now
+        children = _descendants(demo.pid)
+        assert children, "the demo started no process"
+        demo.send_signal(signal.SIGTERM)
+        assert demo.wait(60) == 130
+        time.sleep(0.5)
+        alive = [pid for pid in children if _alive(pid)]
+        assert not alive, f"left running: {alive}"
+    finally:
+        if demo.poll() is None:
+            os.killpg(demo.pid, signal.SIGKILL)
+            demo.wait()
+
+
+def _descendants(pid: int) -> list[int]:
+    """Processes whose parent chain reaches pid (they may be in other process groups)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = [], [pid]
+    while frontier:
+        current = frontier.pop()
+        children = [p for p, parent in parents.items() if parent == current]
+        found += children
+        frontier += children
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
