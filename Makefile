@@ -10,22 +10,29 @@ PY := $(VENV)/bin/python
 VENV_STAMP := $(VENV)/.installed
 EXTRAS := dev,loadtest,plots
 PYTEST_ARGS ?=
-# `make system-deps WITH_PROMETHEUS=1` also installs prometheus (only the load-test stack needs it).
+# `make system-deps WITH_PROMETHEUS=1` also installs prometheus, `WITH_COMPOSE=1` Debian's
+# docker-compose (it validates docker-compose.yml without an engine); `make test` sets both.
 WITH_PROMETHEUS ?= 0
+WITH_COMPOSE ?= 0
+DEMO_ARGS ?=
+TRAIN_ARGS ?=
+# `docker compose` (v2 plugin) when present, else docker-compose (v1); empty when neither.
+COMPOSE := $(shell if docker compose version >/dev/null 2>&1; then echo "docker compose"; \
+	elif command -v docker-compose >/dev/null; then echo docker-compose; fi)
+# The upstream worker's profile: gpu where an NVIDIA GPU answers, else cpu; add more with
+# COMPOSE_PROFILES=cpu,traffic,loadtest.
+COMPOSE_PROFILES ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
+export COMPOSE_PROFILES
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_GET := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
 
 # Targets that are not written yet, with the issue that tracks each.
-PLACEHOLDERS := train demo bench loadtest up down
-ISSUE_train ?= TBD
-ISSUE_demo ?= TBD
-ISSUE_bench ?= TBD
+PLACEHOLDERS := loadtest
 ISSUE_loadtest ?= TBD
-ISSUE_up ?= TBD
-ISSUE_down ?= TBD
 
-.PHONY: help venv system-deps test lint fmt bench-model $(PLACEHOLDERS)
+.PHONY: help venv system-deps test lint fmt bench-model bench train demo up down docs \
+	$(PLACEHOLDERS)
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -39,7 +46,7 @@ $(VENV_STAMP): pyproject.toml
 	$(PY) -m pip install --progress-bar off -e '.[$(EXTRAS)]'
 	touch $@
 
-system-deps:  ## apt-get install redis-server (and prometheus with WITH_PROMETHEUS=1) if missing
+system-deps:  ## apt-get install redis-server (prometheus, docker-compose: WITH_*=1) if missing
 	@if ! command -v redis-server >/dev/null; then \
 		echo "installing redis-server"; \
 		$(APT_GET) update -qq && $(APT_GET) install -y -qq --no-install-recommends redis-server; \
@@ -48,6 +55,14 @@ system-deps:  ## apt-get install redis-server (and prometheus with WITH_PROMETHE
 		echo "installing prometheus"; \
 		$(APT_GET) update -qq && $(APT_GET) install -y -qq --no-install-recommends prometheus; \
 	fi
+	@if [ "$(WITH_COMPOSE)" = 1 ] && ! command -v docker-compose >/dev/null; then \
+		echo "installing docker-compose (to validate docker-compose.yml; no engine needed)"; \
+		$(APT_GET) update -qq && $(APT_GET) install -y -qq --no-install-recommends docker-compose; \
+	fi
+
+# The stack tests run a real Prometheus and validate the compose file with docker-compose.
+test: WITH_PROMETHEUS = 1
+test: WITH_COMPOSE = 1
 
 test: venv system-deps  ## run the test suite (fails when no test is collected)
 	@rc=0; $(PY) -m pytest -q $(PYTEST_ARGS) || rc=$$?; \
@@ -64,6 +79,33 @@ fmt: venv  ## apply ruff fixes and formatting
 
 bench-model: venv  ## model micro-benchmarks (prints a table)
 	$(PY) -m shared_model.bench
+
+bench: bench-model system-deps  ## every benchmark: model, upstream worker, ranker (tables in docs/benchmarks)
+	$(PY) -m upstream_service.bench
+	$(PY) -m ranker_service.benchmark
+
+train: venv  ## train the demo checkpoints into artifacts/demo/{upstream,online}
+	$(PY) -m shared_model.training $(TRAIN_ARGS)
+
+demo: venv system-deps  ## the whole system locally: broker, Redis, both services, traffic, report
+	$(PY) -m loadtests.demo $(DEMO_ARGS)
+
+docs: venv  ## regenerate the Grafana dashboards and the configuration reference
+	$(PY) -m loadtests.dashboards
+	$(PY) -m loadtests.config_reference
+
+up:  ## docker compose up -d (profile gpu or cpu; needs REDIS_PASSWORD, GRAFANA_ADMIN_PASSWORD)
+	@if [ -z "$(COMPOSE)" ] || ! docker info >/dev/null 2>&1; then \
+		echo "make up: needs a running Docker engine and Compose (docker compose or" \
+			"docker-compose); neither is usable here. Without Docker: make demo" >&2; exit 1; \
+	fi
+	@[ -f artifacts/demo/online/config.json ] || $(MAKE) train
+	@echo "compose profiles: $$COMPOSE_PROFILES"
+	$(COMPOSE) up -d --build $(if $(filter docker compose,$(COMPOSE)),--wait)
+
+down:  ## docker compose down (volumes are kept; `make down DOWN_ARGS=-v` drops them)
+	@if [ -z "$(COMPOSE)" ]; then echo "make down: no Docker Compose here" >&2; exit 1; fi
+	COMPOSE_PROFILES=gpu,cpu,traffic,loadtest $(COMPOSE) down $(DOWN_ARGS)
 
 $(PLACEHOLDERS):  ## not written yet
 	@echo "make $@: coming: see issue $(ISSUE_$@)" >&2; exit 1
