@@ -125,8 +125,8 @@ def test_every_service_is_healthchecked_pinned_and_non_root(
             dockerfile = ROOT / service["build"]["dockerfile"]
             users = re.findall(r"^USER\s+(\S+)", dockerfile.read_text(), re.M)
             assert users and users[-1] not in ("root", "0"), f"{dockerfile} runs as root"
-        elif name in ("producer", "locust"):
-            continue  # our built upstream image / locust's image, both non-root
+        elif name == "producer":
+            assert service["image"] == services["upstream"]["image"]  # built, non-root
         else:
             assert service.get("user", "0").split(":")[0] not in ("0", "root"), name
         for dep, cond in service.get("depends_on", {}).items():
@@ -246,6 +246,10 @@ def test_commands_are_the_real_entry_points(services: dict[str, dict[str, Any]])
     for flag in (arg for arg in producer_cmd if arg.startswith("--")):
         assert flag in usage, f"upstream_service.produce has no {flag}"
     assert services["producer"]["image"] == services["upstream"]["image"]
+
+    locust_cmd = services["locust"]["command"]
+    assert locust_cmd[:2] == ["-f", "loadtests/locustfile.py"]
+    assert (ROOT / locust_cmd[1]).is_file()
 
 
 def test_mounted_files_exist(services: dict[str, dict[str, Any]]) -> None:
