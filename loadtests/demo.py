@@ -167,9 +167,12 @@ def publish_events(stack: LocalStack, t: TrafficOptions, progress: bool = True) 
 
 
 def wait_for_worker(stack: LocalStack, events: int, timeout: float = 300.0) -> None:
-    """Until every published event was consumed and every triggered refresh written."""
+    """Until every published event was consumed and every refresh it triggered was written
+    (the condition must hold on two polls in a row: a batch may be between queue and Redis)."""
+    held = 0
 
     def caught_up() -> bool:
+        nonlocal held
         m = merged_scrape(stack.upstream_metrics_urls)
         seen = sum(
             total(m, n)
@@ -179,11 +182,17 @@ def wait_for_worker(stack: LocalStack, events: int, timeout: float = 300.0) -> N
                 "upstream_events_duplicate_total",
             )
         )
-        return (
-            seen >= events
-            and total(m, "upstream_pending_refreshes") == 0
+        if seen < events:
+            held = 0
+            return False
+        if total(m, "upstream_triggers_total") == 0:
+            raise RuntimeError(f"no conversion among {events} events: publish more (--events)")
+        done = (
+            total(m, "upstream_pending_refreshes") == 0
             and total(m, "upstream_embeddings_written_total") > 0
         )
+        held = held + 1 if done else 0
+        return held >= 2
 
     wait_until(caught_up, timeout, f"the upstream worker to consume {events} events")
 
