@@ -33,6 +33,12 @@ MAX_ID_LENGTH = 128
 MAX_METADATA_ITEMS = 32
 MAX_METADATA_CHARS = 256
 MAX_CONTENT_DIM = 1024
+# A valid event (1024 content values, 32 metadata entries) is well under this; anything larger
+# is refused before it is parsed.
+MAX_EVENT_BYTES = 256 * 1024
+# Stored widths: content values are float16 and ``value`` is float32 in a HistoryRecord.
+MAX_CONTENT_VALUE = 65504.0
+MAX_EVENT_VALUE = 3.4028234663852886e38
 # Timestamps are epoch milliseconds; anything outside [2000-01-01, 2100-01-01) is a bug upstream.
 MIN_TIMESTAMP_MS = 946_684_800_000
 MAX_TIMESTAMP_MS = 4_102_444_800_000
@@ -115,14 +121,28 @@ def _check_timestamp(name: str, value: Any) -> None:
         )
 
 
+def _short(x: Any) -> str:
+    text = repr(x)
+    return text if len(text) <= 40 else f"{text[:37]}..."
+
+
+def _is_number_within(x: Any, bound: float) -> bool:
+    # A comparison, not math.isfinite: a 400-digit JSON integer overflows float conversion.
+    # NaN fails both comparisons.
+    return not isinstance(x, bool) and isinstance(x, int | float) and -bound <= x <= bound
+
+
 def _check_vector(name: str, value: Any) -> None:
     if not isinstance(value, list | tuple):
         raise ContractError(f"{name} must be a list of floats")
     if not 0 < len(value) <= MAX_CONTENT_DIM:
         raise ContractError(f"{name} must have 1..{MAX_CONTENT_DIM} values, got {len(value)}")
     for x in value:
-        if isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x):
-            raise ContractError(f"{name} must contain finite numbers only, got {x!r}")
+        if not _is_number_within(x, MAX_CONTENT_VALUE):
+            raise ContractError(
+                f"{name} must contain finite numbers only, within +-{MAX_CONTENT_VALUE:g} "
+                f"(float16), got {_short(x)}"
+            )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -165,8 +185,8 @@ class UserEvent:
         if self.value is not None:
             if isinstance(self.value, bool) or not isinstance(self.value, int | float):
                 raise ContractError("value must be a number")
-            if not math.isfinite(self.value):
-                raise ContractError("value must be finite")
+            if not _is_number_within(self.value, MAX_EVENT_VALUE):
+                raise ContractError("value must be finite and within float32 range")
         if not isinstance(self.metadata, dict) or len(self.metadata) > MAX_METADATA_ITEMS:
             raise ContractError(f"metadata must be an object of at most {MAX_METADATA_ITEMS} items")
         for k, v in self.metadata.items():
@@ -213,10 +233,14 @@ class UserEvent:
     @classmethod
     def decode(cls, raw: bytes) -> UserEvent:
         """Parse a Kafka value; raises ContractError naming the problem."""
+        if len(raw) > MAX_EVENT_BYTES:
+            raise ContractError(f"event too large: {len(raw)} bytes > {MAX_EVENT_BYTES}")
         try:
             d = json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise ContractError(f"event is not valid UTF-8 JSON: {e}") from None
+        except (ValueError, RecursionError) as e:  # a 5000-digit number, 100k-deep nesting
+            raise ContractError(f"event JSON is not decodable: {_short(str(e))}") from None
         return cls.from_json_dict(d)
 
     def to_history_record(self) -> HistoryRecord:
@@ -407,9 +431,10 @@ EMBEDDING_FIELD_NEWEST = "newest_event_ms"
 # Atomic "write only if not older": KEYS[1] = embedding key; ARGV = newest_event_ms, record,
 # ttl_ms (0 = no expiry). Returns 1 when written, 0 when a newer embedding is already stored.
 # Equal timestamps overwrite, so a recomputation by a new model version replaces the old one.
+# A stored timestamp that is not a number (a corrupt record) counts as absent: overwritten.
 WRITE_EMBEDDING_LUA = """
-local current = redis.call('HGET', KEYS[1], 'newest_event_ms')
-if current and tonumber(current) > tonumber(ARGV[1]) then
+local current = tonumber(redis.call('HGET', KEYS[1], 'newest_event_ms'))
+if current and current > tonumber(ARGV[1]) then
   return 0
 end
 redis.call('HSET', KEYS[1], 'newest_event_ms', ARGV[1], 'record', ARGV[2])

@@ -25,6 +25,10 @@ DLQ_TOPIC = "dlq.source.topic"
 DLQ_PARTITION = "dlq.source.partition"
 DLQ_OFFSET = "dlq.source.offset"
 DLQ_FAILED_AT_MS = "dlq.failed_at_ms"
+DLQ_ORIGINAL_SIZE = "dlq.original_size"  # set when the value was truncated
+# Larger values are dead-lettered truncated: a record as big as the broker accepts would not fit
+# in the producer's request (1 MiB by default), and ``send`` would raise on the consumer thread.
+DLQ_MAX_VALUE_BYTES = 512 * 1024
 
 
 def build_consumer(settings: Settings) -> KafkaConsumer:
@@ -100,7 +104,11 @@ class DeadLetterPublisher:
             (DLQ_OFFSET, str(r.offset).encode()),
             (DLQ_FAILED_AT_MS, str(int(time.time() * 1000)).encode()),
         ]
-        future = self.producer.send(self.topic, key=r.key, value=r.value or b"", headers=headers)
+        value = r.value or b""
+        if len(value) > DLQ_MAX_VALUE_BYTES:
+            headers.append((DLQ_ORIGINAL_SIZE, str(len(value)).encode()))
+            value = value[:DLQ_MAX_VALUE_BYTES]
+        future = self.producer.send(self.topic, key=r.key, value=value, headers=headers)
         self._futures.append(future)
 
     def flush(self) -> None:
