@@ -28,11 +28,10 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_GET := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
 
 # Targets that are not written yet, with the issue that tracks each.
-PLACEHOLDERS := loadtest
-ISSUE_loadtest ?= TBD
+PLACEHOLDERS :=
 
 .PHONY: help venv system-deps test lint fmt bench-model bench train demo up down docs \
-	$(PLACEHOLDERS)
+	loadtest bench-report $(PLACEHOLDERS)
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -106,6 +105,29 @@ up:  ## docker compose up -d (profile gpu or cpu; needs REDIS_PASSWORD, GRAFANA_
 down:  ## docker compose down (volumes are kept; `make down DOWN_ARGS=-v` drops them)
 	@if [ -z "$(COMPOSE)" ]; then echo "make down: no Docker Compose here" >&2; exit 1; fi
 	COMPOSE_PROFILES=gpu,cpu,traffic,loadtest $(COMPOSE) down $(DOWN_ARGS)
+
+# `make loadtest LOADTEST_HOST=http://127.0.0.1:8000 LOADTEST_RATE=20 LOADTEST_ARRIVAL=constant
+#  SLO_P99_MS=50 SLO_ERROR_RATE=0.01 KAFKA=127.0.0.1:9092 EVENT_RATE=50`; LOADTEST_ARGS passes
+# anything else to loadtests.run (e.g. --start-ranker, --max-candidates 100).
+LOADTEST_HOST ?= http://127.0.0.1:8000
+LOADTEST_RATE ?= 10
+LOADTEST_DURATION ?= 60s
+LOADTEST_ARRIVAL ?= poisson
+SLO_P99_MS ?=
+SLO_ERROR_RATE ?=
+KAFKA ?=
+EVENT_RATE ?= 20
+LOADTEST_ARGS ?=
+
+loadtest: venv  ## headless Locust run against a running ranker: CSV+HTML, P50/P95/P99, SLO exit
+	$(PY) -m loadtests.run --host $(LOADTEST_HOST) --rate $(LOADTEST_RATE) \
+		--duration $(LOADTEST_DURATION) --arrival $(LOADTEST_ARRIVAL) \
+		$(if $(SLO_P99_MS),--slo-p99-ms $(SLO_P99_MS)) \
+		$(if $(SLO_ERROR_RATE),--slo-error-rate $(SLO_ERROR_RATE)) \
+		$(if $(KAFKA),--kafka-bootstrap $(KAFKA) --event-rate $(EVENT_RATE)) $(LOADTEST_ARGS)
+
+bench-report: venv system-deps  ## re-measure and rewrite docs/benchmarks.md and its pages (~30 min)
+	$(PY) -m loadtests.bench_report --measure
 
 $(PLACEHOLDERS):  ## not written yet
 	@echo "make $@: coming: see issue $(ISSUE_$@)" >&2; exit 1
