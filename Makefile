@@ -84,7 +84,7 @@ bench: bench-model system-deps  ## every benchmark: model, upstream worker, rank
 	$(PY) -m ranker_service.benchmark
 
 train: venv  ## train the demo checkpoints into artifacts/demo/{upstream,online}
-	$(PY) -m shared_model.training $(TRAIN_ARGS)
+	$(PY) -m shared_model.training --out artifacts/demo $(TRAIN_ARGS)
 
 demo: venv system-deps  ## the whole system locally: broker, Redis, both services, traffic, report
 	$(PY) -m loadtests.demo $(DEMO_ARGS)

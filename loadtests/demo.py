@@ -66,7 +66,9 @@ def ensure_checkpoints(upstream: Path, online: Path) -> None:
     if checkpoints_present(upstream, online):
         return
     log.info("no demo checkpoint in %s: training the demo models (a few minutes)", upstream.parent)
-    rc = run_foreground(python_module("shared_model.training"))
+    if upstream.parent != online.parent or (upstream.name, online.name) != ("upstream", "online"):
+        raise FileNotFoundError(f"no checkpoints at {upstream} and {online}")
+    rc = run_foreground(python_module("shared_model.training", "--out", str(upstream.parent)))
     if rc != 0 or not checkpoints_present(upstream, online):
         raise RuntimeError(f"training failed (exit {rc}); see its output above")
 
@@ -217,8 +219,12 @@ class RequestFactory:
     def __init__(self, t: TrafficOptions, online_checkpoint: Path) -> None:
         from shared_model.data.synthetic import SyntheticWorld, WorldConfig
 
-        self.world = SyntheticWorld(WorldConfig(seed=t.seed, n_users=t.users))
-        cfg = checkpoint_meta(online_checkpoint)["config"]
+        meta = checkpoint_meta(online_checkpoint)
+        # The ads the ranker was trained on, when its checkpoint says which world that was.
+        world = {**meta.get("metadata", {}).get("world_config", {}), "seed": t.seed}
+        world["n_users"] = t.users
+        self.world = SyntheticWorld(WorldConfig.from_dict(world))
+        cfg = meta["config"]
         self.send_content = cfg.get("content_dim") == self.world.cfg.content_dim
         self.send_floats = cfg.get("n_candidate_floats") == self.world.cfg.ad_float_dim
         self.candidates = t.candidates
