@@ -50,7 +50,8 @@ class UserData:
     outcome: FetchOutcome
     seconds: float
     embedding: bytes | None = None
-    history: list[list[bytes]] = field(default_factory=list)  # per source, oldest first
+    # per source, oldest first: (member, score = timestamp_ms)
+    history: list[list[tuple[bytes, float]]] = field(default_factory=list)
     content: dict[str, bytes | None] = field(default_factory=dict)
 
 
@@ -93,7 +94,7 @@ class FeatureStore:
         if read_history:
             for source in HISTORY_SOURCES:
                 # Each source capped separately (paper: per-source horizon), oldest first.
-                pipe.zrange(history_key(user_id, source), -history_limit, -1)
+                pipe.zrange(history_key(user_id, source), -history_limit, -1, withscores=True)
         if content_ids:
             pipe.mget([content_embedding_key(c) for c in content_ids])
         try:
