@@ -125,7 +125,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--population-users", type=int, default=500)
     p.add_argument("--inline-share", type=float, default=0.1)
     p.add_argument("--run-dir", type=Path, default=REPO_ROOT / "runs" / "capacity")
-    p.add_argument("--out-dir", type=Path, default=None, help="write capacity.md/png/json here")
+    p.add_argument("--out-dir", type=Path, default=None, help="write NAME.json/-table.md/.png here")
+    p.add_argument("--name", default="capacity", help="file stem of the outputs")
+    p.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="online_config() (T = 400) with random weights even when a trained demo exists",
+    )
     p.add_argument("--stop-after-misses", type=int, default=2, help="per kind, consecutive")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -133,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     population = Population(users=args.population_users)
     steps: list[dict] = []
     misses = dict.fromkeys(KINDS, 0)
-    with LocalRanker(args.run_dir, population) as ranker:
+    ranker_under_test = LocalRanker(args.run_dir, population, use_trained=not args.random_weights)
+    with ranker_under_test as ranker:
         for i, rate in enumerate(rates):
             order = KINDS if i % 2 == 0 else tuple(reversed(KINDS))
             for kind in order:
@@ -187,10 +194,11 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     out_dir = args.out_dir or args.run_dir
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "capacity.json").write_text(json.dumps(result, indent=2))
-    (out_dir / "capacity-table.md").write_text(table + "\n")
-    plot(result, out_dir / "capacity.png")
-    print(f"wrote {out_dir}/capacity.json, capacity-table.md, capacity.png")
+    stem = args.name
+    (out_dir / f"{stem}.json").write_text(json.dumps(result, indent=2))
+    (out_dir / f"{stem}-table.md").write_text(table + "\n")
+    plot(result, out_dir / f"{stem}.png")
+    print(f"wrote {out_dir}/{stem}.json, {stem}-table.md, {stem}.png")
     return 0
 
 

@@ -1,7 +1,8 @@
 """A ranker to load-test on this machine: redis-server + one uvicorn ranker, Redis seeded.
 
-Uses the trained demo checkpoint (``artifacts/demo/online``) when present, else ``online_config()``
-with random weights saved to a scratch directory (latency does not depend on the weights);
+Uses the trained demo checkpoint (``artifacts/demo/online``) when present (and ``use_trained``),
+else ``online_config()`` with random weights saved to a scratch directory (latency does not
+depend on the weights, but it does on the config: the demo checkpoint is much smaller);
 ``checkpoint_note`` says which. Redis gets the load-test population (``traffic.seed_redis``):
 histories of T events and fresh/stale upstream embeddings in the version the ranker expects,
 and content vectors for the ad catalogue.
@@ -33,11 +34,20 @@ DEMO_ONLINE = REPO_ROOT / "artifacts" / "demo" / "online"
 RANDOM_UPSTREAM_VERSION = "loadtest-upstream-v1"
 
 
-def online_checkpoint(scratch: Path, config: LLaTTEConfig | None = None) -> tuple[Path, str]:
+def describe(cfg: LLaTTEConfig) -> str:
+    return f"T={cfg.max_seq_len}, d_model={cfg.d_model}, L={cfg.n_layers}, pyramid={cfg.pyramid}"
+
+
+def online_checkpoint(
+    scratch: Path, config: LLaTTEConfig | None = None, use_trained: bool = True
+) -> tuple[Path, str]:
     """(checkpoint dir, a sentence saying which) for the ranker under test."""
-    if config is None and (DEMO_ONLINE / "config.json").is_file():
-        version = load_checkpoint(DEMO_ONLINE, stage="online").model_version
-        return DEMO_ONLINE, f"trained demo checkpoint artifacts/demo/online ({version})"
+    if use_trained and config is None and (DEMO_ONLINE / "config.json").is_file():
+        ckpt = load_checkpoint(DEMO_ONLINE, stage="online")
+        return DEMO_ONLINE, (
+            f"trained demo checkpoint artifacts/demo/online ({ckpt.model_version}; "
+            f"{describe(ckpt.config)})"
+        )
     torch.manual_seed(0)
     cfg = config or online_config()
     path = scratch / "online"
@@ -45,7 +55,7 @@ def online_checkpoint(scratch: Path, config: LLaTTEConfig | None = None) -> tupl
         path, build_model(cfg), cfg, metadata={"upstream_model_version": RANDOM_UPSTREAM_VERSION}
     )
     what = "online_config()" if config is None else "a test config"
-    return path, f"{what} with random weights ({version}); no trained demo checkpoint"
+    return path, f"{what} with random weights ({version}; {describe(cfg)})"
 
 
 class LocalRanker:
@@ -59,6 +69,7 @@ class LocalRanker:
         config: LLaTTEConfig | None = None,
         history_length: int | None = None,
         ranker_env: dict[str, str] | None = None,
+        use_trained: bool = True,
         ready_timeout_s: float = 120.0,
     ) -> None:
         self.run_dir = run_dir
@@ -66,6 +77,7 @@ class LocalRanker:
         self.config = config
         self.history_length = history_length
         self.ranker_env = ranker_env or {}
+        self.use_trained = use_trained
         self.ready_timeout_s = ready_timeout_s
         self.redis: RedisServer | None = None
         self.ranker: ServiceProcess | None = None
@@ -81,7 +93,9 @@ class LocalRanker:
     def start(self) -> Self:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         try:
-            path, self.checkpoint_note = online_checkpoint(Path(self._scratch.name), self.config)
+            path, self.checkpoint_note = online_checkpoint(
+                Path(self._scratch.name), self.config, self.use_trained
+            )
             ckpt = load_checkpoint(path, stage="online")
             cfg = self.model_config = ckpt.config
             upstream = ckpt.metadata.get("upstream_model_version") or RANDOM_UPSTREAM_VERSION
