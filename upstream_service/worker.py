@@ -103,6 +103,8 @@ class Worker:
         self._stop = threading.Event()  # stop polling, drain, commit, close
         self._abort = threading.Event()  # the drain deadline passed: give up retrying
         self._joined = threading.Event()  # first partition assignment received
+        # When the consumer lost its group coordinator (broker down); None while it has one.
+        self._coordinator_lost_at: float | None = None
         self._fatal: BaseException | None = None
         self._encode_thread: threading.Thread | None = None
         self._consumer: KafkaConsumer | None = None
@@ -124,7 +126,13 @@ class Worker:
         return self._encode_thread is None or self._encode_thread.is_alive()
 
     def ready(self) -> bool:
-        return self._joined.is_set() and not self._stop.is_set() and self.healthy()
+        lost_at = self._coordinator_lost_at
+        # A coordinator lookup during a normal rebalance is brief; a broker outage is not.
+        kafka_ok = (
+            lost_at is None
+            or time.monotonic() - lost_at < self.settings.heartbeat_interval_ms / 1000
+        )
+        return self._joined.is_set() and kafka_ok and not self._stop.is_set() and self.healthy()
 
     def stop(self) -> None:
         """Ask the worker to shut down gracefully (safe from signal handlers and threads)."""
@@ -174,6 +182,7 @@ class Worker:
                         break  # stopped while Redis/Kafka were down: this poll is redone
                 self._commit()
                 self._update_lag()
+                self._check_coordinator(consumer)
             if self._fatal is None:
                 log.info("stopping: finishing in-flight refreshes")
                 if not self._drain(s.shutdown_timeout_s):
@@ -280,6 +289,18 @@ class Worker:
         for tp in revoked:
             with contextlib.suppress(KeyError):
                 self.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
+
+    def _check_coordinator(self, consumer: KafkaConsumer) -> None:
+        # kafka-python (pinned) has no public "connected" flag; the group coordinator lookup is
+        # the consumer's own view of whether it can reach the group. Consumer thread only.
+        unknown = consumer._coordinator.coordinator_unknown()
+        if not unknown:
+            if self._coordinator_lost_at is not None:
+                log.info("group coordinator found again")
+            self._coordinator_lost_at = None
+        elif self._coordinator_lost_at is None:
+            log.warning("group coordinator lost (broker unreachable?); reconnecting")
+            self._coordinator_lost_at = time.monotonic()
 
     def _update_lag(self) -> None:
         now = time.monotonic()
