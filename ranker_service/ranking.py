@@ -38,7 +38,12 @@ from ranker_service.schemas import (
 )
 from ranker_service.settings import Settings
 from ranker_service.store import FeatureStore, FetchOutcome, UserData
-from shared_model.contract import ContractError, HistoryRecord
+from shared_model.contract import (
+    ContractError,
+    HistoryRecord,
+    content_embedding_key,
+    embedding_key,
+)
 from shared_model.features import Context
 from shared_model.inference import score
 
@@ -107,6 +112,15 @@ class RankingService:
 
     def _check(self, request: RankRequest, bundle: ModelBundle) -> list[HistoryRecord] | None:
         s = self.settings
+        try:
+            # The contract's id rules (printable, no braces) are stricter than the schema's
+            # pattern; building the Redis keys checks them before the store would raise.
+            embedding_key(request.user_id)
+            for c in request.candidates:
+                if c.content_id is not None:
+                    content_embedding_key(c.content_id)
+        except ContractError as e:
+            raise RankInputError(str(e)) from None
         n = len(request.candidates)
         if n > s.max_candidates:
             raise RankInputError(f"too many candidates: {n} > max_candidates={s.max_candidates}")
