@@ -191,7 +191,44 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="start redis-server + a ranker here (seeded population) instead of using --host",
     )
+    p.add_argument(
+        "--local-stack",
+        action="store_true",
+        help="start the whole stack here (loadtests.local_stack: Tansu, redis-server, upstream "
+        "worker, ranker; needs `make train`), seed the population; --event-rate publishes to it",
+    )
+    p.add_argument(
+        "--seed-redis",
+        default="",
+        help="before the run, write the population's histories and embeddings to this Redis "
+        "(redis://host:port/0), shaped for --checkpoint",
+    )
+    p.add_argument("--checkpoint", type=Path, default=REPO_ROOT / "artifacts/demo/online")
     return p
+
+
+def seed_for_checkpoint(redis_url: str, checkpoint: Path, population_users: int) -> None:
+    """Seed the load-test population into a running stack's Redis, in the shapes and upstream
+    version of the ranker's checkpoint (so fresh users' lookups are hits)."""
+    import redis
+
+    from loadtests.traffic import Population, seed_redis
+    from shared_model.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(checkpoint, stage="online")
+    cfg = ckpt.config
+    client = redis.Redis.from_url(redis_url)
+    try:
+        seed_redis(
+            client,
+            Population(users=population_users),
+            history_length=cfg.max_seq_len,
+            content_dim=cfg.content_dim,
+            d_upstream=cfg.d_upstream,
+            upstream_model_version=ckpt.metadata.get("upstream_model_version") or "unknown",
+        )
+    finally:
+        client.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -202,7 +239,17 @@ def main(argv: list[str] | None = None) -> int:
         args.run_dir = REPO_ROOT / "runs" / time.strftime("loadtest-%Y%m%d-%H%M%S")
     args.run_dir.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()
-    if args.start_ranker:
+    if args.seed_redis:
+        seed_for_checkpoint(args.seed_redis, args.checkpoint, args.population_users)
+    if args.local_stack:
+        from loadtests.local_stack import LocalStack, StackOptions
+
+        options = StackOptions(run_dir=args.run_dir / "stack", online_checkpoint=args.checkpoint)
+        with LocalStack(options) as stack:
+            seed_for_checkpoint(stack.redis_url, args.checkpoint, args.population_users)
+            args.kafka_bootstrap = args.kafka_bootstrap or stack.kafka_bootstrap
+            summary = run_locust(args, stack.ranker_url, passthrough)
+    elif args.start_ranker:
         from loadtests.local_ranker import LocalRanker
         from loadtests.traffic import Population
 
