@@ -10,7 +10,7 @@
    latency per N, then the same open-loop load (Poisson arrivals, N = 100) sent to each in
    alternating rounds, and the P99 of both (paper: no measurable change; target ratio <= 1.05).
 
-Uses the trained checkpoint at artifacts/demo/online when there is one, else
+Uses the trained checkpoint at artifacts/demo/online when there is one with T = 400, else
 ``online_config()`` with random weights (latency does not depend on the weights).
 """
 
@@ -120,18 +120,22 @@ def candidates_tensors(cfg: LLaTTEConfig, n: int) -> Candidates:
     )
 
 
-def checkpoint_dir(workdir: Path) -> tuple[Path, str, str]:
+def checkpoint_dir(workdir: Path, seq_len: int) -> tuple[Path, str, str]:
+    """The trained demo checkpoint when it has the benchmark's T, else random online weights."""
+    note = ""
     if (DEMO_CHECKPOINT / "config.json").is_file():
         ckpt = load_checkpoint(DEMO_CHECKPOINT, stage="online")
-        upstream = ckpt.metadata.get("upstream_model_version") or BENCH_UPSTREAM
-        return DEMO_CHECKPOINT, f"trained ({DEMO_CHECKPOINT}, {ckpt.model_version})", upstream
+        if ckpt.config.max_seq_len == seq_len:
+            upstream = ckpt.metadata.get("upstream_model_version") or BENCH_UPSTREAM
+            return DEMO_CHECKPOINT, f"trained ({DEMO_CHECKPOINT}, {ckpt.model_version})", upstream
+        note = f"; {DEMO_CHECKPOINT} skipped: its T is {ckpt.config.max_seq_len}, not {seq_len}"
     torch.manual_seed(0)
-    cfg = online_config()
+    cfg = online_config(max_seq_len=seq_len)
     path = workdir / "online"
     version = save_checkpoint(
         path, build_model(cfg), cfg, metadata={"upstream_model_version": BENCH_UPSTREAM}
     )
-    return path, f"online_config() random weights ({version})", BENCH_UPSTREAM
+    return path, f"online_config() random weights ({version}){note}", BENCH_UPSTREAM
 
 
 # ------------------------------------------------------------------------------------------
@@ -458,6 +462,7 @@ def report(model: dict, service: dict, model_2t: dict, args, checkpoint: str) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--seq-len", type=int, default=400, help="T, the history length")
     parser.add_argument("--users", type=int, default=32)
     parser.add_argument("--seq-reps", type=int, default=30)
     parser.add_argument("--load-n", type=int, default=100)
@@ -469,7 +474,7 @@ def main() -> None:
 
     workdir = Path(tempfile.mkdtemp(prefix="ranker-bench-"))
     try:
-        path, checkpoint, upstream = checkpoint_dir(workdir)
+        path, checkpoint, upstream = checkpoint_dir(workdir, args.seq_len)
         print(f"checkpoint: {checkpoint}", flush=True)
         model_2t = bench_model(path, threads=2)
         model = bench_model(path, threads=args.threads)
