@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -33,8 +34,14 @@ import gevent
 from locust import HttpUser, User, constant, events, task
 from locust.exception import StopUser
 
-from loadtests.arrivals import KINDS, ArrivalSpec, Dispatcher
-from loadtests.traffic import (
+# `locust -f loadtests/locustfile.py` puts only loadtests/ on sys.path; the repository root
+# (or /app in the Locust image) is needed for `loadtests.*` and `shared_model.*`.
+_ROOT = str(Path(__file__).resolve().parent.parent)
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+from loadtests.arrivals import KINDS, ArrivalSpec, Dispatcher  # noqa: E402
+from loadtests.traffic import (  # noqa: E402
     KAFKA_NAME,
     RANK_NAME,
     Population,
