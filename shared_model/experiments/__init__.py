@@ -1,0 +1,1 @@
+"""Paper experiments (matplotlib allowed here): python -m shared_model.experiments --help."""

@@ -1,0 +1,1 @@
+"""Training and evaluation of the two stages (numpy and tqdm allowed here, not in the model)."""

@@ -1,0 +1,151 @@
+"""The two-stage pipeline: train the upstream, embed (stale) for every row, train the ranker.
+
+NE_up is the upstream model's own NE on the impression task (history as of the request, the
+candidate only through its DHEN). NE_down is the ranker's NE with the upstream embedding as a
+dense feature, computed as the asynchronous service would: at the user's last high-value event
+before the request (``mode="stale"``), or at the request itself (``"fresh"``, an oracle), or
+not at all (``"none"``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from shared_model.checkpoint import build_model
+from shared_model.config import LLaTTEConfig
+from shared_model.data.samples import (
+    Dataset,
+    Impressions,
+    UpstreamTable,
+    build_upstream_table,
+    impression_batch,
+)
+from shared_model.features import UpstreamFeature
+from shared_model.ranker import RankerModel
+from shared_model.training.trainer import (
+    EvalResult,
+    FitResult,
+    TrainConfig,
+    device_auto,
+    evaluate,
+    fit,
+)
+from shared_model.upstream import UpstreamModel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StageResult:
+    model: torch.nn.Module
+    fit: FitResult
+    val: EvalResult
+    test: EvalResult
+
+
+def _upstream_fn(ds: Dataset, imps: Impressions, length: int):
+    def batch(idx: np.ndarray):
+        events, ctx, cands, y = impression_batch(ds, imps, idx, length)
+        return (events, ctx, cands), y
+
+    return batch
+
+
+def _ranker_fn(ds: Dataset, imps: Impressions, length: int, table: UpstreamTable | None, dim: int):
+    def batch(idx: np.ndarray):
+        events, ctx, cands, y = impression_batch(ds, imps, idx, length)
+        up = UpstreamFeature.absent(len(idx), dim) if table is None else table.feature(idx)
+        return (events, ctx, cands, up), y
+
+    return batch
+
+
+def _check(cfg: LLaTTEConfig, ds: Dataset) -> None:
+    if cfg.content_dim not in (0, ds.content_dim):
+        raise ValueError(f"config content_dim {cfg.content_dim} != data's {ds.content_dim}")
+    if cfg.n_candidate_floats != ds.n_candidate_floats:
+        raise ValueError(
+            f"config n_candidate_floats {cfg.n_candidate_floats} != data's {ds.n_candidate_floats}"
+        )
+
+
+def train_upstream(
+    ds: Dataset, cfg: LLaTTEConfig, tc: TrainConfig, device: torch.device | None = None
+) -> StageResult:
+    _check(cfg, ds)
+    device = device or device_auto()
+    torch.manual_seed(tc.seed)
+    model = build_model(cfg)
+    T = cfg.max_seq_len
+    res = fit(
+        model,
+        _upstream_fn(ds, ds.train, T),
+        len(ds.train),
+        _upstream_fn(ds, ds.val, T),
+        len(ds.val),
+        tc,
+        cfg.task_weights,
+        desc=f"upstream L{cfg.n_layers} d{cfg.d_model} T{T}",
+        device=device,
+    )
+    test = evaluate(model, _upstream_fn(ds, ds.test, T), len(ds.test), cfg.task_weights)
+    return StageResult(model, res, res.best, test)
+
+
+def upstream_tables(
+    ds: Dataset, upstream: UpstreamModel | None, mode: str = "stale"
+) -> dict[str, UpstreamTable | None]:
+    """Embeddings for the train / val / test rows as the ranker will see them."""
+    if upstream is None or mode == "none":
+        return {"train": None, "val": None, "test": None}
+    cfg = upstream.cfg
+    upstream.eval()
+    device = next(upstream.parameters()).device
+
+    @torch.no_grad()
+    def embed(events, ctx):
+        return upstream.embed(events.to(device), ctx.to(device)).float()
+
+    return {
+        split: build_upstream_table(
+            ds, getattr(ds, split), embed, cfg.max_seq_len, cfg.d_summary, mode
+        )
+        for split in ("train", "val", "test")
+    }
+
+
+def train_ranker(
+    ds: Dataset,
+    cfg: LLaTTEConfig,
+    tc: TrainConfig,
+    tables: dict[str, UpstreamTable | None],
+    device: torch.device | None = None,
+) -> StageResult:
+    _check(cfg, ds)
+    device = device or device_auto()
+    torch.manual_seed(tc.seed)
+    model = build_model(cfg)
+    assert isinstance(model, RankerModel)
+    T, U = cfg.max_seq_len, cfg.d_upstream
+    for t in tables.values():
+        if t is not None and t.table.shape[1] != U:
+            raise ValueError(f"upstream width {t.table.shape[1]} != ranker d_upstream {U}")
+    res = fit(
+        model,
+        _ranker_fn(ds, ds.train, T, tables["train"], U),
+        len(ds.train),
+        _ranker_fn(ds, ds.val, T, tables["val"], U),
+        len(ds.val),
+        tc,
+        cfg.task_weights,
+        desc=f"ranker L{cfg.n_layers} d{cfg.d_model} T{T}",
+        device=device,
+    )
+    test = evaluate(
+        model, _ranker_fn(ds, ds.test, T, tables["test"], U), len(ds.test), cfg.task_weights
+    )
+    return StageResult(model, res, res.best, test)

@@ -1,0 +1,178 @@
+"""The training loop: AdamW, seeded shuffles, per-epoch validation NE, early stopping.
+
+The model returns logits; this loop owns the loss (``losses.multitask_bce``) and the metrics
+(NE per head, paper eq. 2, and AUC as a sanity check).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from shared_model.losses import auc, multitask_bce, normalized_entropy
+
+# idx (B,) -> (model inputs, labels (B, 2)); inputs are moved to the device by the loop
+BatchFn = Callable[[np.ndarray], tuple[tuple, torch.Tensor]]
+HEADS = ("ctr", "cvr")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 4
+    batch_size: int = 256
+    lr: float = 2e-3
+    weight_decay: float = 0.01
+    patience: int = 1  # evaluations without improvement before stopping
+    evals_per_epoch: int = 1
+    max_train_rows: int = 0  # 0 = all; else a seeded subsample per run
+    grad_clip: float = 1.0
+    seed: int = 0
+    progress: bool = True
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        return cls(**d)
+
+
+@dataclass
+class EvalResult:
+    ne: list[float]  # per head: pCTR, pCVR
+    auc: list[float]
+    loss: float
+    rows: int
+
+    @property
+    def ne_mean(self) -> float:
+        return float(np.mean(self.ne))
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "ne_mean": self.ne_mean}
+
+    def __str__(self) -> str:
+        parts = [
+            f"NE_{h}={n:.4f} AUC_{h}={a:.3f}"
+            for h, n, a in zip(HEADS, self.ne, self.auc, strict=True)
+        ]
+        return " ".join(parts)
+
+
+@dataclass
+class FitResult:
+    best: EvalResult
+    best_epoch: float
+    history: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    steps: int = 0
+
+
+def device_auto() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _to(inputs: tuple, device: torch.device) -> tuple:
+    return tuple(x.to(device) for x in inputs)
+
+
+@torch.no_grad()
+def predict(
+    model: torch.nn.Module, batch_fn: BatchFn, n: int, batch_size: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """-> probabilities (n, 2) and labels (n, 2), in row order."""
+    model.eval()
+    probs, labels = [], []
+    for lo in range(0, n, batch_size):
+        inputs, y = batch_fn(np.arange(lo, min(lo + batch_size, n)))
+        probs.append(torch.sigmoid(model(*_to(inputs, device)).float()).cpu())
+        labels.append(y)
+    return torch.cat(probs), torch.cat(labels)
+
+
+def metrics(probs: torch.Tensor, labels: torch.Tensor, weights: list[float]) -> EvalResult:
+    logits = torch.logit(probs.double().clamp(1e-7, 1 - 1e-7))
+    loss = float(multitask_bce(logits, labels.double(), weights))
+    ne = [normalized_entropy(probs[:, k], labels[:, k]) for k in range(labels.shape[1])]
+    au = [auc(probs[:, k], labels[:, k]) for k in range(labels.shape[1])]
+    return EvalResult(ne, au, loss, len(labels))
+
+
+def evaluate(model, batch_fn: BatchFn, n: int, weights, batch_size=512, device=None) -> EvalResult:
+    device = device or next(model.parameters()).device
+    return metrics(*predict(model, batch_fn, n, batch_size, device), weights)
+
+
+def fit(
+    model: torch.nn.Module,
+    train_fn: BatchFn,
+    n_train: int,
+    val_fn: BatchFn,
+    n_val: int,
+    tc: TrainConfig,
+    weights: list[float],
+    desc: str = "train",
+    device: torch.device | None = None,
+) -> FitResult:
+    """Train with early stopping on validation mean NE; the model ends with its best weights."""
+    device = device or device_auto()
+    model.to(device)
+    torch.manual_seed(tc.seed)
+    rng = np.random.default_rng(tc.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    rows = n_train if not tc.max_train_rows else min(n_train, tc.max_train_rows)
+    steps_per_epoch = max(1, math.ceil(rows / tc.batch_size))
+    total = steps_per_epoch * tc.epochs
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=tc.lr, total_steps=total, pct_start=0.1, anneal_strategy="cos"
+    )
+    eval_at = {
+        round(steps_per_epoch * (k + 1) / tc.evals_per_epoch) for k in range(tc.evals_per_epoch)
+    }
+    best, best_state, best_epoch, bad = None, None, 0.0, 0
+    history: list[dict] = []
+    start, step = time.perf_counter(), 0
+    bar = tqdm(total=total, desc=desc, disable=not tc.progress, leave=False, dynamic_ncols=True)
+    try:
+        for epoch in range(tc.epochs):
+            order = rng.permutation(n_train)[:rows]
+            model.train()
+            for k in range(steps_per_epoch):
+                inputs, y = train_fn(np.sort(order[k * tc.batch_size : (k + 1) * tc.batch_size]))
+                logits = model(*_to(inputs, device))
+                loss = multitask_bce(logits, y.to(device), weights)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if tc.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+                opt.step()
+                sched.step()
+                step += 1
+                bar.update()
+                bar.set_postfix(loss=f"{loss.item():.4f}")
+                if k + 1 not in eval_at:
+                    continue
+                res = evaluate(model, val_fn, n_val, weights, device=device)
+                model.train()
+                ep = epoch + (k + 1) / steps_per_epoch
+                history.append({"epoch": ep, "step": step, **res.to_dict()})
+                bar.set_description(f"{desc} val NE {res.ne_mean:.4f}")
+                if best is None or res.ne_mean < best.ne_mean:
+                    best, best_epoch, bad = res, ep, 0
+                    best_state = copy.deepcopy(model.state_dict())
+                else:
+                    bad += 1
+                if bad > tc.patience:
+                    raise StopIteration
+    except StopIteration:
+        pass
+    finally:
+        bar.close()
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return FitResult(best, best_epoch, history, time.perf_counter() - start, step)
