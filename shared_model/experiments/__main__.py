@@ -1,8 +1,8 @@
 """The paper's measurements, small enough for 2 CPU cores. Writes docs/experiments/*.{md,png}.
 
-    python -m shared_model.experiments seqlen   --dataset synthetic   # Figure 2: NE vs T
+    python -m shared_model.experiments seqlen --dataset synthetic     # Figure 2: NE vs T
     python -m shared_model.experiments content  --dataset movielens   # Table 2 bottom
-    python -m shared_model.experiments scaling  --dataset synthetic   # 6.4 / Table 3: alpha per axis
+    python -m shared_model.experiments scaling  --dataset synthetic   # 6.4: alpha per axis
     python -m shared_model.experiments transfer --dataset synthetic   # Table 3c tau + staleness
 
 All runs train the upstream-style model (user-only query tokens, candidate through DHEN) on the

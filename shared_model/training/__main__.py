@@ -1,9 +1,9 @@
 """Train the upstream encoder, then the ranker on its (stale) embeddings; write checkpoints.
 
     python -m shared_model.training --out artifacts/demo            # the demo models (minutes)
-    python -m shared_model.training --out runs/big --dataset synthetic \\
-        --world '{"n_users": 5000}' --days 30 \\
-        --upstream-config shared_model/configs/upstream.json --online-config shared_model/configs/online.json --train '{"epochs": 10}'
+    python -m shared_model.training --out runs/big --days 30 --world '{"n_users": 5000}' \\
+        --upstream-config shared_model/configs/upstream.json \\
+        --online-config shared_model/configs/online.json --train '{"epochs": 10}'
 
 Writes ``OUT/upstream/`` and ``OUT/online/`` (shared_model checkpoint format; the online one
 records ``upstream_model_version``) and ``OUT/metrics.json``. Uses a GPU when present.
