@@ -60,10 +60,10 @@ def rank(base: str) -> dict:
 @pytest.mark.slow
 def test_redis_password_right_and_wrong(kafka_broker, checkpoints, new_topic, producer_for) -> None:
     password = secrets.token_urlsafe(16)  # made at run time: nothing secret is committed
-    wrong = f"redis://:not-{password}@{LOOPBACK}"
     with RedisServer(password=password) as locked:
         good_env = ranker_env(locked.url, checkpoints.online, reload_token=password[:12])
-        bad_env = ranker_env(f"{wrong}:{locked.port}/0", checkpoints.online)
+        wrong_url = locked.url.replace(password, "wrong-" + password)  # token_urlsafe: no quoting
+        bad_env = ranker_env(wrong_url, checkpoints.online)
         with (
             RankerProcess(good_env, name="ranker-pw") as good,
             RankerProcess(bad_env, name="ranker-badpw") as bad,
