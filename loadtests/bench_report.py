@@ -74,7 +74,7 @@ def commands(run_dir: Path, device: str, dtype: str) -> list[tuple[str, list[str
                     "--output", str(run_dir / "ranker.md")], None),
         ("upstream", [*py, "upstream_service.bench", "--pool", "300", "--seconds", "15",
                       "--out", str(run_dir / "upstream.md")], None),
-        ("capacity", [*py, "loadtests.capacity", "--rates", "2,4,6,8,10,12,16", "--step-seconds", "30",
+        ("capacity", [*py, "loadtests.capacity", "--rates", "4,8,12,16,20,24,32,40", "--step-seconds", "30",
                       "--run-dir", str(run_dir / "capacity"), "--out-dir", str(run_dir)], None),
         ("capacity t400", [*py, "loadtests.capacity", "--rates", "2,4,6,8,10,12,16", "--step-seconds", "30",
                            "--random-weights", "--name", "capacity-t400",
