@@ -61,7 +61,7 @@ class LLaTTEConfig:
     # --- heads --------------------------------------------------------------------------------
     head_hidden: int = 128
     task_weights: list[float] = field(default_factory=lambda: [1.0, 1.0])  # pCTR, pCVR
-    init_std: float = 0.02
+    init_std: float = 0.02  # std of the embedding tables' init (linears: 1/sqrt(fan_in))
 
     def __post_init__(self) -> None:
         if self.stage not in ("upstream", "online"):

@@ -94,9 +94,14 @@ class RankerModel(nn.Module):
 
 
 def _init_weights(std: float):
+    """Linear layers: LeCun normal (std 1/sqrt(fan_in)), which keeps activations at unit scale
+    through the chains of narrow projections here (MLA latents, the low-rank readout). A flat
+    0.02 shrinks the signal ~50x per low-rank pair and starves the sequence module of gradient.
+    Embeddings: N(0, std); the norms after them restore the scale."""
+
     def init(module: nn.Module) -> None:
         if isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, std=std)
+            nn.init.normal_(module.weight, std=module.in_features**-0.5)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
