@@ -32,6 +32,7 @@ from upstream_service.settings import Settings
 log = logging.getLogger(__name__)
 
 DAY_MS = 24 * 3600 * 1000
+DEMO_WORLD = "shared_model/configs/demo_world.json"  # catalogue of the demo checkpoints
 
 
 def jsonl_events(path: Path) -> Iterator[UserEvent]:
@@ -72,7 +73,9 @@ def synthetic_events(n_users: int, seed: int, start_ms: int) -> Iterator[UserEve
         from shared_model.data.synthetic import SyntheticWorld, WorldConfig
     except ImportError:
         return None
-    world = SyntheticWorld(WorldConfig(seed=seed, n_users=n_users))
+    # The demo world's catalogue (items, ads, content), so events match the trained models.
+    base = json.loads((Path(__file__).resolve().parents[1] / DEMO_WORLD).read_text())
+    world = SyntheticWorld(WorldConfig.from_dict({**base, "seed": seed, "n_users": n_users}))
     return world.stream_events(start_ms, 365 * DAY_MS)
 
 

@@ -58,9 +58,11 @@ class WorldConfig:
     n_items: int = 5_000
     n_ads: int = 500
     n_brands: int = 50  # advertisers; every item and ad belongs to one
-    latent_dim: int = 16  # k
-    content_dim: int = 32  # width of the content embedding carried by events and ads
-    content_noise: float = 0.5  # std of the noise added to the content view of the latent
+    # k is small and the content view clean enough that the content match is learnable from
+    # tens of thousands of impressions (a 32x32 bilinear form from weak labels is not).
+    latent_dim: int = 6  # k
+    content_dim: int = 16  # width of the content embedding carried by events and ads
+    content_noise: float = 0.3  # std of the noise added to the content view of the latent
     ad_float_dim: int = 4  # candidate float features per ad
     # --- activity -----------------------------------------------------------------------------
     sessions_per_day: float = 4.0  # mean, scaled per user by a log-normal activity level
@@ -77,12 +79,12 @@ class WorldConfig:
     item_conversion_bias: float = -2.5
     # --- the ad label model (see module docstring) --------------------------------------------
     ctr_bias: float = -2.6
-    w_long: float = 1.5
-    w_intent: float = 1.5
-    w_memory: float = 0.8
+    w_long: float = 2.5
+    w_intent: float = 2.5
+    w_memory: float = 1.0
     w_quality: float = 0.5
     cvr_bias: float = -1.6
-    v_long: float = 1.0
+    v_long: float = 1.5
     v_memory: float = 0.8
     v_quality: float = 0.5
     surfaces: tuple[str, ...] = ("feed", "reels", "search", "stories")

@@ -127,9 +127,12 @@ def fit(
     rows = n_train if not tc.max_train_rows else min(n_train, tc.max_train_rows)
     steps_per_epoch = max(1, math.ceil(rows / tc.batch_size))
     total = steps_per_epoch * tc.epochs
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=tc.lr, total_steps=total, pct_start=0.1, anneal_strategy="cos"
-    )
+    if total >= 20:
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=tc.lr, total_steps=total, pct_start=0.1, anneal_strategy="cos"
+        )
+    else:  # too few steps for a warm-up phase (OneCycleLR divides by its length)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
     eval_at = {
         round(steps_per_epoch * (k + 1) / tc.evals_per_epoch) for k in range(tc.evals_per_epoch)
     }

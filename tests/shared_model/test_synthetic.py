@@ -36,7 +36,7 @@ def test_stream_is_time_ordered_valid_contract_events():
     assert all(DEFAULT_START_MS <= t < DEFAULT_START_MS + 2 * MS_PER_DAY for t in ts)
     for e in events[:50]:
         assert UserEvent.decode(e.encode()) == e
-        assert len(e.content_embedding) == 32
+        assert len(e.content_embedding) == WorldConfig().content_dim
     kinds = Counter(e.action_type for e in events)
     # high-frequency low-signal events dominate; conversions are the rarest
     assert kinds[ActionType.VIEW] > kinds[ActionType.CLICK] > kinds[ActionType.CONVERSION] > 0

@@ -14,6 +14,7 @@ from shared_model.training.__main__ import main
 from shared_model.training.trainer import TrainConfig
 
 WORLD = {"seed": 1, "n_users": 40, "n_items": 300, "n_ads": 30, "n_brands": 10}
+CONTENT = WorldConfig().content_dim
 TC = TrainConfig(epochs=3, batch_size=64, lr=1e-2, patience=3, progress=False)
 
 
@@ -36,29 +37,25 @@ def synth():
 
 def test_short_synthetic_run_lowers_validation_ne_below_one(synth):
     torch.manual_seed(0)
-    up = pipeline.train_upstream(synth, _tiny("upstream", 32, 4), TC)
+    up = pipeline.train_upstream(synth, _tiny("upstream", CONTENT, 4), TC)
     assert up.val.ne_mean < 1.0
     tables = pipeline.upstream_tables(synth, up.model, "stale")
-    on = pipeline.train_ranker(synth, _tiny("online", 32, 4, d_upstream=40), TC, tables)
+    on = pipeline.train_ranker(synth, _tiny("online", CONTENT, 4, d_upstream=40), TC, tables)
     assert on.val.ne_mean < 1.0, on.val
 
 
-@pytest.mark.xfail(
-    reason="issue 3 open: the ranker does not yet learn MovieLens in a short run "
-    "(val NE ~1.0); see the training report",
-    strict=False,
-)
 def test_short_movielens_run_lowers_validation_ne_below_one():
-    ds = movielens_dataset(content="none", negatives=2, max_rows_per_split=3000)
+    ds = movielens_dataset(content="genres", negatives=2, max_rows_per_split=3000)
     tc = TrainConfig(
         epochs=3, batch_size=32, lr=3e-3, evals_per_epoch=2, patience=6, progress=False
     )
-    on = pipeline.train_ranker(ds, _tiny("online", 0, 2), tc, pipeline.upstream_tables(ds, None))
+    cfg = _tiny("online", ds.content_dim, ds.n_candidate_floats, item_buckets=4001, ad_buckets=4001)
+    on = pipeline.train_ranker(ds, cfg, tc, pipeline.upstream_tables(ds, None))
     assert on.val.ne_mean < 1.0, on.val
 
 
 def test_cli_checkpoints_load_in_the_services_code_path(tmp_path):
-    up_cfg, on_cfg = _tiny("upstream", 32, 4), _tiny("online", 32, 4, d_upstream=40)
+    up_cfg, on_cfg = _tiny("upstream", CONTENT, 4), _tiny("online", CONTENT, 4, d_upstream=40)
     (tmp_path / "up.json").write_text(up_cfg.to_json())
     (tmp_path / "on.json").write_text(on_cfg.to_json())
     out = tmp_path / "out"
