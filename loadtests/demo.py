@@ -61,11 +61,31 @@ def checkpoints_present(upstream: Path, online: Path) -> bool:
                for p in (upstream, online))  # fmt: skip
 
 
+def checkpoints_current(upstream: Path, online: Path) -> bool:
+    """Present, loadable by this code, and built from the demo configs in the repository."""
+    if not checkpoints_present(upstream, online):
+        return False
+    from shared_model.checkpoint import CheckpointError, load_checkpoint
+    from shared_model.config import LLaTTEConfig
+
+    configs = Path(__file__).resolve().parents[1] / "shared_model" / "configs"
+    for path, stage in ((upstream, "upstream"), (online, "online")):
+        expected = LLaTTEConfig.from_json(configs / f"demo_{stage}.json")
+        try:
+            load_checkpoint(path, expected=expected, stage=stage)
+        except CheckpointError as e:
+            log.info("demo checkpoint %s is out of date (%s): retraining", path, e)
+            return False
+    return True
+
+
 def ensure_checkpoints(upstream: Path, online: Path) -> None:
-    """Train the demo models (``python -m shared_model.training``) when either is missing."""
-    if checkpoints_present(upstream, online):
+    """Train the demo models (``python -m shared_model.training``) when either is missing or
+    no longer matches the code and the demo configs."""
+    if checkpoints_current(upstream, online):
         return
-    log.info("no demo checkpoint in %s: training the demo models (a few minutes)", upstream.parent)
+    log.info("no current demo checkpoint in %s: training the demo models (about 2 minutes)",
+             upstream.parent)  # fmt: skip
     if upstream.parent != online.parent or (upstream.name, online.name) != ("upstream", "online"):
         raise FileNotFoundError(f"no checkpoints at {upstream} and {online}")
     rc = run_foreground(python_module("shared_model.training", "--out", str(upstream.parent)))
