@@ -33,10 +33,15 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "experiments"
 log = logging.getLogger("shared_model.experiments")
 
 
+BASE: dict = {}  # --base: upstream config overrides applied before each run's own
+
+
 def base_config(stage: str, ds, **kw) -> LLaTTEConfig:
     d = json.loads(
         (CONFIGS / f"demo_{'upstream' if stage == 'upstream' else 'online'}.json").read_text()
     )
+    if stage == "upstream":
+        d.update(BASE)
     d.update(
         content_dim=ds.content_dim,
         n_candidate_floats=ds.n_candidate_floats,
@@ -102,8 +107,14 @@ def _plot(path: Path, series: dict, xlabel: str, ylabel: str, logx: bool = True)
     plt.close(fig)
 
 
-def _write(name: str, title: str, body: str, command: str, meta: dict) -> None:
+def _write(
+    name: str, title: str, body: str, command: str, meta: dict, raw: dict | None = None
+) -> None:
     DOCS.mkdir(parents=True, exist_ok=True)
+    if raw is not None:
+        (DOCS / f"{name}.json").write_text(
+            json.dumps({"command": command, "meta": meta, **raw}, indent=1, default=str)
+        )
     text = f"# {title}\n\nReproduce: `{command}`\n\n{body}\n\nRun: `{json.dumps(meta)}`\n"
     (DOCS / f"{name}.md").write_text(text)
     log.info("wrote %s", DOCS / f"{name}.md")
@@ -151,6 +162,7 @@ def seqlen(ds, tc, args) -> None:
         body,
         args.command_line,
         args.meta,
+        {"rows": rows},
     )
 
 
@@ -172,15 +184,20 @@ def content(ds, tc, args) -> None:
         body + "\n\ndNE relative to the 1-layer model with content.",
         args.command_line,
         args.meta,
+        {"rows": rows},
     )
 
 
 def scaling(ds, tc, args) -> None:
     L0, d0, T0 = 1, 32, 64
+
+    def point(L=L0, d=d0, T=T0):  # d_ffn = 2d everywhere, so the three axes share one centre
+        return dict(n_layers=L, d_model=d, max_seq_len=T, d_ffn=2 * d)
+
     axes = {
-        "L": [dict(n_layers=L, d_model=d0, max_seq_len=T0) for L in (1, 2, 4)],
-        "d": [dict(n_layers=L0, d_model=d, max_seq_len=T0, d_ffn=2 * d) for d in (16, 32, 64)],
-        "T": [dict(n_layers=L0, d_model=d0, max_seq_len=T) for T in (32, 64, 128, 256)],
+        "L": [point(L=L) for L in (1, 2, 4)],
+        "d": [point(d=d) for d in (16, 32, 64)],
+        "T": [point(T=T) for T in (16, 32, 64, 128)],
     }
     rows, cache = [], {}
     for axis, points in axes.items():
@@ -189,7 +206,7 @@ def scaling(ds, tc, args) -> None:
             if key not in cache:
                 cache[key] = run_upstream(ds, tc, head_dim=16, n_heads=2, **kw)
             rows.append({"axis": axis, **cache[key]})
-    ref = cache[json.dumps(dict(n_layers=L0, d_model=d0, max_seq_len=T0), sort_keys=True)]
+    ref = cache[json.dumps(point(), sort_keys=True)]
     fits = []
     series = {}
     for axis in axes:
@@ -218,6 +235,7 @@ def scaling(ds, tc, args) -> None:
         body,
         args.command_line,
         args.meta,
+        {"rows": rows, "fits": fits},
     )
 
 
@@ -277,6 +295,7 @@ def transfer(ds, tc, args) -> None:
         body,
         args.command_line,
         args.meta,
+        {"rows": rows, "ne_down_no_upstream": none},
     )
 
 
@@ -296,12 +315,25 @@ def main(argv: list[str] | None = None) -> None:
         default='{"epochs": 3, "batch_size": 256, "lr": 0.005, '
         '"max_train_rows": 20000, "patience": 1}',
     )
+    p.add_argument(
+        "--rows",
+        default="",
+        help="train,val,test: a fixed seeded subsample of each split (0 = all of it)",
+    )
+    p.add_argument("--base", default="{}", help="upstream config overrides (JSON)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    BASE.update(json.loads(args.base))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(2)
     world = json.loads(args.world) if args.dataset == "synthetic" else {"content_dim": 64}
     ds = load_dataset(args.dataset, world, args.days, args.seed)
+    if args.rows:
+        rng = np.random.default_rng(args.seed)
+        for split, n in zip(("train", "val", "test"), map(int, args.rows.split(",")), strict=True):
+            imps = getattr(ds, split)
+            if 0 < n < len(imps):
+                setattr(ds, split, imps.take(np.sort(rng.choice(len(imps), n, replace=False))))
     tc = TrainConfig(**{**json.loads(args.train), "seed": args.seed, "progress": False})
     args.command_line = "python -m shared_model.experiments " + " ".join(
         argv if argv is not None else __import__("sys").argv[1:]
@@ -311,6 +343,8 @@ def main(argv: list[str] | None = None) -> None:
         "rows": [len(ds.train), len(ds.val), len(ds.test)],
         "train": tc.__dict__,
         "world": world,
+        "base": BASE,
+        "torch_threads": torch.get_num_threads(),
     }
     {"seqlen": seqlen, "content": content, "scaling": scaling, "transfer": transfer}[
         args.experiment
