@@ -16,6 +16,11 @@ import torch
 
 from shared_model.contract import HistoryRecord, stable_hash
 
+# The upstream encoder's context is user-only: the surface of the newest (triggering) event and
+# no device, since a conversion arriving on Kafka says nothing about the next request's device.
+# The upstream worker and the training pipeline both build it with this value.
+UPSTREAM_DEVICE = "unknown"
+
 
 def _to(obj, device: torch.device | str):
     moved = {

@@ -20,15 +20,16 @@ import torch
 from shared_model.checkpoint import load_checkpoint
 from shared_model.config import LLaTTEConfig
 from shared_model.contract import EmbeddingDType, EmbeddingRecord, HistoryRecord, stable_hash
-from shared_model.features import Context, EventBatch
+from shared_model.features import (
+    UPSTREAM_DEVICE,  # shared with training
+    Context,
+    EventBatch,
+)
 from shared_model.inference import encode_user
 from shared_model.upstream import UpstreamModel
 
 log = logging.getLogger(__name__)
 
-# The upstream context is user-only: the surface is that of the newest event and the device is
-# unknown when a conversion triggers the refresh. Training must build its context the same way.
-UPSTREAM_DEVICE = "unknown"
 FLOAT16_MAX = 65504.0
 
 

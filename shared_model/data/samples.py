@@ -21,7 +21,13 @@ import numpy as np
 import torch
 
 from shared_model.contract import ActionType, stable_hash
-from shared_model.features import Candidates, Context, EventBatch, UpstreamFeature
+from shared_model.features import (
+    UPSTREAM_DEVICE,
+    Candidates,
+    Context,
+    EventBatch,
+    UpstreamFeature,
+)
 
 HIGH_VALUE_ACTIONS = (int(ActionType.CONVERSION),)
 
@@ -309,7 +315,9 @@ def build_upstream_table(
         surf = np.where(e > 0, ds.log.surface_hash[np.maximum(e - 1, 0)], 0)
         if mode == "fresh":
             surf = _surface_at(ds, imps, u, t)
-        table[lo : lo + len(u)] = embed(events, context_for(ds.log, u, t, surf)).cpu().numpy()
+        ctx = context_for(ds.log, u, t, surf)
+        ctx.device_hash = torch.full_like(ctx.device_hash, stable_hash(UPSTREAM_DEVICE))
+        table[lo : lo + len(u)] = embed(events, ctx).cpu().numpy()
     return UpstreamTable(table, rows, np.where(present, cut, -1))
 
 
