@@ -16,6 +16,8 @@ import argparse
 import json
 import logging
 import math
+import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -33,6 +35,7 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "experiments"
 log = logging.getLogger("shared_model.experiments")
 
 
+TAG = [""]  # --tag: suffix of the output names (e.g. a second seed's run)
 BASE: dict = {}  # --base: upstream config overrides applied before each run's own
 
 
@@ -93,6 +96,7 @@ def _plot(path: Path, series: dict, xlabel: str, ylabel: str, logx: bool = True)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for name, (x, y) in series.items():
         ax.plot(x, y, marker="o", label=name)
@@ -130,9 +134,10 @@ def fit_alpha(rows: list[dict], ref_ne: float) -> tuple[float, float]:
     return float(-slope), float(beta)
 
 
-def seqlen(ds, tc, args) -> None:
+def seqlen(ds, tc, args, rows: list[dict] | None = None) -> None:
     lengths = [int(x) for x in args.lengths.split(",")]
-    rows = [run_upstream(ds, tc, n_layers=L, max_seq_len=T) for L in (1, 2) for T in lengths]
+    if rows is None:  # given: rows recovered from a run's log (see docs/experiments/README.md)
+        rows = [run_upstream(ds, tc, n_layers=L, max_seq_len=T) for L in (1, 2) for T in lengths]
     series = {
         f"L={L}": (
             [r["T"] for r in rows if r["L"] == L],
@@ -140,7 +145,12 @@ def seqlen(ds, tc, args) -> None:
         )
         for L in (1, 2)
     }
-    _plot(DOCS / f"seqlen_{ds.name}.png", series, "sequence length T", "test NE (mean of heads)")
+    _plot(
+        DOCS / f"seqlen_{ds.name}{TAG[0]}.png",
+        series,
+        "sequence length T",
+        "test NE (mean of heads)",
+    )
     body = _table(
         rows,
         [
@@ -155,9 +165,9 @@ def seqlen(ds, tc, args) -> None:
             "seconds",
         ],
     )
-    body += f"\n\n![NE vs T](seqlen_{ds.name}.png)"
+    body += f"\n\n![NE vs T](seqlen_{ds.name}{TAG[0]}.png)"
     _write(
-        f"seqlen_{ds.name}",
+        f"seqlen_{ds.name}{TAG[0]}",
         f"NE vs sequence length, {ds.name} (paper Figure 2)",
         body,
         args.command_line,
@@ -179,7 +189,7 @@ def content(ds, tc, args) -> None:
         rows, ["L", "content", "T", "val_ne", "test_ne", "dNE_%", "test_auc_ctr", "seconds"]
     )
     _write(
-        f"content_{ds.name}",
+        f"content_{ds.name}{TAG[0]}",
         f"Content embeddings on/off, {ds.name} (paper Table 2 bottom)",
         body + "\n\ndNE relative to the 1-layer model with content.",
         args.command_line,
@@ -218,7 +228,7 @@ def scaling(ds, tc, args) -> None:
             [100 * (r["test_ne"] - ref["test_ne"]) / ref["test_ne"] for r in pts],
         )
     _plot(
-        DOCS / f"scaling_{ds.name}.png",
+        DOCS / f"scaling_{ds.name}{TAG[0]}.png",
         series,
         "sequence FLOPs / sample",
         "dNE (%) vs L=1,d=32,T=64",
@@ -227,10 +237,10 @@ def scaling(ds, tc, args) -> None:
         _table(rows, ["axis", "L", "d", "T", "flops", "val_ne", "test_ne", "seconds"])
         + "\n\nFit dNE(%) = -alpha log10(C_seq) + beta per axis:\n\n"
         + _table(fits, ["axis", "alpha_%_per_decade", "beta"])
-        + f"\n\n![scaling](scaling_{ds.name}.png)"
+        + f"\n\n![scaling](scaling_{ds.name}{TAG[0]}.png)"
     )
     _write(
-        f"scaling_{ds.name}",
+        f"scaling_{ds.name}{TAG[0]}",
         f"Scaling sweep over L, d, T, {ds.name} (paper 6.4, Table 3)",
         body,
         args.command_line,
@@ -290,7 +300,7 @@ def transfer(ds, tc, args) -> None:
         "request (production), fresh = at the request (oracle)."
     )
     _write(
-        f"transfer_{ds.name}",
+        f"transfer_{ds.name}{TAG[0]}",
         f"Transfer ratio and staleness, {ds.name} (paper Table 3c)",
         body,
         args.command_line,
@@ -322,10 +332,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--base", default="{}", help="upstream config overrides (JSON)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2, help="torch threads")
+    p.add_argument("--tag", default="", help="suffix of the output file names")
     args = p.parse_args(argv)
+    TAG[0] = args.tag
     BASE.update(json.loads(args.base))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     world = json.loads(args.world) if args.dataset == "synthetic" else {"content_dim": 64}
     ds = load_dataset(args.dataset, world, args.days, args.seed)
     if args.rows:
@@ -335,8 +348,8 @@ def main(argv: list[str] | None = None) -> None:
             if 0 < n < len(imps):
                 setattr(ds, split, imps.take(np.sort(rng.choice(len(imps), n, replace=False))))
     tc = TrainConfig(**{**json.loads(args.train), "seed": args.seed, "progress": False})
-    args.command_line = "python -m shared_model.experiments " + " ".join(
-        argv if argv is not None else __import__("sys").argv[1:]
+    args.command_line = "python -m shared_model.experiments " + shlex.join(
+        argv if argv is not None else sys.argv[1:]
     )
     args.meta = {
         "dataset": ds.name,
