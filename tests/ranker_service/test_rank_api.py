@@ -175,10 +175,12 @@ def test_scores_equal_offline_shared_model(
     expected_history = merge_histories(history, limit=tiny_cfg.max_seq_len)
     probs = _offline_probs(checkpoint_dir, body, expected_history, record.vector)
     by_ad = {c["ad_id"]: c for c in out["candidates"]}
+    # fp32 equality up to summation order: the server's inference thread and this process may
+    # run matmuls with different thread counts (measured differences ~4e-6 relative).
     for i, cand in enumerate(body["candidates"]):
         got = by_ad[cand["ad_id"]]
-        assert got["p_ctr"] == pytest.approx(probs[i, 0].item(), rel=1e-6, abs=1e-9)
-        assert got["p_cvr"] == pytest.approx(probs[i, 1].item(), rel=1e-6, abs=1e-9)
+        assert got["p_ctr"] == pytest.approx(probs[i, 0].item(), rel=2e-5, abs=1e-9)
+        assert got["p_cvr"] == pytest.approx(probs[i, 1].item(), rel=2e-5, abs=1e-9)
     # And the shared-history pass agrees with the naive per-candidate reference.
     naive = _offline_probs(checkpoint_dir, body, expected_history, record.vector, shared=False)
     torch.testing.assert_close(naive, probs, rtol=1e-4, atol=1e-6)
@@ -193,7 +195,7 @@ def test_without_embedding_scores_equal_offline_absent(
     probs = _offline_probs(checkpoint_dir, body, [], None)
     by_ad = {c["ad_id"]: c for c in out["candidates"]}
     for i, cand in enumerate(body["candidates"]):
-        assert by_ad[cand["ad_id"]]["p_ctr"] == pytest.approx(probs[i, 0].item(), rel=1e-6)
+        assert by_ad[cand["ad_id"]]["p_ctr"] == pytest.approx(probs[i, 0].item(), rel=2e-5)
 
 
 def test_candidates_sorted_by_score_with_bid(client: TestClient, tiny_cfg: LLaTTEConfig) -> None:
@@ -229,7 +231,7 @@ def test_inline_events_replace_stored_history(
     probs = _offline_probs(checkpoint_dir, body, records, None)
     by_ad = {c["ad_id"]: c for c in out["candidates"]}
     for i, cand in enumerate(body["candidates"]):
-        assert by_ad[cand["ad_id"]]["p_cvr"] == pytest.approx(probs[i, 1].item(), rel=1e-6)
+        assert by_ad[cand["ad_id"]]["p_cvr"] == pytest.approx(probs[i, 1].item(), rel=2e-5)
 
 
 def test_content_by_id_equals_content_inline(

@@ -8,6 +8,7 @@ API and must return at least one series with a finite value. Also: the demo CLI,
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -158,8 +159,15 @@ def driven_stack(
                 users = users_with_history(client)
             finally:
                 client.close()
-            ranking = send_rank_requests(stack, TRAFFIC, users)
-            assert ranking.errors == 0 and ranking.used_upstream > 0
+            # Labelled series appear with their first request, so rate() over them needs the
+            # traffic to span scrapes: a first half creates the series, a few scrapes later a
+            # second half increases them (on a busy machine one burst can fit between scrapes).
+            half = dataclasses.replace(TRAFFIC, requests=TRAFFIC.requests // 2)
+            first = send_rank_requests(stack, half, users)
+            time.sleep(2.5)  # >= 2 scrape intervals
+            second = send_rank_requests(stack, half, users)
+            for ranking in (first, second):
+                assert ranking.errors == 0 and ranking.used_upstream > 0
             time.sleep(3)  # a few more scrapes after the last request
             yield stack, prometheus
         finally:
