@@ -7,7 +7,6 @@ variables, as in production. Everything is polled with a deadline; nothing sleep
 
 from __future__ import annotations
 
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -23,21 +22,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from shared_model.checkpoint import build_model, save_checkpoint
 from shared_model.config import tiny_config
 from shared_model.contract import EmbeddingRecord, UserEvent, embedding_key
+from tests.polling import wait_for
 from tests.servers import FAST_GROUP_CONSUMER, LOOPBACK, ServiceProcess, free_port
 
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never a proxy
-
-
-def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> object:
-    """Poll predicate until it returns something truthy; fail naming ``what`` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def http_get(url: str, timeout: float = 2.0) -> tuple[int, str]:

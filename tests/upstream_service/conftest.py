@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,24 +14,13 @@ from kafka import KafkaConsumer, KafkaProducer
 from shared_model.checkpoint import build_model, save_checkpoint
 from shared_model.config import tiny_config
 from shared_model.contract import ActionType, UserEvent
+from tests.polling import wait_for
 from tests.servers import FAST_GROUP_CONSUMER, KafkaBroker, RedisServer
 from upstream_service.settings import Settings
 from upstream_service.worker import RefreshResult, Worker
 
 BASE_MS = 1_750_000_000_000
 _event_ids = itertools.count()
-
-
-def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> object:
-    """Poll predicate until it returns something truthy; fail naming ``what`` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def make_event(
