@@ -27,15 +27,11 @@ export COMPOSE_PROFILES
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_GET := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
 
-# Targets that are not written yet, with the issue that tracks each.
-PLACEHOLDERS :=
-
 .PHONY: help venv system-deps test lint fmt bench-model bench train demo up down docs \
-	loadtest bench-report $(PLACEHOLDERS)
+	loadtest bench-report
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
-	@echo "  not yet:     $(PLACEHOLDERS)"
 
 venv: $(VENV_STAMP)  ## create .venv and install the project with its dev extras
 
@@ -128,6 +124,3 @@ loadtest: venv  ## headless Locust run against a running ranker: CSV+HTML, P50/P
 
 bench-report: venv system-deps  ## re-measure and rewrite docs/benchmarks.md and its pages (~30 min)
 	$(PY) -m loadtests.bench_report --measure
-
-$(PLACEHOLDERS):  ## not written yet
-	@echo "make $@: coming: see issue $(ISSUE_$@)" >&2; exit 1
