@@ -251,10 +251,19 @@ def scaling(ds, tc, args) -> None:
 
 def transfer(ds, tc, args) -> None:
     T = args.upstream_T
+    # Iso-FLOPs pair (paper Table 3c): the model-heavy upstream gets the longest history whose
+    # sequence FLOPs do not exceed the seq-heavy one's.
+    seq_flops = sequence_flops(base_config("upstream", ds, n_layers=1, d_model=64, max_seq_len=T))
+    Tm = max(
+        t
+        for t in range(4, T + 1)
+        if sequence_flops(base_config("upstream", ds, n_layers=3, d_model=64, max_seq_len=t)).total
+        <= seq_flops.total
+    )
     ups = {
         "baseline (L=1, d=32, T=32)": dict(n_layers=1, d_model=32, max_seq_len=32),
         f"seq-heavy (L=1, d=64, T={T})": dict(n_layers=1, d_model=64, max_seq_len=T),
-        f"model-heavy (L=3, d=64, T={T // 3})": dict(n_layers=3, d_model=64, max_seq_len=T // 3),
+        f"model-heavy (L=3, d=64, T={Tm})": dict(n_layers=3, d_model=64, max_seq_len=Tm),
     }
     on_cfg = base_config("online", ds, d_upstream=256)
     results = {}
