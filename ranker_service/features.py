@@ -109,31 +109,8 @@ def decode_history(
 
 
 def user_events(records: Sequence[HistoryRecord], length: int, content_dim: int) -> EventBatch:
-    """One user's records (oldest first) -> a left-padded (1, length) EventBatch.
-
-    Same result as ``EventBatch.from_records([records], length, content_dim)`` (parity-tested),
-    built with one tensor call per field instead of one per record: ~1 ms instead of ~3-7 ms at
-    T = 400 with content vectors.
-    """
-    batch = EventBatch.empty(1, length, content_dim)
-    records = list(records)[-length:] if length else []
-    if not records:
-        return batch
-    start = length - len(records)
-    batch.timestamps_ms[0, start:] = torch.tensor([r.timestamp_ms for r in records])
-    batch.action_type[0, start:] = torch.tensor([int(r.action_type) for r in records])
-    batch.item_hash[0, start:] = torch.tensor([r.item_hash for r in records])
-    batch.surface_hash[0, start:] = torch.tensor([r.surface_hash for r in records])
-    batch.value[0, start:] = torch.tensor([r.value for r in records])
-    batch.valid[0, start:] = True
-    if content_dim:
-        zero = (0.0,) * content_dim  # absent, or another width: read as no content
-        rows = [
-            r.content if r.content is not None and len(r.content) == content_dim else zero
-            for r in records
-        ]
-        batch.content[0, start:] = torch.tensor(rows)  # (len, E)
-    return batch
+    """One user's records (oldest first) -> a left-padded (1, length) EventBatch."""
+    return EventBatch.from_records([records], length, content_dim)
 
 
 def inline_history(events: Sequence[InlineEvent], user_id: str) -> list[HistoryRecord]:

@@ -107,10 +107,13 @@ class EventBatch:
             batch.surface_hash[b, start:] = torch.tensor([r.surface_hash for r in records])
             batch.value[b, start:] = torch.tensor([r.value for r in records])
             batch.valid[b, start:] = True
-            if content_dim:
-                for i, r in enumerate(records):
-                    if r.content is not None and len(r.content) == content_dim:
-                        batch.content[b, start + i] = torch.tensor(r.content)
+            if content_dim:  # one tensor call per user, not per record (serving hot path)
+                zero = (0.0,) * content_dim
+                rows = [
+                    r.content if r.content is not None and len(r.content) == content_dim else zero
+                    for r in records
+                ]
+                batch.content[b, start:] = torch.tensor(rows)  # (len, E)
         return batch
 
 
