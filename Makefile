@@ -83,11 +83,11 @@ train: venv  ## train the demo checkpoints into artifacts/demo/{upstream,online}
 	$(PY) -m shared_model.training --out artifacts/demo $(TRAIN_ARGS)
 
 demo: venv system-deps  ## the whole system locally: broker, Redis, both services, traffic, report
-	$(PY) -m loadtests.demo $(DEMO_ARGS)
+	$(PY) -m loadtests.stack.demo $(DEMO_ARGS)
 
 docs: venv  ## regenerate the Grafana dashboards and the configuration reference
-	$(PY) -m loadtests.dashboards
-	$(PY) -m loadtests.config_reference
+	$(PY) -m loadtests.reports.dashboards
+	$(PY) -m loadtests.reports.config_reference
 
 up:  ## docker compose up -d (profile gpu or cpu; needs REDIS_PASSWORD, GRAFANA_ADMIN_PASSWORD)
 	@if [ -z "$(COMPOSE)" ] || ! docker info >/dev/null 2>&1; then \
@@ -104,7 +104,7 @@ down:  ## docker compose down (volumes are kept; `make down DOWN_ARGS=-v` drops 
 
 # `make loadtest LOADTEST_HOST=http://127.0.0.1:8000 LOADTEST_RATE=20 LOADTEST_ARRIVAL=constant
 #  SLO_P99_MS=50 SLO_ERROR_RATE=0.01 KAFKA=127.0.0.1:9092 EVENT_RATE=50`; LOADTEST_ARGS passes
-# anything else to loadtests.run (e.g. --start-ranker, --max-candidates 100).
+# anything else to loadtests.locust.run (e.g. --start-ranker, --max-candidates 100).
 LOADTEST_HOST ?= http://127.0.0.1:8000
 LOADTEST_RATE ?= 10
 LOADTEST_DURATION ?= 60s
@@ -116,11 +116,11 @@ EVENT_RATE ?= 20
 LOADTEST_ARGS ?=
 
 loadtest: venv  ## headless Locust run against a running ranker: CSV+HTML, P50/P95/P99, SLO exit
-	$(PY) -m loadtests.run --host $(LOADTEST_HOST) --rate $(LOADTEST_RATE) \
+	$(PY) -m loadtests.locust.run --host $(LOADTEST_HOST) --rate $(LOADTEST_RATE) \
 		--duration $(LOADTEST_DURATION) --arrival $(LOADTEST_ARRIVAL) \
 		$(if $(SLO_P99_MS),--slo-p99-ms $(SLO_P99_MS)) \
 		$(if $(SLO_ERROR_RATE),--slo-error-rate $(SLO_ERROR_RATE)) \
 		$(if $(KAFKA),--kafka-bootstrap $(KAFKA) --event-rate $(EVENT_RATE)) $(LOADTEST_ARGS)
 
 bench-report: venv system-deps  ## re-measure and rewrite docs/benchmarks.md and its pages (~30 min)
-	$(PY) -m loadtests.bench_report --measure
+	$(PY) -m loadtests.reports.bench_report --measure

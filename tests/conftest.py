@@ -13,11 +13,12 @@ import pytest
 if TYPE_CHECKING:
     import redis
 
-    from tests.servers import KafkaBroker, RedisServer
+    from loadtests.stack.servers import KafkaBroker, RedisServer
 
 # kafka-python 3.0 reads its protocol specs through the deprecated importlib.resources API; the
-# warning is attributed to importlib, so pyproject's `kafka.*` filter misses it. tests.servers
-# (which imports kafka) is therefore imported inside the fixtures, after these filters apply.
+# warning is attributed to importlib, so pyproject's `kafka.*` filter misses it.
+# loadtests.stack.servers (which imports kafka) is therefore imported inside the fixtures,
+# after these filters apply.
 _KAFKA_IMPORT_WARNINGS = ("open_text is deprecated", "read_text is deprecated")
 
 
@@ -37,7 +38,7 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     """A private redis-server on a free port (never the developer's 6379)."""
-    from tests.servers import REDIS_INSTALL_HINT, RedisServer, redis_server_binary
+    from loadtests.stack.servers import REDIS_INSTALL_HINT, RedisServer, redis_server_binary
 
     try:
         redis_server_binary()
@@ -62,7 +63,7 @@ def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
 @pytest.fixture(scope="session")
 def kafka_broker() -> Iterator[KafkaBroker]:
     """A private in-memory Tansu broker on a free port, shared by the whole session."""
-    from tests.servers import KafkaBroker
+    from loadtests.stack.servers import KafkaBroker
 
     with KafkaBroker() as broker:
         yield broker

@@ -17,7 +17,7 @@ from kafka.partitioner.default import murmur2
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from tests.servers import (
+from loadtests.stack.servers import (
     FAST_GROUP_CONSUMER,
     LOOPBACK,
     KafkaBroker,

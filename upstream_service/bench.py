@@ -7,7 +7,7 @@
    histories, each stamped with its send time; freshness = embedding written - that timestamp.
 
 Without ``--brokers``/``--redis-url`` it starts a throwaway Tansu broker and redis-server (the
-test helpers in ``tests/servers.py``). Prints a markdown table and writes it to
+test helpers in ``loadtests/stack/servers.py``). Prints a markdown table and writes it to
 docs/benchmarks/upstream.md.
 """
 
@@ -318,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.skip_freshness:
             brokers, redis_url = args.brokers, args.redis_url
             if brokers is None or redis_url is None:
-                from tests.servers import KafkaBroker, RedisServer
+                from loadtests.stack.servers import KafkaBroker, RedisServer
 
                 if brokers is None:
                     broker = stack.enter_context(KafkaBroker())

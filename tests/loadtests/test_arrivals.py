@@ -8,7 +8,7 @@ import statistics
 
 import pytest
 
-from loadtests.arrivals import ArrivalSpec, Dispatcher, arrivals_until
+from loadtests.locust.arrivals import ArrivalSpec, Dispatcher, arrivals_until
 
 RATE, SECONDS = 20.0, 500.0
 EXPECTED = RATE * SECONDS  # 10,000 arrivals

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from loadtests.capacity import capacity
+from loadtests.locust.capacity import capacity
 
 
 def _steps(kind: str, p99s: dict[float, float], failures: dict[float, int] | None = None):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from loadtests.run import build_parser, run_locust
+from loadtests.locust.run import build_parser, run_locust
 from shared_model.config import tiny_config
 
 pytestmark = pytest.mark.skipif(
@@ -17,8 +17,8 @@ pytestmark = pytest.mark.skipif(
 
 
 def test_headless_run_writes_csv_and_summary(tmp_path: Path) -> None:
-    from loadtests.local_ranker import LocalRanker
-    from loadtests.traffic import Population
+    from loadtests.locust.traffic import Population
+    from loadtests.stack.local_ranker import LocalRanker
 
     cfg = tiny_config()
     population = Population(users=40, ads=50)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from loadtests import run
-from loadtests.run import Summary, duration_seconds, evaluate_slo, summarize
+from loadtests.locust import run
+from loadtests.locust.run import Summary, duration_seconds, evaluate_slo, summarize
 
 HEADER = [
     "Type", "Name", "Request Count", "Failure Count", "Median Response Time",

@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from loadtests.traffic import (
+from loadtests.locust.traffic import (
     Population,
     RequestMix,
     build_rank_request,

@@ -11,10 +11,10 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
+from loadtests.stack.servers import LOOPBACK, RedisServer
 from ranker_service.main import create_app
 from shared_model.config import LLaTTEConfig, tiny_config
 from tests.ranker_service.helpers import make_checkpoint, ranker_settings
-from tests.servers import LOOPBACK, RedisServer
 
 
 @pytest.fixture(scope="session")

@@ -9,10 +9,10 @@ import redis
 import torch
 from fastapi.testclient import TestClient
 
+from loadtests.stack.servers import LOOPBACK, RedisServer
 from ranker_service.main import create_app
 from shared_model.config import LLaTTEConfig
 from tests.ranker_service.helpers import rank_body, ranker_settings, write_embedding
-from tests.servers import LOOPBACK, RedisServer
 
 
 def _vector(cfg: LLaTTEConfig) -> list[float]:

@@ -8,9 +8,9 @@ import httpx
 import pytest
 import redis
 
+from loadtests.stack.servers import LOOPBACK, RedisServer, ServiceProcess, free_port
 from shared_model.config import LLaTTEConfig
 from tests.ranker_service.helpers import rank_body, write_embedding
-from tests.servers import LOOPBACK, RedisServer, ServiceProcess, free_port
 
 
 @pytest.mark.slow

@@ -19,11 +19,11 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.structs import TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
+from loadtests.stack.polling import wait_for
+from loadtests.stack.servers import FAST_GROUP_CONSUMER, LOOPBACK, ServiceProcess, free_port
 from shared_model.checkpoint import build_model, save_checkpoint
 from shared_model.config import tiny_config
 from shared_model.contract import EmbeddingRecord, UserEvent, embedding_key
-from tests.polling import wait_for
-from tests.servers import FAST_GROUP_CONSUMER, LOOPBACK, ServiceProcess, free_port
 
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never a proxy
 
@@ -224,7 +224,7 @@ def producer_for() -> Iterator[Callable[[str], KafkaProducer]]:
     made: list[KafkaProducer] = []
 
     def make(bootstrap: str, **kw) -> KafkaProducer:
-        # Not idempotent: such a producer survives a broker restart (see tests/servers.py).
+        # Not idempotent: such a producer survives a broker restart (stack/servers.py).
         p = KafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False, linger_ms=5, **kw)
         made.append(p)
         return p

@@ -29,6 +29,7 @@ from pathlib import Path
 import redis
 import torch
 
+from loadtests.stack.servers import REPO_ROOT, KafkaBroker, RedisServer
 from shared_model.checkpoint import build_model, save_checkpoint
 from shared_model.config import tiny_config
 from tests.reliability.conftest import (
@@ -39,7 +40,6 @@ from tests.reliability.conftest import (
     ranker_env,
     upstream_env,
 )
-from tests.servers import REPO_ROOT, KafkaBroker, RedisServer
 
 log = logging.getLogger("soak")
 DOC = REPO_ROOT / "docs" / "reliability.md"

@@ -15,6 +15,7 @@ import uuid
 import httpx
 import pytest
 
+from loadtests.stack.servers import RedisServer
 from shared_model.config import tiny_config
 from shared_model.contract import (
     EMBEDDING_FIELD_NEWEST,
@@ -41,7 +42,6 @@ from tests.reliability.conftest import (
     upstream_env,
     wait_for,
 )
-from tests.servers import RedisServer
 
 CFG = tiny_config("online")
 

@@ -20,6 +20,7 @@ import pytest
 import redis
 import torch
 
+from loadtests.stack.servers import LOOPBACK, REPO_ROOT, ManagedProcess, RedisServer, free_port
 from ranker_service.settings import Settings as RankerSettings
 from ranker_service.store import FeatureStore
 from shared_model.checkpoint import build_model, save_checkpoint
@@ -36,7 +37,6 @@ from tests.reliability.conftest import (
     upstream_env,
     wait_for,
 )
-from tests.servers import LOOPBACK, REPO_ROOT, ManagedProcess, RedisServer, free_port
 from upstream_service import consumer as upstream_consumer
 from upstream_service.settings import Settings as UpstreamSettings
 from upstream_service.worker import connect_redis

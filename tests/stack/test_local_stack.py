@@ -1,4 +1,4 @@
-"""loadtests.local_stack without servers: what it says when something is missing."""
+"""loadtests.stack.local_stack without servers: what it says when something is missing."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from loadtests import local_stack
-from loadtests.local_stack import LocalStack, StackOptions
+from loadtests.stack import local_stack
+from loadtests.stack.local_stack import LocalStack, StackOptions
 
 
 def _fake_checkpoints(root: Path) -> StackOptions:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from loadtests.config_reference import DOC, SERVICES, current_block, env_vars, reference
+from loadtests.reports.config_reference import DOC, SERVICES, current_block, env_vars, reference
 
 
 def test_reference_is_up_to_date() -> None:
     block = current_block(DOC.read_text())
     assert block is not None, f"{DOC} lost its config-reference markers"
     assert block == reference(), (
-        f"{DOC} is stale: run `python -m loadtests.config_reference` (or `make docs`)"
+        f"{DOC} is stale: run `python -m loadtests.reports.config_reference` (or `make docs`)"
     )
 
 

@@ -1,6 +1,7 @@
 """End to end: a real Prometheus scrapes a real local stack, and every dashboard query answers.
 
-The stack (Tansu, redis-server, the upstream worker, the ranker; ``loadtests.local_stack``) runs
+The stack (Tansu, redis-server, the upstream worker, the ranker;
+``loadtests.stack.local_stack``) runs
 tiny seeded checkpoints; the demo's traffic functions publish events through the real producer
 and send ranking requests; then each panel query of each dashboard goes to Prometheus's HTTP
 API and must return at least one series with a finite value. Also: the demo CLI, end to end.
@@ -26,8 +27,8 @@ from typing import Any
 import pytest
 import redis
 
-from loadtests.dashboards import DASHBOARDS, panel_queries
-from loadtests.demo import (
+from loadtests.reports.dashboards import DASHBOARDS, panel_queries
+from loadtests.stack.demo import (
     TrafficOptions,
     histogram_quantile,
     publish_events,
@@ -35,8 +36,8 @@ from loadtests.demo import (
     users_with_history,
     wait_for_worker,
 )
-from loadtests.local_stack import LocalStack, StackOptions
-from tests.servers import LOOPBACK, ManagedProcess, free_port
+from loadtests.stack.local_stack import LocalStack, StackOptions
+from loadtests.stack.servers import LOOPBACK, ManagedProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS_HINT = "prometheus is not installed: `apt-get install -y prometheus`"
@@ -209,9 +210,9 @@ def test_the_scrape_saw_the_traffic(driven_stack: tuple[LocalStack, Prometheus])
 
 @pytest.mark.slow
 def test_demo_cli_end_to_end(checkpoints: tuple[Path, Path], tmp_path: Path) -> None:
-    """``python -m loadtests.demo`` prints its report and leaves no process behind."""
+    """``python -m loadtests.stack.demo`` prints its report and leaves no process behind."""
     argv = [
-        sys.executable, "-m", "loadtests.demo",
+        sys.executable, "-m", "loadtests.stack.demo",
         "--upstream-checkpoint", str(checkpoints[0]),
         "--online-checkpoint", str(checkpoints[1]),
         "--events", "800", "--rate", "1000", "--users", "60", "--requests", "20",
@@ -232,7 +233,7 @@ def test_demo_cli_end_to_end(checkpoints: tuple[Path, Path], tmp_path: Path) -> 
 @pytest.mark.slow
 def test_demo_cli_cleans_up_on_sigterm(checkpoints: tuple[Path, Path], tmp_path: Path) -> None:
     argv = [
-        sys.executable, "-m", "loadtests.demo",
+        sys.executable, "-m", "loadtests.stack.demo",
         "--upstream-checkpoint", str(checkpoints[0]),
         "--online-checkpoint", str(checkpoints[1]),
         "--events", "100000", "--rate", "200", "--run-dir", str(tmp_path / "run"),

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
+from loadtests.stack.polling import wait_for
+from loadtests.stack.servers import FAST_GROUP_CONSUMER, KafkaBroker, RedisServer
 from shared_model.checkpoint import build_model, save_checkpoint
 from shared_model.config import tiny_config
 from shared_model.contract import ActionType, UserEvent
-from tests.polling import wait_for
-from tests.servers import FAST_GROUP_CONSUMER, KafkaBroker, RedisServer
 from upstream_service.settings import Settings
 from upstream_service.worker import RefreshResult, Worker
 

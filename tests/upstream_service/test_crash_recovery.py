@@ -6,8 +6,8 @@ import signal
 
 import pytest
 
+from loadtests.stack.servers import FAST_GROUP_CONSUMER, ServiceProcess, free_port
 from shared_model.contract import EmbeddingRecord, embedding_key
-from tests.servers import FAST_GROUP_CONSUMER, ServiceProcess, free_port
 from tests.upstream_service.conftest import BASE_MS, make_event, wait_for
 
 

@@ -47,7 +47,7 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 # Ports a developer may already be using for real servers; never hand them out.
 RESERVED_PORTS = frozenset({6379, 9092, 8000, 8080})
 REDIS_INSTALL_HINT = "redis-server is not installed: run `apt-get install -y redis-server`"

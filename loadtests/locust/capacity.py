@@ -1,4 +1,4 @@
-"""``python -m loadtests.capacity``: the highest request rate at which P99 stays under a bound.
+"""``python -m loadtests.locust.capacity``: the highest request rate with P99 under a bound.
 
 Starts redis-server and one ranker here (``LocalRanker``: trained demo checkpoint when present,
 else ``online_config()`` with random weights; Redis seeded with the load-test population), then
@@ -8,7 +8,7 @@ machine's background load drifts into both alike. Reports, per arrival kind, the
 whose P99 is under ``--p99-ms`` with no errors (and every lower rate too), writes
 ``capacity.json``, a Markdown table and a P99-vs-rate plot.
 
-    python -m loadtests.capacity --rates 4,8,12,16,20 --step-seconds 20 \\
+    python -m loadtests.locust.capacity --rates 4,8,12,16,20 --step-seconds 20 \\
         --out-dir docs/benchmarks --run-dir runs/capacity
 
 The load generator (Locust, one process) runs on the same 2 cores as the ranker and Redis.
@@ -28,13 +28,13 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from loadtests.local_ranker import LocalRanker
-from loadtests.run import Summary, build_parser, run_locust
-from loadtests.traffic import Population
+from loadtests.locust.run import Summary, build_parser, run_locust
+from loadtests.locust.traffic import Population
+from loadtests.stack.local_ranker import LocalRanker
 
-log = logging.getLogger("loadtests.capacity")
+log = logging.getLogger("loadtests.locust.capacity")
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 KINDS = ("constant", "poisson")
 
 
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
                          summary.failures)  # fmt: skip
         note = ranker.checkpoint_note
     result = {
-        "command": "python -m loadtests.capacity "
+        "command": "python -m loadtests.locust.capacity "
         + " ".join(sys.argv[1:] if argv is None else argv),
         "machine": f"{cpu_model()}, {os.cpu_count()} cores (shared), Python "
         f"{platform.python_version()}",

@@ -22,14 +22,14 @@ from typing import Self
 
 import torch
 
-from loadtests.traffic import Population, seed_redis
+from loadtests.locust.traffic import Population, seed_redis
+from loadtests.stack.servers import LOOPBACK, RedisServer, ServiceProcess, free_port
 from shared_model.checkpoint import build_model, load_checkpoint, save_checkpoint
 from shared_model.config import LLaTTEConfig, online_config
-from tests.servers import LOOPBACK, RedisServer, ServiceProcess, free_port
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEMO_ONLINE = REPO_ROOT / "artifacts" / "demo" / "online"
 RANDOM_UPSTREAM_VERSION = "loadtest-upstream-v1"
 

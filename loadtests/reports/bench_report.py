@@ -1,4 +1,4 @@
-"""``python -m loadtests.bench_report`` (``make bench-report``): docs/benchmarks.md and its pages.
+"""``python -m loadtests.reports.bench_report`` (``make bench-report``): docs/benchmarks.md and its pages.
 
 With ``--measure`` it first runs, one after the other (never two at once on 2 cores), the
 project's own benchmark scripts, each writing into ``--run-dir`` (default runs/bench-report):
@@ -8,7 +8,7 @@ project's own benchmark scripts, each writing into ``--run-dir`` (default runs/b
 * ``shared_model.bench --candidates 1 --upstream-T 250 | 500``  -> model-T{T}.md    (item 4, T)
 * ``ranker_service.benchmark``                                  -> ranker.md        (item 2)
 * ``upstream_service.bench``                                    -> upstream.md      (items 4, 5)
-* ``loadtests.capacity``                                        -> capacity.json    (item 3)
+* ``loadtests.locust.capacity``                                        -> capacity.json    (item 3)
 
 ``--device cuda --dtype bfloat16`` runs the model benchmark on a GPU as well (model-cuda-T*.md).
 Then (always) it parses those outputs, draws the plots (matplotlib Agg) and writes
@@ -32,14 +32,14 @@ from pathlib import Path
 
 import matplotlib
 
-from loadtests.capacity import KINDS, capacity, cpu_model, markdown
+from loadtests.locust.capacity import KINDS, capacity, cpu_model, markdown
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-log = logging.getLogger("loadtests.bench_report")
+log = logging.getLogger("loadtests.reports.bench_report")
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DOCS = REPO_ROOT / "docs"
 PAGES = DOCS / "benchmarks"
 T_SWEEP = (250, 500, 1000)
@@ -74,13 +74,13 @@ def commands(run_dir: Path, device: str, dtype: str) -> list[tuple[str, list[str
                     "--output", str(run_dir / "ranker.md")], None),
         ("upstream", [*py, "upstream_service.bench", "--pool", "300", "--seconds", "15",
                       "--out", str(run_dir / "upstream.md")], None),
-        ("capacity", [*py, "loadtests.capacity", "--rates", "4,8,12,16,20,24,32,40", "--step-seconds", "30",
+        ("capacity", [*py, "loadtests.locust.capacity", "--rates", "4,8,12,16,20,24,32,40", "--step-seconds", "30",
                       "--run-dir", str(run_dir / "capacity"), "--out-dir", str(run_dir)], None),
-        ("capacity t400", [*py, "loadtests.capacity", "--rates", "2,4,6,8,10,12,16", "--step-seconds", "30",
+        ("capacity t400", [*py, "loadtests.locust.capacity", "--rates", "2,4,6,8,10,12,16", "--step-seconds", "30",
                            "--random-weights", "--name", "capacity-t400",
                            "--run-dir", str(run_dir / "capacity-t400"), "--out-dir", str(run_dir)],
          None),
-        ("system", [*py, "loadtests.run", "--local-stack", "--rate", "5", "--duration", "60s",
+        ("system", [*py, "loadtests.locust.run", "--local-stack", "--rate", "5", "--duration", "60s",
                     "--arrival", "poisson", "--event-rate", "50", "--population-users", "1000",
                     "--run-dir", str(run_dir / "system")], None),
     ]  # fmt: skip
@@ -184,7 +184,7 @@ def scoring_page(run: Path, machine: str) -> str:
     return f"""# 1. Ranker latency vs candidates: shared-sequence vs naive vs the FLOPs floor
 
 Command: `python -m shared_model.bench --device cpu --dtype float32 --threads 1 --candidates 1,10,100,500 --batches 1,4,16 --upstream-T 1000`
-(the model benchmark of `shared_model/bench.py`, run by `python -m loadtests.bench_report --measure`)
+(the model benchmark of `shared_model/bench.py`, run by `python -m loadtests.reports.bench_report --measure`)
 
 Machine: {machine}; 1 intra-op thread (the ranker's setting).
 Measured dense matmul rate in the same run: **{matmul_rate(text):.1f} GFLOP/s** (fp32,
@@ -247,7 +247,7 @@ def lookup_page(run: Path, machine: str) -> str:
     return f"""# 2. P99 with the upstream embedding lookup vs without it
 
 Command: `python -m ranker_service.benchmark` (the ranker's own benchmark, run by
-`python -m loadtests.bench_report --measure`; output copied here). Its header:
+`python -m loadtests.reports.bench_report --measure`; output copied here). Its header:
 
 {head}
 
@@ -330,7 +330,7 @@ One uvicorn ranker (1 intra-op torch thread, the service default), redis-server 
 load generator, all on the same 2 cores, which other engineers' jobs (training runs, test
 suites, other benchmarks) were also using: read the load averages next to each table.
 
-Each step: open-loop arrivals (`loadtests.arrivals`) for the stated seconds, 100 candidates
+Each step: open-loop arrivals (`loadtests.locust.arrivals`) for the stated seconds, 100 candidates
 per request, users drawn from the load-test population (60% fresh embedding, 20% stale, 20%
 never seen), 10% of requests with inline events. At each rate the constant and Poisson steps run
 back to back, in alternating order. The capacity is the highest rate that met the bound without
@@ -390,7 +390,7 @@ def encode_page(run: Path, machine: str) -> str:
         "\n\n".join(read(p) for p in gpu)
         if gpu
         else "**Not measured: this session had no GPU.** On a GPU machine run `python -m "
-        "loadtests.bench_report --measure --device cuda --dtype bfloat16` (or directly "
+        "loadtests.reports.bench_report --measure --device cuda --dtype bfloat16` (or directly "
         "`python -m shared_model.bench --device cuda --dtype bfloat16 --batches 1,8,32,128`); "
         "it measures the bf16 matmul rate in the same run and reports MFU against it."
     )
@@ -533,7 +533,7 @@ machine: **{machine}**, no GPU, shared with other engineers' test runs (1-minute
 {load_text} during the runs; other jobs' CPU use lands on our timings, so each page prefers
 ratios measured within one run, interleaved where it matters). Re-run everything with
 `make bench-report` (about 30 minutes); re-render the pages from the last run with
-`python -m loadtests.bench_report`. Raw outputs: `runs/bench-report/`.
+`python -m loadtests.reports.bench_report`. Raw outputs: `runs/bench-report/`.
 
 | # | what | result | target | page |
 |---|---|---|---|---|
@@ -554,15 +554,15 @@ Command: `python -m shared_model.flops`
 
 ## Load testing the running system
 
-`make loadtest` (`python -m loadtests.run`) drives a running ranker (the demo's, compose's, or
-one it starts with `--start-ranker`) with the Locust population of `loadtests/locustfile.py`:
+`make loadtest` (`python -m loadtests.locust.run`) drives a running ranker (the demo's, compose's, or
+one it starts with `--start-ranker`) with the Locust population of `loadtests/locust/locustfile.py`:
 1,000 user ids (60% with a fresh upstream embedding, 20% stale, 20% never seen), 50-500
 candidates (log-uniform), varied surface/device, 10% of requests with inline events, and
 optionally a Kafka publisher (`KAFKA=host:port EVENT_RATE=50`) so that the upstream refreshes
 embeddings while ranking runs. Arrivals are open-loop (constant, Poisson or bursty, seeded);
 `SLO_P99_MS=50 SLO_ERROR_RATE=0.01` makes it exit 1 on a violation. Self-contained variants:
 `LOADTEST_ARGS=--start-ranker` (redis-server + ranker, population seeded) and
-`LOADTEST_ARGS=--local-stack` (the whole stack of `loadtests/local_stack.py`; with
+`LOADTEST_ARGS=--local-stack` (the whole stack of `loadtests/stack/local_stack.py`; with
 `--event-rate` the publisher feeds its broker); `--seed-redis URL` seeds a running stack's Redis. It writes Locust's CSVs and
 HTML report to `runs/loadtest-<time>/` and prints P50/P95/P99, throughput and error rate.
 
@@ -587,7 +587,7 @@ def _system_section(run: Path) -> str:
     outcomes = s.get("upstream_outcomes") or {}
     return f"""### The whole system under load (the paper's setting)
 
-Command: `python -m loadtests.run --local-stack --rate {rec["rate"]:g} --duration {rec["duration"]} --arrival {rec["arrival"]} --event-rate 50 --population-users 1000`
+Command: `python -m loadtests.locust.run --local-stack --rate {rec["rate"]:g} --duration {rec["duration"]} --arrival {rec["arrival"]} --event-rate 50 --population-users 1000`
 (Tansu broker, redis-server, one upstream worker and one ranker on this machine, demo
 checkpoints; the publisher sends 50 events/s, 10% conversions, for the same users that are
 being ranked, so the worker re-encodes their embeddings during the run). Load average

@@ -1,8 +1,8 @@
-"""``python -m loadtests.demo`` (``make demo``): the whole system end to end on this machine.
+"""``python -m loadtests.stack.demo`` (``make demo``): the whole system end to end on this machine.
 
 1. makes sure the demo checkpoints exist (trains them when they do not);
 2. starts a Tansu Kafka broker, a redis-server, the upstream worker and the ranker
-   (``loadtests.local_stack``), each a real process on a free port;
+   (``loadtests.stack.local_stack``), each a real process on a free port;
 3. publishes synthetic user events with the event producer (``upstream_service.produce``,
    re-stamped with the send time so that freshness is real);
 4. waits until the worker has consumed them and written the embeddings their conversions
@@ -33,7 +33,7 @@ from typing import Any
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from loadtests.local_stack import (
+from loadtests.stack.local_stack import (
     EVENTS_TOPIC,
     REPO_ROOT,
     LocalStack,
@@ -44,7 +44,7 @@ from loadtests.local_stack import (
 )
 from shared_model.contract import KEY_PREFIX
 
-log = logging.getLogger("loadtests.demo")
+log = logging.getLogger("loadtests.stack.demo")
 
 # An empty ProxyHandler: an http_proxy in the environment must never intercept loopback.
 DEMO_CHECKPOINTS = REPO_ROOT / "artifacts" / "demo"
@@ -69,7 +69,7 @@ def checkpoints_current(upstream: Path, online: Path) -> bool:
     from shared_model.checkpoint import CheckpointError, load_checkpoint
     from shared_model.config import LLaTTEConfig
 
-    configs = Path(__file__).resolve().parents[1] / "shared_model" / "configs"
+    configs = Path(__file__).resolve().parents[2] / "shared_model" / "configs"
     is_default = upstream.resolve() == (DEMO_CHECKPOINTS / "upstream").resolve()
     for path, stage in ((upstream, "upstream"), (online, "online")):
         expected = LLaTTEConfig.from_json(configs / f"demo_{stage}.json") if is_default else None

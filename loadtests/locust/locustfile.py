@@ -1,11 +1,11 @@
 """Locust load test: ranking requests on an open-loop schedule, Kafka events alongside.
 
-    locust -f loadtests/locustfile.py --headless --host http://127.0.0.1:8000 \\
+    locust -f loadtests/locust/locustfile.py --headless --host http://127.0.0.1:8000 \\
         --users 64 --spawn-rate 64 --run-time 60s --rate 20 --arrival poisson RankUser
 
-or, with the summary and an SLO check, ``python -m loadtests.run`` (``make loadtest``).
+or, with the summary and an SLO check, ``python -m loadtests.locust.run`` (``make loadtest``).
 
-* ``RankUser`` sends ``POST /v1/rank`` bodies for the population of ``loadtests.traffic``
+* ``RankUser`` sends ``POST /v1/rank`` bodies for the population of ``loadtests.locust.traffic``
   (fresh, stale and never-seen users; 50-500 candidates; a share with inline events). The send
   times come from one seeded ``Dispatcher`` per Locust process (constant, Poisson or bursty
   arrivals at ``--rate``); each user takes the next due time when it is free. With enough users
@@ -34,14 +34,14 @@ import gevent
 from locust import HttpUser, User, constant, events, task
 from locust.exception import StopUser
 
-# `locust -f loadtests/locustfile.py` puts only loadtests/ on sys.path; the repository root
+# `locust -f loadtests/locust/locustfile.py` puts only loadtests/locust/ on sys.path; the root
 # (or /app in the Locust image) is needed for `loadtests.*` and `shared_model.*`.
-_ROOT = str(Path(__file__).resolve().parent.parent)
+_ROOT = str(Path(__file__).resolve().parents[2])
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-from loadtests.arrivals import KINDS, ArrivalSpec, Dispatcher  # noqa: E402
-from loadtests.traffic import (  # noqa: E402
+from loadtests.locust.arrivals import KINDS, ArrivalSpec, Dispatcher  # noqa: E402
+from loadtests.locust.traffic import (  # noqa: E402
     KAFKA_NAME,
     RANK_NAME,
     Population,
@@ -209,7 +209,7 @@ class EventPublisher(User):
         self.conversion_share = options.conversion_share
         self.rng = random.Random(options.arrival_seed + 11)
         self.seq = 0
-        # Not idempotent: Tansu cannot reinitialise an idempotent producer (tests/servers.py).
+        # Not idempotent: Tansu cannot reinitialise an idempotent producer (stack/servers.py).
         self.producer = KafkaProducer(
             bootstrap_servers=options.kafka_bootstrap,
             enable_idempotence=False,

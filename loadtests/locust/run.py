@@ -1,11 +1,11 @@
-"""``python -m loadtests.run`` (``make loadtest``): a headless Locust run, its summary and an SLO.
+"""``python -m loadtests.locust.run`` (``make loadtest``): a headless Locust run, summary, SLO.
 
-    python -m loadtests.run --host http://127.0.0.1:8000 --rate 10 --duration 60s \\
+    python -m loadtests.locust.run --host http://127.0.0.1:8000 --rate 10 --duration 60s \\
         --arrival poisson --slo-p99-ms 50 --slo-error-rate 0.01 \\
         --kafka-bootstrap 127.0.0.1:9092 --event-rate 50
 
-Runs ``loadtests/locustfile.py`` against a running ranker (the compose stack's, the demo's, or
-one this command starts with ``--start-ranker``: redis-server + the ranker, Redis seeded with
+Runs ``loadtests/locust/locustfile.py`` against a running ranker (the compose stack's, the demo's,
+or one this command starts with ``--start-ranker``: redis-server + the ranker, Redis seeded with
 the load-test population). Writes Locust's CSVs (``locust_stats.csv``, ``..._history.csv``,
 ``..._failures.csv``) and HTML report into ``--run-dir`` plus ``summary.json``, and prints
 P50/P95/P99, throughput and error rate of ``POST /v1/rank``.
@@ -30,11 +30,11 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from loadtests.traffic import KAFKA_NAME, RANK_NAME
+from loadtests.locust.traffic import KAFKA_NAME, RANK_NAME
 
-log = logging.getLogger("loadtests.run")
+log = logging.getLogger("loadtests.locust.run")
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 
 
@@ -194,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--local-stack",
         action="store_true",
-        help="start the whole stack here (loadtests.local_stack: Tansu, redis-server, upstream "
+        help="start the whole stack here (loadtests.stack.local_stack: Tansu, redis-server, "
+        "upstream "
         "worker, ranker; needs `make train`), seed the population; --event-rate publishes to it",
     )
     p.add_argument(
@@ -212,7 +213,7 @@ def seed_for_checkpoint(redis_url: str, checkpoint: Path, population_users: int)
     version of the ranker's checkpoint (so fresh users' lookups are hits)."""
     import redis
 
-    from loadtests.traffic import Population, seed_redis
+    from loadtests.locust.traffic import Population, seed_redis
     from shared_model.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(checkpoint, stage="online")
@@ -242,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.seed_redis:
         seed_for_checkpoint(args.seed_redis, args.checkpoint, args.population_users)
     if args.local_stack:
-        from loadtests.local_stack import LocalStack, StackOptions
+        from loadtests.stack.local_stack import LocalStack, StackOptions
 
         options = StackOptions(run_dir=args.run_dir / "stack", online_checkpoint=args.checkpoint)
         with LocalStack(options) as stack:
@@ -250,8 +251,8 @@ def main(argv: list[str] | None = None) -> int:
             args.kafka_bootstrap = args.kafka_bootstrap or stack.kafka_bootstrap
             summary = run_locust(args, stack.ranker_url, passthrough)
     elif args.start_ranker:
-        from loadtests.local_ranker import LocalRanker
-        from loadtests.traffic import Population
+        from loadtests.locust.traffic import Population
+        from loadtests.stack.local_ranker import LocalRanker
 
         population = Population(users=args.population_users)
         with LocalRanker(args.run_dir, population) as ranker:

@@ -1,7 +1,7 @@
 """The whole stack on one machine, no Docker: Tansu + redis-server + upstream worker + ranker.
 
 Every piece is a real process in its own process group on a free loopback port (the process
-helpers of ``tests/servers.py``, which also make children die with this process even on
+helpers of ``loadtests/stack/servers.py``, which also make children die with this process even on
 SIGKILL). Service logs go to ``run_dir``; ``stop()`` (also called by ``with`` on any exception,
 Ctrl-C included) stops everything this object started and copies the broker's and Redis's logs
 there too.
@@ -28,7 +28,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Self
 
-from tests.servers import (
+from loadtests.stack.servers import (
     FAST_GROUP_CONSUMER,
     LOOPBACK,
     REDIS_INSTALL_HINT,
@@ -40,7 +40,7 @@ from tests.servers import (
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 EVENTS_TOPIC = "user-events"
 DEAD_LETTER_TOPIC = "user-events-dlq"
 REDIS_HELP = (

@@ -1,4 +1,4 @@
-"""The Grafana dashboards of both services, as code: ``python -m loadtests.dashboards``.
+"""The Grafana dashboards of both services, as code: ``python -m loadtests.reports.dashboards``.
 
 Writes ``loadtests/monitoring/grafana/dashboards/{ranker,upstream}.json`` (provisioned by
 docker-compose.yml). The JSON is committed; ``tests/stack/test_dashboards.py`` checks that it is
@@ -20,7 +20,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-DASHBOARD_DIR = Path(__file__).resolve().parent / "monitoring" / "grafana" / "dashboards"
+DASHBOARD_DIR = Path(__file__).resolve().parents[1] / "monitoring" / "grafana" / "dashboards"
 DATASOURCE = {"type": "prometheus", "uid": "prometheus"}
 RATE = "$__rate_interval"
 
