@@ -21,11 +21,9 @@ import argparse
 import json
 import logging
 import random
-import statistics
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +31,7 @@ from typing import Any
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
+from loadtests.bench.common import percentile
 from loadtests.stack.local_stack import (
     EVENTS_TOPIC,
     REPO_ROOT,
@@ -42,6 +41,7 @@ from loadtests.stack.local_stack import (
     python_module,
     run_foreground,
 )
+from loadtests.stack.polling import wait_for
 from shared_model.contract import KEY_PREFIX
 
 log = logging.getLogger("loadtests.stack.demo")
@@ -149,14 +149,6 @@ def histogram_quantile(q: float, samples: dict, name: str) -> float:
     return lower
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.5)
-
-
 # ----------------------------------------------------------------------------------------------
 # Traffic
 # ----------------------------------------------------------------------------------------------
@@ -218,7 +210,7 @@ def wait_for_worker(stack: LocalStack, events: int, timeout: float = 300.0) -> N
         held = held + 1 if done else 0
         return held >= 2
 
-    wait_until(caught_up, timeout, f"the upstream worker to consume {events} events")
+    wait_for(caught_up, timeout, f"the upstream worker to consume {events} events", 0.5)
 
 
 def users_with_history(client: redis.Redis) -> list[str]:
@@ -306,12 +298,6 @@ def send_rank_requests(stack: LocalStack, t: TrafficOptions, users: list[str]) -
 # ----------------------------------------------------------------------------------------------
 
 
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    return statistics.quantiles(values, n=100, method="inclusive")[round(q * 100) - 1]
-
-
 def report(stack: LocalStack, t: TrafficOptions, ranking: RankingResult, users: int) -> str:
     up = merged_scrape(stack.upstream_metrics_urls)
     client = redis.Redis.from_url(stack.redis_url)
@@ -336,7 +322,7 @@ def report(stack: LocalStack, t: TrafficOptions, ranking: RankingResult, users: 
         f" (histogram), mean {fresh_mean * 1000:.0f} ms over {fresh_n:.0f} refreshes",
         f"ranking requests           {n_ok} ok, {ranking.errors} failed,"
         f" {t.candidates} candidates each",
-        f"ranking latency (client)   p50 {percentile(lat, 0.5):.1f} ms, p99 {percentile(lat, 0.99):.1f} ms",  # noqa: E501
+        f"ranking latency (client)   p50 {percentile(lat, 50):.1f} ms, p99 {percentile(lat, 99):.1f} ms",  # noqa: E501
         f"used the upstream embedding {ranking.used_upstream / max(n_ok, 1):.0%}"
         f" of requests ({ranking.used_upstream}/{n_ok}; users drawn uniformly from those with"
         " a history)",

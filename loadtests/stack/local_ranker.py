@@ -20,11 +20,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-import torch
-
 from loadtests.locust.traffic import Population, seed_redis
+from loadtests.stack.checkpoints import random_checkpoint
 from loadtests.stack.servers import LOOPBACK, RedisServer, ServiceProcess, free_port
-from shared_model.checkpoint import build_model, load_checkpoint, save_checkpoint
+from shared_model.checkpoint import load_checkpoint
 from shared_model.config import LLaTTEConfig, online_config
 
 log = logging.getLogger(__name__)
@@ -48,12 +47,9 @@ def online_checkpoint(
             f"trained demo checkpoint artifacts/demo/online ({ckpt.model_version}; "
             f"{describe(ckpt.config)})"
         )
-    torch.manual_seed(0)
     cfg = config or online_config()
     path = scratch / "online"
-    version = save_checkpoint(
-        path, build_model(cfg), cfg, metadata={"upstream_model_version": RANDOM_UPSTREAM_VERSION}
-    )
+    version = random_checkpoint(path, cfg, seed=0, upstream_model_version=RANDOM_UPSTREAM_VERSION)
     what = "online_config()" if config is None else "a test config"
     return path, f"{what} with random weights ({version}; {describe(cfg)})"
 

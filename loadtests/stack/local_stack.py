@@ -20,7 +20,6 @@ import logging
 import os
 import shutil
 import signal
-import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from loadtests.stack.servers import (
     LOOPBACK,
     REDIS_INSTALL_HINT,
     KafkaBroker,
+    ManagedProcess,
     RedisServer,
     ServiceProcess,
     free_port,
@@ -204,21 +204,13 @@ def run_foreground(
 ) -> int:
     """Run a command with this terminal's output (progress bars show), in its own process group
     so that Ctrl-C, a timeout or a failure here stops it and all its children."""
-    process = subprocess.Popen(
-        list(argv), env={**os.environ, **(env or {})}, cwd=REPO_ROOT, start_new_session=True
-    )
+    process = ManagedProcess(
+        argv, name="foreground", env={**os.environ, **(env or {})}, inherit_output=True
+    ).start()
     try:
         return process.wait(timeout)
     finally:
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        process.stop(timeout=10)
 
 
 def interrupt_on_termination() -> None:

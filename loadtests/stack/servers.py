@@ -103,6 +103,8 @@ class ManagedProcess:
         die_with_parent: wrap argv in ``setpriv --pdeathsig KILL`` (when available) so the
             process dies even if the test runner is SIGKILLed. The signal fires when the
             *thread* that started the process exits, so start servers from the main thread.
+        inherit_output: write to this process's terminal instead of the log file (progress
+            bars show); ``log_text()`` is then empty.
     """
 
     def __init__(
@@ -114,6 +116,7 @@ class ManagedProcess:
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
         die_with_parent: bool = True,
+        inherit_output: bool = False,
     ) -> None:
         self.argv = list(argv)
         self.name = name
@@ -121,6 +124,7 @@ class ManagedProcess:
         self.env = dict(env) if env is not None else None
         self.cwd = cwd or REPO_ROOT
         self.die_with_parent = die_with_parent
+        self.inherit_output = inherit_output
         self._popen: subprocess.Popen[bytes] | None = None
 
     @property
@@ -143,15 +147,18 @@ class ManagedProcess:
         if self.die_with_parent and setpriv and sys.platform == "linux":
             argv = [setpriv, "--pdeathsig", "KILL", "--", *argv]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log_file:
-            log_file.write(f"--- start {self.name}: {' '.join(self.argv)}\n".encode())
-            log_file.flush()
+        with contextlib.ExitStack() as files:
+            output: Any = None  # the terminal
+            if not self.inherit_output:
+                output = files.enter_context(open(self.log_path, "ab"))
+                output.write(f"--- start {self.name}: {' '.join(self.argv)}\n".encode())
+                output.flush()
             # The child inherits its own copy of the descriptor; ours can close right away.
             self._popen = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
+                stdout=output,
+                stderr=subprocess.STDOUT if output is not None else None,
                 env=self.env,
                 cwd=self.cwd,
                 start_new_session=True,

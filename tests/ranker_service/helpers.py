@@ -8,8 +8,8 @@ from pathlib import Path
 import redis
 import torch
 
+from loadtests.stack.checkpoints import random_checkpoint
 from ranker_service.settings import Settings
-from shared_model.checkpoint import build_model, save_checkpoint
 from shared_model.config import LLaTTEConfig, tiny_config
 from shared_model.contract import (
     EMBEDDING_FIELD_NEWEST,
@@ -30,10 +30,8 @@ NOW_MS = 1_750_000_000_000  # fixed request time: ages are exact
 
 
 def make_checkpoint(path: Path, seed: int, upstream_version: str = UPSTREAM_VERSION) -> str:
-    torch.manual_seed(seed)
-    cfg = tiny_config("online")
-    return save_checkpoint(
-        path, build_model(cfg), cfg, metadata={"upstream_model_version": upstream_version}
+    return random_checkpoint(
+        path, tiny_config("online"), seed=seed, upstream_model_version=upstream_version
     )
 
 

@@ -21,8 +21,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from loadtests.stack.polling import wait_for
 from loadtests.stack.servers import FAST_GROUP_CONSUMER, LOOPBACK, ServiceProcess, free_port
-from shared_model.checkpoint import build_model, save_checkpoint
-from shared_model.config import tiny_config
 from shared_model.contract import EmbeddingRecord, UserEvent, embedding_key
 
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never a proxy
@@ -87,21 +85,10 @@ class Checkpoints:
 
 @pytest.fixture(scope="session")
 def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> Checkpoints:
-    import torch
+    from loadtests.stack.checkpoints import checkpoint_pair
 
-    root = tmp_path_factory.mktemp("reliability-ckpt")
-    torch.manual_seed(0)
-    cfg_up = tiny_config("upstream")
-    up_version = save_checkpoint(root / "upstream", build_model(cfg_up), cfg_up)
-    torch.manual_seed(1)
-    cfg_on = tiny_config("online")
-    save_checkpoint(
-        root / "online",
-        build_model(cfg_on),
-        cfg_on,
-        metadata={"upstream_model_version": up_version},
-    )
-    return Checkpoints(root / "upstream", up_version, root / "online")
+    pair = checkpoint_pair(tmp_path_factory.mktemp("reliability-ckpt"))
+    return Checkpoints(pair.upstream, pair.upstream_version, pair.online)
 
 
 # ------------------------------------------------------------------------------------------

@@ -27,10 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
-import torch
 
+from loadtests.stack.checkpoints import checkpoint_pair
 from loadtests.stack.servers import REPO_ROOT, KafkaBroker, RedisServer
-from shared_model.checkpoint import build_model, save_checkpoint
 from shared_model.config import tiny_config
 from tests.reliability.conftest import (
     RankerProcess,
@@ -84,15 +83,8 @@ def sample_rss(pids: dict[str, int], every_s: float, stop: threading.Event) -> d
 
 
 def make_checkpoints(root: Path) -> tuple[Path, Path]:
-    torch.manual_seed(0)
-    cfg_up = tiny_config("upstream")
-    version = save_checkpoint(root / "upstream", build_model(cfg_up), cfg_up)
-    torch.manual_seed(1)
-    cfg_on = tiny_config("online")
-    save_checkpoint(
-        root / "online", build_model(cfg_on), cfg_on, metadata={"upstream_model_version": version}
-    )
-    return root / "upstream", root / "online"
+    pair = checkpoint_pair(root)
+    return pair.upstream, pair.online
 
 
 def read_locust_stats(prefix: Path) -> dict[str, dict[str, str]]:

@@ -56,19 +56,10 @@ def _get_json(url: str) -> Any:
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """Tiny upstream + online checkpoints; the online one expects the upstream's version."""
-    import torch
+    from loadtests.stack.checkpoints import checkpoint_pair
 
-    from shared_model.checkpoint import build_model, save_checkpoint
-    from shared_model.config import tiny_config
-
-    root = tmp_path_factory.mktemp("stack-ckpt")
-    torch.manual_seed(0)
-    up = tiny_config("upstream")
-    version = save_checkpoint(root / "upstream", build_model(up), up)
-    on = tiny_config("online")
-    meta = {"upstream_model_version": version}
-    save_checkpoint(root / "online", build_model(on), on, metadata=meta)
-    return root / "upstream", root / "online"
+    pair = checkpoint_pair(tmp_path_factory.mktemp("stack-ckpt"))
+    return pair.upstream, pair.online
 
 
 def test_histogram_quantile_matches_prometheus_interpolation() -> None:

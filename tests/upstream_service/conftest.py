@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
+from loadtests.stack.checkpoints import random_checkpoint
 from loadtests.stack.polling import wait_for
 from loadtests.stack.servers import FAST_GROUP_CONSUMER, KafkaBroker, RedisServer
-from shared_model.checkpoint import build_model, save_checkpoint
 from shared_model.config import tiny_config
 from shared_model.contract import ActionType, UserEvent
 from upstream_service.settings import Settings
@@ -38,12 +38,8 @@ def make_event(
 
 @pytest.fixture(scope="session")
 def upstream_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import torch
-
-    torch.manual_seed(0)
-    cfg = tiny_config("upstream")
     path = tmp_path_factory.mktemp("ckpt") / "upstream"
-    save_checkpoint(path, build_model(cfg), cfg)
+    random_checkpoint(path, tiny_config("upstream"), seed=0)
     return path
 
 
