@@ -15,6 +15,7 @@ PYTEST_ARGS ?=
 WITH_PROMETHEUS ?= 0
 WITH_COMPOSE ?= 0
 DEMO_ARGS ?=
+STACK_ARGS ?=
 TRAIN_ARGS ?=
 # `docker compose` (v2 plugin) when present, else docker-compose (v1); empty when neither.
 COMPOSE := $(shell if docker compose version >/dev/null 2>&1; then echo "docker compose"; \
@@ -27,7 +28,7 @@ export COMPOSE_PROFILES
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_GET := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: help venv system-deps test lint fmt bench-model bench train demo up down docs \
+.PHONY: help venv system-deps test lint fmt bench-model bench train demo stack up down docs \
 	loadtest bench-report
 
 help:  ## list the targets
@@ -88,6 +89,10 @@ demo: venv system-deps  ## the whole system locally: broker, Redis, both service
 docs: venv  ## regenerate the Grafana dashboards and the configuration reference
 	$(PY) -m loadtests.reports.dashboards
 	$(PY) -m loadtests.reports.config_reference
+
+# `make stack STACK_ARGS="--ranker-port 8001 --no-prometheus"`; `llatte-stack --help` lists all.
+stack: venv system-deps  ## the local stack on fixed ports (Kafka 19092, Redis 16379, ranker 8000), up until Ctrl-C
+	$(PY) -m loadtests.stack $(STACK_ARGS)
 
 up:  ## docker compose up -d (profile gpu or cpu; needs REDIS_PASSWORD, GRAFANA_ADMIN_PASSWORD)
 	@if [ -z "$(COMPOSE)" ] || ! docker info >/dev/null 2>&1; then \

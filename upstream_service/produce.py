@@ -1,12 +1,12 @@
-"""``python -m upstream_service.produce``: publish user events to the events topic at a rate.
+"""``llatte-produce`` (``python -m upstream_service.produce``): publish user events at a rate.
 
 Sources: a JSONL file of contract events (``--jsonl``), the seeded synthetic world
 (``shared_model.data.synthetic``, the default) or a simple built-in generator (``--simple``, also
 the fallback when the synthetic world is not importable). With ``--restamp`` every event is
 re-stamped with the wall-clock time it is sent, so freshness measured downstream is real.
 
-    python -m upstream_service.produce --rate 200 --count 10000
-    python -m upstream_service.produce --jsonl events.jsonl --rate 0
+    llatte-produce --kafka 127.0.0.1:19092 --rate 200 --count 10000
+    llatte-produce --jsonl events.jsonl --rate 0
 """
 
 from __future__ import annotations
@@ -116,7 +116,10 @@ def publish(
 def main(argv: list[str] | None = None) -> int:
     settings = Settings()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--brokers", default=settings.kafka_bootstrap_servers)
+    p.add_argument(
+        "--kafka", default=settings.kafka_bootstrap_servers, help="bootstrap servers, host:port"
+    )
+    p.add_argument("--brokers", dest="kafka", help=argparse.SUPPRESS)  # the old spelling
     p.add_argument("--topic", default=settings.events_topic)
     src = p.add_mutually_exclusive_group()
     src.add_argument("--jsonl", type=Path, help="a file of contract events, one JSON per line")
@@ -141,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.count is not None:
         events = itertools.islice(events, args.count)
 
-    producer = build_producer(settings.model_copy(update={"kafka_bootstrap_servers": args.brokers}))
+    producer = build_producer(settings.model_copy(update={"kafka_bootstrap_servers": args.kafka}))
     try:
         n = publish(
             producer,

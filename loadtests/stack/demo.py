@@ -167,7 +167,7 @@ class TrafficOptions:
 def publish_events(stack: LocalStack, t: TrafficOptions, progress: bool = True) -> None:
     """The event producer, as a user would run it, against the stack's broker."""
     args = [
-        "--brokers", stack.kafka_bootstrap,
+        "--kafka", stack.kafka_bootstrap,
         "--topic", EVENTS_TOPIC,
         "--count", str(t.events),
         "--rate", str(t.rate),

@@ -61,6 +61,11 @@ class StackOptions:
     upstream_env: dict[str, str] = field(default_factory=dict)  # extra UPSTREAM_* settings
     ranker_env: dict[str, str] = field(default_factory=dict)  # extra RANKER_* settings
     ready_timeout_s: float = 120.0  # model load + group join on a busy 2-core box
+    # Fixed ports (None: a free one each). Worker i serves its metrics on worker_metrics_port + i.
+    redis_port: int | None = None
+    kafka_port: int | None = None
+    ranker_port: int | None = None
+    worker_metrics_port: int | None = None
 
 
 class LocalStack:
@@ -114,15 +119,15 @@ class LocalStack:
             if o.redis_url is None:
                 if shutil.which("redis-server") is None:
                     raise RuntimeError(REDIS_HELP)
-                self.redis = RedisServer().start()
+                self.redis = RedisServer(o.redis_port).start()
             if o.kafka_bootstrap is None:
-                self.broker = KafkaBroker().start()
+                self.broker = KafkaBroker(o.kafka_port).start()
                 self.broker.create_topic(EVENTS_TOPIC, o.partitions, exist_ok=True)
                 self.broker.create_topic(DEAD_LETTER_TOPIC, 1, exist_ok=True)
             log.info("redis %s, kafka %s", self.redis_url, self.kafka_bootstrap)
             # Both services load their model at the same time; then wait for both.
             for i in range(o.upstream_workers):
-                port = free_port()
+                port = free_port() if o.worker_metrics_port is None else o.worker_metrics_port + i
                 worker = ServiceProcess(
                     "upstream_service",
                     env=self._upstream_env(port),
@@ -131,7 +136,7 @@ class LocalStack:
                 )
                 self.workers.append(worker.start())
                 self.worker_ports.append(port)
-            self.ranker_port = free_port()
+            self.ranker_port = o.ranker_port or free_port()
             self.ranker = ServiceProcess(
                 "uvicorn",
                 "ranker_service.main:app",

@@ -21,6 +21,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import itertools
+import json
 import logging
 import os
 import shutil
@@ -539,6 +540,81 @@ class KafkaBroker(_LoopbackServer):
             return sorted(admin.list_topics())
         finally:
             admin.close()
+
+
+PROMETHEUS_INSTALL_HINT = "prometheus is not installed: run `apt-get install -y prometheus`"
+
+
+class PrometheusServer(_LoopbackServer):
+    """A local Prometheus scraping static targets every ``scrape_interval``.
+
+    Args:
+        targets: job name -> ``host:port`` targets (``LocalStack.scrape_targets()``).
+        port: fixed port, or None for a free one.
+        scrape_interval: e.g. ``"1s"`` for tests, ``"5s"`` for a stack a person watches.
+    """
+
+    name = "prometheus"
+    startup_timeout = 30.0
+
+    def __init__(
+        self,
+        targets: Mapping[str, Sequence[str]],
+        port: int | None = None,
+        scrape_interval: str = "1s",
+    ) -> None:
+        binary = shutil.which("prometheus")
+        if binary is None:
+            raise RuntimeError(PROMETHEUS_INSTALL_HINT)
+        self.binary = binary
+        self.targets = {job: list(hosts) for job, hosts in targets.items()}
+        self.scrape_interval = scrape_interval
+        super().__init__(port)
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    def _argv(self) -> list[str]:
+        config = {
+            "global": {
+                "scrape_interval": self.scrape_interval,
+                "evaluation_interval": self.scrape_interval,
+            },
+            "scrape_configs": [
+                {"job_name": job, "static_configs": [{"targets": hosts}]}
+                for job, hosts in self.targets.items()
+            ],
+        }
+        path = self.workdir / "prometheus.yml"
+        path.write_text(json.dumps(config, indent=2))  # JSON is YAML
+        return [
+            self.binary,
+            f"--config.file={path}",
+            f"--storage.tsdb.path={self.workdir / 'data'}",
+            f"--web.listen-address={LOOPBACK}:{self.port}",
+            "--log.level=warn",
+        ]
+
+    def _get_json(self, path: str) -> Any:
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(f"{self.url}{path}", timeout=10) as response:
+            return json.loads(response.read())
+
+    def _is_ready(self) -> bool:
+        return _http_ok(f"{self.url}/-/ready")
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        """The result vector of an instant query (AssertionError unless it succeeded)."""
+        answer = self._get_json("/api/v1/query?" + urllib.parse.urlencode({"query": expr}))
+        if answer.get("status") != "success":
+            raise AssertionError(f"query {expr!r} failed: {answer}")
+        return answer["data"]["result"]
+
+    def targets_up(self) -> bool:
+        """True once every target has been scraped successfully."""
+        active = self._get_json("/api/v1/targets")["data"]["activeTargets"]
+        return bool(active) and all(t["health"] == "up" for t in active)
 
 
 @atexit.register

@@ -155,5 +155,11 @@ def main(argv: list[str] | None = None) -> dict:
     return metrics
 
 
+def cli() -> int:
+    """The ``llatte-train`` console entry point (exit status 0; main returns the metrics)."""
+    main()
+    return 0
+
+
 if __name__ == "__main__":
     main()

@@ -10,7 +10,6 @@ API and must return at least one series with a finite value. Also: the demo CLI,
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import shutil
@@ -18,11 +17,8 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
@@ -37,20 +33,12 @@ from loadtests.stack.demo import (
     wait_for_worker,
 )
 from loadtests.stack.local_stack import LocalStack, StackOptions
-from loadtests.stack.servers import LOOPBACK, ManagedProcess, free_port
+from loadtests.stack.servers import PROMETHEUS_INSTALL_HINT, PrometheusServer
 
 ROOT = Path(__file__).resolve().parents[2]
-PROMETHEUS_HINT = "prometheus is not installed: `apt-get install -y prometheus`"
 TRAFFIC = TrafficOptions(events=1500, rate=1000, users=100, requests=60, candidates=20)
 # Grafana's $__rate_interval, fixed: long enough to hold the whole test's traffic.
 RATE_INTERVAL = "5m"
-
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def _get_json(url: str) -> Any:
-    with _OPENER.open(url, timeout=10) as response:
-        return json.loads(response.read())
 
 
 @pytest.fixture(scope="module")
@@ -75,70 +63,18 @@ def test_histogram_quantile_matches_prometheus_interpolation() -> None:
     assert histogram_quantile(0.99, samples, "x") == pytest.approx(0.2)  # in +Inf: highest bound
 
 
-class Prometheus:
-    def __init__(self, workdir: Path, targets: dict[str, list[str]]) -> None:
-        self.port = free_port()
-        config = {
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "scrape_configs": [
-                {"job_name": job, "static_configs": [{"targets": hosts}]}
-                for job, hosts in targets.items()
-            ],
-        }
-        (workdir / "prometheus.yml").write_text(json.dumps(config))  # JSON is YAML
-        binary = shutil.which("prometheus")
-        assert binary is not None
-        self.process = ManagedProcess(
-            [
-                binary,
-                f"--config.file={workdir / 'prometheus.yml'}",
-                f"--storage.tsdb.path={workdir / 'data'}",
-                f"--web.listen-address={LOOPBACK}:{self.port}",
-                "--log.level=warn",
-            ],
-            name="prometheus",
-            log_path=workdir / "prometheus.log",
-        )
-
-    @property
-    def url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}"
-
-    def start(self) -> Prometheus:
-        self.process.start()
-        self.process.wait_until(self._ready, timeout=30, what="/-/ready")
-        return self
-
-    def _ready(self) -> bool:
-        try:
-            with _OPENER.open(f"{self.url}/-/ready", timeout=1) as response:
-                return response.status == 200
-        except OSError:
-            return False
-
-    def query(self, expr: str) -> list[dict[str, Any]]:
-        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
-        answer = _get_json(url)
-        assert answer["status"] == "success", answer
-        return answer["data"]["result"]
-
-    def targets_up(self) -> bool:
-        active = _get_json(f"{self.url}/api/v1/targets")["data"]["activeTargets"]
-        return bool(active) and all(t["health"] == "up" for t in active)
-
-
 @pytest.fixture(scope="module")
 def driven_stack(
     checkpoints: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[LocalStack, Prometheus]]:
+) -> Iterator[tuple[LocalStack, PrometheusServer]]:
     if shutil.which("prometheus") is None:
-        pytest.skip(PROMETHEUS_HINT)
+        pytest.skip(PROMETHEUS_INSTALL_HINT)
     run_dir = tmp_path_factory.mktemp("stack-run")
     options = StackOptions(
         run_dir=run_dir, upstream_checkpoint=checkpoints[0], online_checkpoint=checkpoints[1]
     )
     with LocalStack(options) as stack:
-        prometheus = Prometheus(run_dir, stack.scrape_targets()).start()
+        prometheus = PrometheusServer(stack.scrape_targets()).start()
         try:
             deadline = time.monotonic() + 30
             while not prometheus.targets_up():
@@ -163,7 +99,7 @@ def driven_stack(
             time.sleep(3)  # a few more scrapes after the last request
             yield stack, prometheus
         finally:
-            prometheus.process.stop()
+            prometheus.stop()
 
 
 def _dashboard_queries() -> list[tuple[str, str]]:
@@ -175,7 +111,9 @@ def _dashboard_queries() -> list[tuple[str, str]]:
 
 
 @pytest.mark.slow
-def test_every_dashboard_query_returns_data(driven_stack: tuple[LocalStack, Prometheus]) -> None:
+def test_every_dashboard_query_returns_data(
+    driven_stack: tuple[LocalStack, PrometheusServer],
+) -> None:
     _, prometheus = driven_stack
     empty, all_nan = [], []
     for where, expr in _dashboard_queries():
@@ -189,7 +127,7 @@ def test_every_dashboard_query_returns_data(driven_stack: tuple[LocalStack, Prom
 
 
 @pytest.mark.slow
-def test_the_scrape_saw_the_traffic(driven_stack: tuple[LocalStack, Prometheus]) -> None:
+def test_the_scrape_saw_the_traffic(driven_stack: tuple[LocalStack, PrometheusServer]) -> None:
     _, prometheus = driven_stack
     consumed = prometheus.query("sum(upstream_events_consumed_total)")
     assert float(consumed[0]["value"][1]) == TRAFFIC.events
