@@ -7,6 +7,7 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ranker_service.errors import error_body
 from ranker_service.metrics import Metrics
 
 
@@ -32,7 +33,7 @@ class BodySizeLimit:
         self.app, self.max_bytes = app, max_bytes
 
     def _too_large(self, size: int | str) -> dict:
-        return {"detail": f"request body is {size} bytes; max_body_bytes={self.max_bytes}"}
+        return error_body(f"request body is {size} bytes; max_body_bytes={self.max_bytes}")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):

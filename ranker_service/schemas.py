@@ -12,6 +12,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from ranker_service.examples import RANK_REQUEST_EXAMPLE, RANK_RESPONSE_EXAMPLE
 from shared_model.contract import MAX_ID_LENGTH, MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS
 
 # Printable, no braces (they would break the Redis Cluster hash tag of the user's keys).
@@ -67,6 +68,8 @@ class InlineEvent(_Strict):
 
 
 class RankRequest(_Strict):
+    model_config = ConfigDict(json_schema_extra={"examples": [RANK_REQUEST_EXAMPLE]})
+
     user_id: Id
     context: RequestContext
     candidates: list[Candidate] = Field(min_length=1)
@@ -115,10 +118,18 @@ class Timing(BaseModel):
     total_ms: float
 
 
+class HistorySource(StrEnum):
+    REDIS = "redis"  # the stored history
+    INLINE = "inline"  # the request's events
+    NONE = "none"  # Redis unavailable: ranked without a history
+
+
 class RankResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [RANK_RESPONSE_EXAMPLE]})
+
     model_version: str
     candidates: list[ScoredCandidate] = Field(description="Sorted by score, best first.")
     upstream: UpstreamInfo
-    history_source: str = Field(description="redis, inline, or none (Redis unavailable).")
+    history_source: HistorySource = Field(description="Where the history came from.")
     history_length: int
     timing: Timing

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Header, HTTPException, status
 from pydantic import BaseModel, ConfigDict
 
 from ranker_service.deps import MetricsDep, RunnerDep, SettingsDep
+from ranker_service.errors import error_responses
 from shared_model.checkpoint import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ class ReloadResponse(BaseModel):
     checkpoint_path: str
 
 
-@router.post("/reload", response_model=ReloadResponse)
+@router.post("/reload", response_model=ReloadResponse, responses=error_responses(401, 404, 422))
 async def reload(
     settings: SettingsDep,
     runner: RunnerDep,

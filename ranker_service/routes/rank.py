@@ -7,6 +7,7 @@ import time
 from fastapi import APIRouter, Response
 
 from ranker_service.deps import RankingDep
+from ranker_service.errors import error_responses
 from ranker_service.schemas import RankRequest, RankResponse
 
 router = APIRouter(prefix="/v1", tags=["rank"])
@@ -15,11 +16,7 @@ router = APIRouter(prefix="/v1", tags=["rank"])
 @router.post(
     "/rank",
     response_model=RankResponse,
-    responses={
-        413: {"description": "Body over max_body_bytes"},
-        422: {"description": "Invalid request; the detail names the field and the problem"},
-        503: {"description": "Model not loaded yet"},
-    },
+    responses=error_responses(413, 422, 503),
 )
 async def rank(request: RankRequest, ranking: RankingDep, response: Response) -> RankResponse:
     """Score every candidate for the user and return them sorted by ranking score.
