@@ -73,12 +73,15 @@ fmt: venv  ## apply ruff fixes and formatting
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
 
-bench-model: venv  ## model micro-benchmarks (prints a table)
-	$(PY) -m shared_model.bench
+# Each benchmark prints its tables and writes docs/benchmarks/results/<name>.json.
+bench-model: venv  ## model micro-benchmark (scoring, encode, FLOPs floor) -> results/model.json
+	$(PY) -m loadtests.bench.model
 
-bench: bench-model system-deps  ## every benchmark: model, upstream worker, ranker (tables in docs/benchmarks)
-	$(PY) -m upstream_service.bench
-	$(PY) -m ranker_service.benchmark
+bench: venv system-deps  ## every benchmark in loadtests/bench/ (each writes its result JSON)
+	for module in $$(ls loadtests/bench/*.py | xargs -n1 basename | sed 's/\.py$$//' \
+		| grep -v -e '^_' -e '^common$$'); do \
+		echo "== loadtests.bench.$$module"; $(PY) -m loadtests.bench.$$module; \
+	done
 
 train: venv  ## train the demo checkpoints into artifacts/demo/{upstream,online}
 	$(PY) -m shared_model.training --out artifacts/demo $(TRAIN_ARGS)
@@ -86,9 +89,10 @@ train: venv  ## train the demo checkpoints into artifacts/demo/{upstream,online}
 demo: venv system-deps  ## the whole system locally: broker, Redis, both services, traffic, report
 	$(PY) -m loadtests.stack.demo $(DEMO_ARGS)
 
-docs: venv  ## regenerate the Grafana dashboards and the configuration reference
+docs: venv  ## regenerate the dashboards, the configuration reference and the benchmark pages
 	$(PY) -m loadtests.reports.dashboards
 	$(PY) -m loadtests.reports.config_reference
+	$(PY) -m loadtests.reports.render
 
 # `make stack STACK_ARGS="--ranker-port 8001 --no-prometheus"`; `llatte-stack --help` lists all.
 stack: venv system-deps  ## the local stack on fixed ports (Kafka 19092, Redis 16379, ranker 8000), up until Ctrl-C
@@ -127,5 +131,5 @@ loadtest: venv  ## headless Locust run against a running ranker: CSV+HTML, P50/P
 		$(if $(SLO_ERROR_RATE),--slo-error-rate $(SLO_ERROR_RATE)) \
 		$(if $(KAFKA),--kafka-bootstrap $(KAFKA) --event-rate $(EVENT_RATE)) $(LOADTEST_ARGS)
 
-bench-report: venv system-deps  ## re-measure and rewrite docs/benchmarks.md and its pages (~30 min)
-	$(PY) -m loadtests.reports.bench_report --measure
+bench-report: bench  ## re-measure everything, then render docs/benchmarks.md and its pages
+	$(PY) -m loadtests.reports.render
