@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
     """Every knob of the ranker. ``RANKER_REDIS_URL=rediss://:pw@host:6380/0`` etc."""
 
-    model_config = SettingsConfigDict(env_prefix="RANKER_", env_file=None, extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="RANKER_", env_file=None, extra="ignore", populate_by_name=True
+    )
 
     # --- Redis (upstream embedding + history) -------------------------------------------------
     # redis:// or rediss:// (TLS); a password goes in the URL (redis://:secret@host:6379/0).
@@ -22,7 +25,11 @@ class Settings(BaseSettings):
     # request ranks with what it has: no embedding, no stored history. 50 ms, not less: on a
     # 2-core box the loop shares the GIL with the inference thread, and under load a reply can
     # wait ~20-30 ms to be read (the benchmark saw 3% timeouts at 30 ms).
-    redis_budget_ms: float = Field(default=50.0, gt=0)
+    redis_timeout_ms: float = Field(
+        default=50.0,
+        gt=0,
+        validation_alias=AliasChoices("RANKER_REDIS_TIMEOUT_MS", "RANKER_REDIS_BUDGET_MS"),
+    )
     redis_max_connections: int = Field(default=64, gt=0)
     # Switch the upstream embedding lookup off (the benchmark's baseline; an emergency lever).
     upstream_lookup_enabled: bool = True
@@ -50,6 +57,25 @@ class Settings(BaseSettings):
     reload_token: SecretStr | None = None
 
     log_level: str = "INFO"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_arguments(cls, data: Any) -> Any:
+        """Accept the old keyword names (``Settings(redis_budget_ms=...)``)."""
+        if isinstance(data, dict):
+            for old, new in _RENAMED.items():
+                if old in data:
+                    data = {new: data[old], **{k: v for k, v in data.items() if k != old}}
+        return data
+
+    @property
+    def redis_budget_ms(self) -> float:
+        """The old name of ``redis_timeout_ms``."""
+        return self.redis_timeout_ms
+
+
+# Old keyword name -> the setting's name now (their environment variables are aliases).
+_RENAMED = {"redis_budget_ms": "redis_timeout_ms"}
 
 
 @lru_cache

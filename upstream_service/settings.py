@@ -9,14 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared_model.contract import ActionType, ContractError
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="UPSTREAM_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="UPSTREAM_", extra="ignore", populate_by_name=True)
 
     # --- Kafka --------------------------------------------------------------------------------
     kafka_bootstrap_servers: str = "localhost:9092"  # comma-separated host:port list
@@ -43,8 +43,17 @@ class Settings(BaseSettings):
     # --- Redis --------------------------------------------------------------------------------
     redis_url: str = "redis://localhost:6379/0"  # rediss:// for TLS
     redis_password: SecretStr | None = None  # overrides a password in the URL
-    redis_ssl_ca_certs: str | None = None
-    redis_socket_timeout_s: float = 5.0
+    # CA bundle for rediss:// with a private CA
+    redis_tls_ca_file: Path | None = Field(
+        default=None,
+        validation_alias=AliasChoices("UPSTREAM_REDIS_TLS_CA_FILE", "UPSTREAM_REDIS_SSL_CA_CERTS"),
+    )
+    # Socket timeout of every Redis call; a write that times out is retried.
+    redis_timeout_ms: float = Field(
+        default=5000.0, gt=0, validation_alias=AliasChoices("UPSTREAM_REDIS_TIMEOUT_MS")
+    )
+    # The old name of redis_timeout_ms, in seconds; when set it wins (deployed configs).
+    redis_socket_timeout_s: float | None = Field(default=None, gt=0, exclude=True)
 
     # --- history store ------------------------------------------------------------------------
     history_cap_engagement: int = Field(2000, gt=0)  # clicks, conversions, ... per user
@@ -75,6 +84,21 @@ class Settings(BaseSettings):
     metrics_port: int = 9100  # 0 = pick a free port (tests), -1 = no HTTP server
     shutdown_timeout_s: float = 30.0  # SIGTERM: longest wait for the in-flight batch
     log_level: str = "INFO"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_arguments(cls, data: Any) -> Any:
+        """Accept the old keyword name ``redis_ssl_ca_certs``."""
+        if isinstance(data, dict) and "redis_ssl_ca_certs" in data:
+            data = dict(data)
+            data["redis_tls_ca_file"] = data.pop("redis_ssl_ca_certs")
+        return data
+
+    @model_validator(mode="after")
+    def _seconds_to_ms(self) -> Settings:
+        if self.redis_socket_timeout_s is not None:
+            self.redis_timeout_ms = self.redis_socket_timeout_s * 1000
+        return self
 
     @field_validator("trigger_actions")
     @classmethod

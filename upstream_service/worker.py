@@ -66,11 +66,11 @@ class RefreshResult:
 
 
 def connect_redis(settings: Settings) -> redis.Redis:
-    kwargs: dict = {"socket_timeout": settings.redis_socket_timeout_s, "health_check_interval": 30}
+    kwargs: dict = {"socket_timeout": settings.redis_timeout_ms / 1000, "health_check_interval": 30}
     if settings.redis_password is not None:
         kwargs["password"] = settings.redis_password.get_secret_value()
-    if settings.redis_ssl_ca_certs:
-        kwargs["ssl_ca_certs"] = settings.redis_ssl_ca_certs
+    if settings.redis_tls_ca_file is not None:
+        kwargs["ssl_ca_certs"] = str(settings.redis_tls_ca_file)
     return redis.Redis.from_url(settings.redis_url, **kwargs)
 
 

@@ -17,7 +17,7 @@ import tokenize
 from pathlib import Path
 from typing import Any
 
-from pydantic import SecretStr
+from pydantic import AliasChoices, SecretStr
 from pydantic_settings import BaseSettings
 
 from ranker_service.settings import Settings as RankerSettings
@@ -51,8 +51,6 @@ EXTRA_MEANINGS: dict[str, str] = {
     "UPSTREAM_MAX_POLL_INTERVAL_MS": "longest gap between polls before the group evicts the worker",
     "UPSTREAM_MAX_POLL_RECORDS": "records per poll at most",
     "UPSTREAM_AUTO_OFFSET_RESET": "where a new group starts reading: earliest or latest",
-    "UPSTREAM_REDIS_SSL_CA_CERTS": "CA bundle for rediss:// with a private CA",
-    "UPSTREAM_REDIS_SOCKET_TIMEOUT_S": "Redis socket timeout; a write that times out is retried",
     "UPSTREAM_TRIGGER_ACTIONS": "action types that trigger a refresh (JSON list)",
     "UPSTREAM_CHECKPOINT_PATH": "upstream checkpoint directory (config.json + model.safetensors)",
     "UPSTREAM_EMBEDDING_DTYPE": "dtype of the vector stored in Redis",
@@ -128,9 +126,18 @@ def _type(annotation: Any) -> str:
     return text.replace("NoneType", "None").replace("|", "\\|")
 
 
+def env_names(cls: type[BaseSettings], name: str) -> list[str]:
+    """The variables a field is read from: its name first, then any old names it still reads."""
+    alias = cls.model_fields[name].validation_alias
+    if isinstance(alias, AliasChoices):
+        return [str(choice).upper() for choice in alias.choices]
+    if isinstance(alias, str):
+        return [alias.upper()]
+    return [f"{cls.model_config.get('env_prefix', '')}{name}".upper()]
+
+
 def env_vars(cls: type[BaseSettings]) -> list[str]:
-    prefix = cls.model_config.get("env_prefix", "")
-    return [f"{prefix}{name}".upper() for name in cls.model_fields]
+    return [env_names(cls, name)[0] for name in cls.model_fields]
 
 
 def reference() -> str:
@@ -151,8 +158,11 @@ def reference() -> str:
             if section and section != last_section:
                 out.append(f"| **{section}** | | | |")
                 last_section = section
-            env = f"{prefix}{name}".upper()
-            meaning = (meaning or EXTRA_MEANINGS.get(env, "")).replace("|", "\\|")
+            env, *old_names = env_names(cls, name)
+            meaning = meaning or EXTRA_MEANINGS.get(env, "")
+            if old_names:
+                meaning += " (also read from " + ", ".join(f"`{n}`" for n in old_names) + ")"
+            meaning = meaning.replace("|", "\\|")
             out.append(
                 f"| `{env}` | {_type(info.annotation)} | {_default(info.default)} | {meaning} |"
             )
