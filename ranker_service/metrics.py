@@ -79,6 +79,29 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self.content_cache_lookups = Counter(
+            "ranker_content_cache_lookups",
+            "In-process content-vector cache lookups by result (hit, miss).",
+            ["result"],
+            registry=r,
+        )
+        self.content_cache_evictions = Counter(
+            "ranker_content_cache_evictions",
+            "Content-vector cache entries dropped, by reason (capacity, expired, version).",
+            ["reason"],
+            registry=r,
+        )
+        self.content_cache_entries = Gauge(
+            "ranker_content_cache_entries", "Content vectors held in the cache.", registry=r
+        )
+        self.degraded_requests = Counter(
+            "ranker_degraded_requests",
+            "Requests ranked without a feature (history, embedding, content), by reason "
+            "(redis_timeout, redis_unavailable, corrupt_record, version_mismatch, stale, "
+            "missing).",
+            ["feature", "reason"],
+            registry=r,
+        )
         self.history_corrupt_records = Counter(
             "ranker_history_corrupt_records",
             "History records skipped because they do not decode.",

@@ -13,17 +13,22 @@ import logging
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
+from ranker_service.content_cache import ContentCache
 from ranker_service.features import (
     EmbeddingDecision,
     build_candidates,
     check_candidates,
     check_inline_events,
     decide_embedding,
-    decode_history,
+    degradations,
+    history_events,
     inline_history,
     ranking_scores,
+    request_context,
+    resolve_content,
     user_events,
 )
 from ranker_service.metrics import Metrics
@@ -44,7 +49,6 @@ from shared_model.contract import (
     content_embedding_key,
     embedding_key,
 )
-from shared_model.features import Context
 from shared_model.inference import score
 
 log = logging.getLogger(__name__)
@@ -71,6 +75,8 @@ def _score_in_worker(
     request_time_ms: int,
     inline: list[HistoryRecord] | None,
     data: UserData,
+    cached_content: dict[str, np.ndarray],
+    content_cache: ContentCache,
     settings: Settings,
     submitted: float,
 ) -> _Scored:
@@ -90,17 +96,21 @@ def _score_in_worker(
     corrupt = 0
     if inline is not None:
         history = inline[-T:]
+        events, history_length = user_events(history, T, cfg.content_dim), len(history)
     else:
-        history, corrupt = decode_history(data.history, limit=T)
-    events = user_events(history, T, cfg.content_dim)  # (1, T)
-    ctx = Context.make(
-        [request_time_ms], [request.user_id], [request.context.surface], [request.context.device]
+        events, history_length, corrupt = history_events(data.history, T, cfg.content_dim)
+    ctx = request_context(
+        request_time_ms, request.user_id, request.context.surface, request.context.device
     )
-    cands, lookups = build_candidates(request.candidates, cfg, data.content)
+    fresh, lookups = resolve_content(
+        request.candidates, data.outcome, data.content, cached_content, cfg.content_dim
+    )
+    content_cache.put_many(fresh, cfg.content_dim)
+    cands = build_candidates(request.candidates, cfg, {**cached_content, **fresh})
     start = time.perf_counter()
     probs = score(bundle.model, events, ctx, cands, decision.feature, shared=True)
     return _Scored(
-        probs, decision, len(history), corrupt, lookups, queued_s, time.perf_counter() - start
+        probs, decision, history_length, corrupt, lookups, queued_s, time.perf_counter() - start
     )
 
 
@@ -109,6 +119,9 @@ class RankingService:
         self, settings: Settings, store: FeatureStore, runner: ModelRunner, metrics: Metrics
     ) -> None:
         self.settings, self.store, self.runner, self.metrics = settings, store, runner, metrics
+        self.content_cache = ContentCache(
+            settings.content_cache_entries, settings.content_cache_ttl_s, metrics
+        )
 
     def _check(self, request: RankRequest, bundle: ModelBundle) -> list[HistoryRecord] | None:
         s = self.settings
@@ -150,6 +163,8 @@ class RankingService:
         content_ids = sorted(
             {c.content_id for c in request.candidates if c.content_id and not c.content_embedding}
         )
+        cached_content = self.content_cache.get_many(content_ids, bundle.config.content_dim)
+        content_ids = [c for c in content_ids if c not in cached_content]
         data = await self.store.fetch(
             request.user_id,
             history_limit=bundle.config.max_seq_len,
@@ -166,6 +181,8 @@ class RankingService:
             request_time_ms,
             inline,
             data,
+            cached_content,
+            self.content_cache,
             s,
             time.perf_counter(),
         )
@@ -194,6 +211,16 @@ class RankingService:
         for outcome, count in scored.content_lookups.items():
             if count:
                 m.content_lookups.labels(outcome).inc(count)
+        degraded = degradations(
+            data.outcome,
+            d.outcome,
+            not inline,
+            scored.history_length,
+            scored.corrupt_history,
+            scored.content_lookups,
+        )
+        for item in degraded:
+            m.degraded_requests.labels(item.feature.value, item.reason.value).inc()
 
         probs = scored.probs.tolist()
         scores = ranking_scores(scored.probs, [c.bid for c in request.candidates])
@@ -223,6 +250,7 @@ class RankingService:
             ),
             history_source=history_source,
             history_length=scored.history_length,
+            degraded=degraded,
             timing=Timing(
                 redis_ms=data.seconds * 1000,
                 model_ms=scored.model_s * 1000,

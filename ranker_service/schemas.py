@@ -124,6 +124,33 @@ class HistorySource(StrEnum):
     NONE = "none"  # Redis unavailable: ranked without a history
 
 
+class DegradedFeature(StrEnum):
+    HISTORY = "history"  # the stored history
+    EMBEDDING = "embedding"  # the upstream user embedding
+    CONTENT = "content"  # candidate content vectors looked up by content_id
+
+
+class DegradationReason(StrEnum):
+    """Why a feature was not used (also the ``reason`` label of ranker_degraded_requests)."""
+
+    REDIS_TIMEOUT = "redis_timeout"  # Redis did not answer within the budget
+    REDIS_UNAVAILABLE = "redis_unavailable"  # Redis refused or dropped the connection
+    CORRUPT_RECORD = "corrupt_record"  # records that do not decode (skipped)
+    VERSION_MISMATCH = "version_mismatch"  # an embedding from another upstream model
+    STALE = "stale"  # an embedding older than embedding_max_age_s
+    MISSING = "missing"  # nothing stored (new user, expired, never written)
+
+
+class Degradation(BaseModel):
+    feature: DegradedFeature
+    reason: DegradationReason
+    count: int = Field(
+        default=1,
+        description="How many records (history) or candidates (content) it concerns; 1 for "
+        "the embedding.",
+    )
+
+
 class RankResponse(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [RANK_RESPONSE_EXAMPLE]})
 
@@ -132,4 +159,8 @@ class RankResponse(BaseModel):
     upstream: UpstreamInfo
     history_source: HistorySource = Field(description="Where the history came from.")
     history_length: int
+    degraded: list[Degradation] = Field(
+        default_factory=list,
+        description="Features this ranking went without, and why; empty when it had all.",
+    )
     timing: Timing

@@ -36,6 +36,11 @@ class Settings(BaseSettings):
     # An embedding older than this (request time - computed_at_ms) is "stale" and not used.
     embedding_max_age_s: float = Field(default=7 * 24 * 3600.0, gt=0)
 
+    # In-process cache of candidate content vectors (by content id): at most this many
+    # entries (0 = off), each kept this long at most (a rewritten vector is seen within it).
+    content_cache_entries: int = Field(default=100_000, ge=0)
+    content_cache_ttl_s: float = Field(default=300.0, gt=0)
+
     # --- model --------------------------------------------------------------------------------
     checkpoint_path: Path = Path("artifacts/demo/online")
     device: str = "cpu"

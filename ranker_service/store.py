@@ -7,7 +7,10 @@ mid-reply, so a late answer can never be read by the next request). A sync clien
 worker would serialise every Redis wait behind the single inference thread.
 
 This module only moves bytes; decoding (which can fail on a corrupt record) lives in
-``features.py`` and runs in the worker thread.
+``features.py`` / ``records.py`` and runs in the worker thread. The history is read without
+scores: the score is the record's own ``timestamp_ms``, and 800 scores each sent as text and
+parsed back into a float cost more than the records themselves. With ``hiredis`` installed
+(a dependency) redis-py parses replies in C.
 """
 
 from __future__ import annotations
@@ -50,8 +53,8 @@ class UserData:
     outcome: FetchOutcome
     seconds: float
     embedding: bytes | None = None
-    # per source, oldest first: (member, score = timestamp_ms)
-    history: list[list[tuple[bytes, float]]] = field(default_factory=list)
+    # per source, oldest first: encoded HistoryRecords (the score is their timestamp_ms)
+    history: list[list[bytes]] = field(default_factory=list)
     content: dict[str, bytes | None] = field(default_factory=dict)
 
 
@@ -94,7 +97,7 @@ class FeatureStore:
         if read_history:
             for source in HISTORY_SOURCES:
                 # Each source capped separately (paper: per-source horizon), oldest first.
-                pipe.zrange(history_key(user_id, source), -history_limit, -1, withscores=True)
+                pipe.zrange(history_key(user_id, source), -history_limit, -1)
         if content_ids:
             pipe.mget([content_embedding_key(c) for c in content_ids])
         try:
@@ -110,7 +113,7 @@ class FeatureStore:
         if read_embedding:
             data.embedding = replies.pop(0)
         if read_history:
-            data.history = [list(replies.pop(0)) for _ in HISTORY_SOURCES]
+            data.history = [replies.pop(0) for _ in HISTORY_SOURCES]
         if content_ids:
             data.content = dict(zip(content_ids, replies.pop(0), strict=True))
         return data
