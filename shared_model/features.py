@@ -75,6 +75,29 @@ class EventBatch:
         )
 
     @classmethod
+    def cat(cls, batches: Sequence[EventBatch], length: int) -> EventBatch:
+        """Stack batches into one (sum B, length) batch: each keeps its most recent ``length``
+        positions and is left-padded when it has fewer."""
+        padded = []
+        for b in batches:
+            b = b.last(min(length, b.shape[1]))
+            short = length - b.shape[1]
+            if short:
+                pad = cls.empty(b.shape[0], short, b.content.shape[-1]).to(b.valid.device)
+                b = replace(
+                    b,
+                    **{
+                        f.name: torch.cat([getattr(pad, f.name), getattr(b, f.name)], dim=1)
+                        for f in fields(b)
+                    },
+                )
+            padded.append(b)
+        return replace(
+            padded[0],
+            **{f.name: torch.cat([getattr(b, f.name) for b in padded]) for f in fields(cls)},
+        )
+
+    @classmethod
     def empty(cls, batch: int, length: int, content_dim: int) -> EventBatch:
         return cls(
             timestamps_ms=torch.zeros(batch, length, dtype=torch.long),

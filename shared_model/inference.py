@@ -8,6 +8,7 @@ CUDA only). Outputs are float32.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 
 import torch
 
@@ -67,3 +68,27 @@ def score(
         else:
             logits = model.score_naive(*args, impl=impl or "sdpa")
     return torch.sigmoid(logits.float())
+
+
+@torch.inference_mode()
+def score_many(
+    model: RankerModel,
+    requests: Sequence[tuple[EventBatch, Context, Candidates, UpstreamFeature]],
+    impl: AttnImpl | None = None,
+    autocast_dtype: torch.dtype | None = None,
+) -> list[torch.Tensor]:
+    """Several requests scored together -> each request's probabilities (N_i, 2).
+
+    ``requests`` holds one (events, ctx, cands, upstream) tuple per request, each for one user
+    (batch 1), as ``score`` takes them. The users' prefixes run in one batch and their
+    candidates in another, each candidate reading only its own user's history; the result for
+    each request equals ``score(...)`` on it alone (up to float summation order).
+    """
+    device = _device(model)
+    moved = [
+        (ev.to(device), ctx.to(device), cands.to(device), up.to(device))
+        for ev, ctx, cands, up in requests
+    ]
+    with _autocast(device, autocast_dtype):
+        logits = model.score_many(moved, impl=impl or "absorbed")
+    return [torch.sigmoid(x.float()) for x in logits]

@@ -9,6 +9,9 @@ presence flag (a zero vector and flag 0 when the ranker must rank without it).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import fields
+
 import torch
 from torch import nn
 
@@ -70,14 +73,55 @@ class RankerModel(nn.Module):
         """One user (batch 1), N candidates: encode the history once -> logits (N, 2)."""
         if events.shape[0] != 1:
             raise ValueError("score_shared takes one user's history (batch 1)")
-        # Histories are left-padded and valid rows never read padding, so one user's padding
-        # can be dropped outright: the cost follows the true history length.
-        n_valid = int(events.valid.sum())
-        if bool(events.valid[0, events.shape[1] - n_valid :].all()):
-            events = events.last(n_valid)
-        cache = self.sequence.encode_history(events, ctx, "sdpa")
+        if len(cands) == 0:
+            return upstream.embedding.new_zeros(0, self.cfg.n_tasks)
+        events, padded = _trim_padding(events)
+        cache = self.sequence.encode_history(events, ctx, "sdpa", padded=padded)
         summary = self.sequence.decode_queries(cache, ctx, cands, impl)  # (N, d_summary)
         return self._interact(summary, ctx, cands, upstream)
+
+    def score_many(
+        self,
+        requests: Sequence[tuple[EventBatch, Context, Candidates, UpstreamFeature]],
+        impl: AttnImpl = "absorbed",
+    ) -> list[torch.Tensor]:
+        """G requests (one user each, N_i candidates) in one batch -> per request logits (N_i, 2).
+
+        The G prefixes run in one ``encode_history``, left-padded to the longest valid history
+        among them; the candidates run in one ``decode_queries``, padded to M = max N_i per
+        user, each reading only its own user's prefix; DHEN and the heads run once over all.
+        Equal, up to float summation order, to ``score_shared`` on each request alone.
+        """
+        if not requests:
+            return []
+        for events, ctx, _, upstream in requests:
+            if events.shape[0] != 1 or ctx.user_hash.shape[0] != 1:
+                raise ValueError("score_many takes one user's history per request (batch 1)")
+            if upstream.embedding.shape[0] != 1:
+                raise ValueError("score_many takes one upstream embedding per request")
+        trimmed = [_trim_padding(r[0]) for r in requests]
+        length = max(ev.shape[1] for ev, _ in trimmed)
+        padded = any(p or ev.shape[1] < length for ev, p in trimmed)
+        events = EventBatch.cat([ev for ev, _ in trimmed], length)  # (G, T)
+        ctx = Context(
+            **{
+                f.name: torch.cat([getattr(r[1], f.name) for r in requests])
+                for f in fields(Context)
+            }
+        )  # (G,)
+        upstream = UpstreamFeature(
+            torch.cat([r[3].embedding for r in requests]),
+            torch.cat([r[3].present for r in requests]),
+        )  # (G, U), (G,)
+        counts = [len(r[2]) for r in requests]
+        M = max(counts)
+        if M == 0:
+            return [upstream.embedding.new_zeros(0, self.cfg.n_tasks) for _ in requests]
+        cands = _pad_candidates([r[2] for r in requests], M)  # (G * M,)
+        cache = self.sequence.encode_history(events, ctx, "sdpa", padded=padded)
+        summary = self.sequence.decode_queries(cache, ctx, cands, impl)  # (G*M, d_summary)
+        logits = self._interact(summary, ctx, cands, upstream).view(len(requests), M, -1)
+        return [logits[g, :n] for g, n in enumerate(counts)]
 
     def score_naive(
         self,
@@ -91,6 +135,33 @@ class RankerModel(nn.Module):
         N = len(cands)
         up = UpstreamFeature(upstream.embedding.expand(N, -1), upstream.present.expand(N))
         return self.forward(events.repeat(N), ctx.repeat(N), cands, up, impl)
+
+
+def _trim_padding(events: EventBatch) -> tuple[EventBatch, bool]:
+    """A one-user history without its left padding, and whether padding is left in it.
+
+    Valid rows never read padding, so it can be dropped outright and the cost follows the true
+    history length. A history whose valid rows are not contiguous at the end (not left-padded)
+    is kept whole, masked.
+    """
+    valid = events.valid[0]
+    n_valid = int(valid.sum())
+    if bool(valid[valid.shape[0] - n_valid :].all()):
+        return events.last(n_valid), False
+    return events, True
+
+
+def _pad_candidates(groups: Sequence[Candidates], M: int) -> Candidates:
+    """Each request's candidates padded with zero rows to M, concatenated -> (G * M,)."""
+    parts: dict[str, list[torch.Tensor]] = {f.name: [] for f in fields(Candidates)}
+    for cands in groups:
+        short = M - len(cands)
+        for name, rows in parts.items():
+            t = getattr(cands, name)
+            rows.append(t)
+            if short:
+                rows.append(t.new_zeros(short, *t.shape[1:]))
+    return Candidates(**{name: torch.cat(rows) for name, rows in parts.items()})
 
 
 def _init_weights(std: float):

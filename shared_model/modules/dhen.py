@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from shared_model.modules.grouping import per_row
+
 
 class CrossInteraction(nn.Module):
     """DCN-v2: x0 * (W h + b); with the layer residual this is the classic cross layer."""
@@ -75,10 +77,15 @@ class DHEN(nn.Module):
         self.layers = nn.ModuleList(DHENLayer(width, modules) for _ in range(n_layers))
 
     def forward(self, groups: list[torch.Tensor]) -> torch.Tensor:
-        """groups: (B|1, w_i) feature groups of h0 (eq. 5) -> z (B, width)."""
+        """groups: (B|G|1, w_i) feature groups of h0 (eq. 5) -> z (B, width).
+
+        A group with batch G < B (several requests' user sides) is projected per user and
+        read by that user's B // G rows (see grouping.py).
+        """
         weights = self.input.weight.split(self.group_widths, dim=1)
+        B = max(g.shape[0] for g in groups)
         proj = sum(
-            norm(F.linear(g, w))
+            per_row(norm(F.linear(g, w)), B) if 1 < g.shape[0] < B else norm(F.linear(g, w))
             for g, w, norm in zip(groups, weights, self.group_norms, strict=True)
         )
         h0 = self.input_norm(proj + self.input.bias)

@@ -17,9 +17,11 @@ Three interchangeable implementations of the same function:
 The scale stays 1/sqrt(K) in every form, so the three are exactly the same function (eq. 19
 writes sqrt(d_c); that is a different, equally trainable, parameterisation).
 
-Attention is over one or more key *segments*. Each segment is a latent (B or 1, L_i, C) with
-an allowed-mask broadcastable to (B, S, L_i). A segment with batch 1 is shared by all B rows
-without being copied: that is how N candidates attend to one encoded history.
+Attention is over one or more key *segments*. Each segment is a latent (G, L_i, C) with an
+allowed-mask broadcastable to (G, S, L_i) (or per row, (B, S, L_i)). G is 1 (one key set shared
+by all B rows, read without being copied: N candidates attending to one encoded history), B (every
+row its own keys), or a divisor of B: G users' prefixes, row b reading user b // (B // G) (see
+``grouping.py``), which is how several requests' candidates run in one batch.
 """
 
 from __future__ import annotations
@@ -31,9 +33,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from shared_model.config import LLaTTEConfig
+from shared_model.modules.grouping import per_row
 
 AttnImpl = Literal["naive", "sdpa", "absorbed"]
-# (latent (B|1, L, C), allowed (B|1, S|1, L) bool, or None when every key is allowed)
+# (latent (G, L, C), allowed (G|B|1, S|1, L) bool, or None when every key is allowed)
 Segment = tuple[torch.Tensor, torch.Tensor | None]
 
 
@@ -50,7 +53,7 @@ class MultiHeadLatentAttention(nn.Module):
         self.wkv_b = nn.Linear(cfg.kv_lora_rank, H * 2 * K, bias=False)
         self.wo = nn.Linear(H * K, D, bias=False)
         self.scale = K**-0.5
-        self._folded: tuple[tuple[int, ...], torch.Tensor, torch.Tensor] | None = None
+        self._folded: tuple[tuple, torch.Tensor, torch.Tensor] | None = None
 
     # --- latents --------------------------------------------------------------------------
     def q_latent(self, x: torch.Tensor) -> torch.Tensor:
@@ -65,26 +68,33 @@ class MultiHeadLatentAttention(nn.Module):
         w = self.wkv_b.weight.view(H, 2 * K, -1)  # (H, 2K, C)
         return w[:, :K], w[:, K:]  # W_k (H, K, C), W_v (H, K, C)
 
+    def _fold(self) -> tuple[torch.Tensor, torch.Tensor]:
+        H, K = self.n_heads, self.head_dim
+        w_q = self.wq_b.weight.view(H, K, -1)  # (H, K, R)
+        w_k, w_v = self._up_kv()
+        w_qk = torch.einsum("hkr,hkc->rhc", w_q, w_k) * self.scale  # (R, H, C), scale folded in
+        w_o = self.wo.weight.view(-1, H, K)  # (D, H, K)
+        w_vo = torch.einsum("hkc,dhk->hcd", w_v, w_o)  # (H, C, D)
+        return w_qk.reshape(w_qk.shape[0], -1), w_vo.reshape(-1, w_vo.shape[-1])
+
     def folded_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """W^QK (H, R, C) and W^VO (H, C, D), cached until any source weight changes."""
-        versions = (
-            self.wq_b.weight._version,
-            self.wkv_b.weight._version,
-            self.wo.weight._version,
-            self.wq_b.weight.data_ptr(),
-            self.wkv_b.weight.data_ptr(),
-            self.wo.weight.data_ptr(),
-        )
-        if torch.is_grad_enabled() or self._folded is None or self._folded[0] != versions:
-            H, K = self.n_heads, self.head_dim
-            w_q = self.wq_b.weight.view(H, K, -1)  # (H, K, R)
-            w_k, w_v = self._up_kv()
-            w_qk = torch.einsum("hkr,hkc->hrc", w_q, w_k)  # (H, R, C)
-            w_o = self.wo.weight.view(-1, H, K)  # (D, H, K)
-            w_vo = torch.einsum("hkc,dhk->hcd", w_v, w_o)  # (H, C, D)
-            if torch.is_grad_enabled():
-                return w_qk, w_vo
-            self._folded = (versions, w_qk, w_vo)
+        """W^QK * 1/sqrt(K) as (R, H*C) and W^VO as (H*C, D): each a plain matrix, so the query
+        and output projections are one matmul each.
+
+        Folded in the weights' own dtype with autocast off (an autocast region must not leave a
+        bf16 fold behind for a later fp32 call; autocast casts the folded matrix at use), and
+        cached until a source weight changes (in place, replaced, or moved to another dtype or
+        device). Under autograd they are recomputed every call, so gradients flow.
+        """
+        sources = (self.wq_b.weight, self.wkv_b.weight, self.wo.weight)
+        if torch.is_grad_enabled() and any(w.requires_grad for w in sources):
+            return self._fold()
+        key = tuple((w._version, w.data_ptr(), w.dtype, w.device) for w in sources)
+        if self._folded is None or self._folded[0] != key:
+            device_type = self.wo.weight.device.type
+            with torch.autocast(device_type, enabled=False):
+                w_qk, w_vo = self._fold()
+            self._folded = (key, w_qk, w_vo)
         return self._folded[1], self._folded[2]
 
     # --- attention ------------------------------------------------------------------------
@@ -93,11 +103,18 @@ class MultiHeadLatentAttention(nn.Module):
         q_lat = self.q_latent(x)  # (B, S, R)
         if impl == "absorbed":
             return self._absorbed(q_lat, segments)
-        if impl == "sdpa":
-            return self._sdpa(q_lat, segments)
-        if impl == "naive":
-            return self._naive(q_lat, segments)
-        raise ValueError(f"unknown attention impl {impl!r}")
+        if impl not in ("sdpa", "naive"):
+            raise ValueError(f"unknown attention impl {impl!r}")
+        B = x.shape[0]
+        # The reference forms read grouped segments (1 < G < B) copied out per row.
+        segments = [
+            (
+                lat if lat.shape[0] in (1, B) else per_row(lat, B),
+                a if a is None or a.shape[0] in (1, B) else per_row(a, B),
+            )
+            for lat, a in segments
+        ]
+        return self._sdpa(q_lat, segments) if impl == "sdpa" else self._naive(q_lat, segments)
 
     def _naive(self, q_lat: torch.Tensor, segments: list[Segment]) -> torch.Tensor:
         B, S, _ = q_lat.shape
@@ -147,32 +164,45 @@ class MultiHeadLatentAttention(nn.Module):
         return self.wo(out.transpose(1, 2).reshape(B, S, H * K))
 
     def _absorbed(self, q_lat: torch.Tensor, segments: list[Segment]) -> torch.Tensor:
-        B = q_lat.shape[0]
+        B, S, _ = q_lat.shape
+        H = self.n_heads
         w_qk, w_vo = self.folded_weights()
-        q = torch.einsum("bsr,hrc->bshc", q_lat, w_qk) * self.scale  # (B, S, H, C)
-        # Scores stay in (B, S, H, L) layout: every product below is a plain (b)mm on the
-        # latent, with no transposes. The softmax spans all segments without concatenating
-        # them: one shared max, per-segment exponentials, one normaliser.
+        C = w_qk.shape[1] // H
+        if B == 0:  # no query rows (a request without candidates)
+            return q_lat.new_zeros(0, S, w_vo.shape[1])
+        q = (q_lat @ w_qk).view(B, S, H, C)  # already scaled by 1/sqrt(K)
+        # Every product below is one (b)mm on the shared latent: a segment of G key sets is read
+        # by B = G * M query rows as (G, M*S*H, C) @ (G, C, L), whether G is 1 (one history for
+        # all candidates), B (own keys) or the users of a multi-request batch. The softmax spans
+        # all segments without concatenating them: one shared max, per-segment exponentials,
+        # one normaliser.
         scores = []
         for lat, allowed in segments:
-            shared = lat.shape[0] == 1 and B > 1
-            s = torch.einsum(
-                "bshc,lc->bshl" if shared else "bshc,blc->bshl", q, lat[0] if shared else lat
-            )
+            G, L = lat.shape[0], lat.shape[1]
+            M = B // G
+            s = torch.matmul(q.reshape(G, M * S * H, C), lat.transpose(1, 2))  # (G, M*S*H, L)
+            s = s.view(G, M, S, H, L)
             if allowed is not None:
-                s = s.masked_fill(~allowed[:, :, None, :], float("-inf"))
+                A = allowed.shape[0]  # 1, G or B rows of masks
+                mask = allowed.view(G if A == B else A, M if A == B else 1, allowed.shape[1], 1, L)
+                s = s.masked_fill(~mask, float("-inf"))
             scores.append(s)
-        row_max = torch.stack([s.amax(dim=-1) for s in scores if s.shape[-1]]).amax(dim=0)
+        row_max = None
+        for s in scores:
+            if s.shape[-1]:
+                m = s.amax(dim=-1)  # (G, M, S, H)
+                m = m.reshape(B, S, H)
+                row_max = m if row_max is None else torch.maximum(row_max, m)
         out_lat, denom = None, None
         for (lat, _), s in zip(segments, scores, strict=True):
-            if not s.shape[-1]:
+            G, L = lat.shape[0], lat.shape[1]
+            if not L:
                 continue
-            e = torch.exp(s - row_max[..., None])  # (B, S, H, L)
-            shared = lat.shape[0] == 1 and B > 1
-            o = torch.einsum(
-                "bshl,lc->bshc" if shared else "bshl,blc->bshc", e, lat[0] if shared else lat
-            )
+            M = B // G
+            e = torch.exp(s - row_max.view(G, M, S, H, 1))  # (G, M, S, H, L)
+            o = torch.matmul(e.view(G, M * S * H, L), lat).view(B, S, H, C)
+            d = e.sum(-1).view(B, S, H)
             out_lat = o if out_lat is None else out_lat + o  # (B, S, H, C)
-            denom = e.sum(-1) if denom is None else denom + e.sum(-1)  # (B, S, H)
+            denom = d if denom is None else denom + d  # (B, S, H)
         out_lat = out_lat / denom[..., None]
-        return torch.einsum("bshc,hcd->bsd", out_lat, w_vo)
+        return out_lat.reshape(B, S, H * C) @ w_vo  # (B, S, D)

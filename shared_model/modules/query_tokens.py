@@ -13,10 +13,12 @@ candidates share; only the candidate tokens are computed per candidate.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from shared_model.config import LLaTTEConfig
 from shared_model.features import Candidates, Context
+from shared_model.modules.grouping import per_row
 from shared_model.modules.hashed_embedding import HashedEmbedding
 from shared_model.modules.time_encoding import HARMONICS, hour_of_day_features
 from shared_model.modules.tokenizer import signed_log
@@ -87,13 +89,20 @@ class QueryTokens(nn.Module):
         return self.seeds[: self.n_context] + tokens
 
     def candidate_tokens(self, ctx: Context, cands: Candidates) -> torch.Tensor:
-        """ctx (B|1,), cands (N,) -> (N, Qa, D)."""
+        """ctx (G,), cands (N,) with N = G * M (see grouping.py) -> (N, Qa, D).
+
+        The projection of [context, candidate] is split into its two column blocks, so the
+        context half runs once per user instead of once per candidate.
+        """
         if self.candidate is None:
             raise ValueError("this stage's query tokens take no candidate")
         N = len(cands)
-        feats = torch.cat([self.context(ctx).expand(N, -1), self.candidate(cands)], dim=-1)
-        tokens = self.candidate_proj(feats).view(N, self.n_candidate, self.d_model)
-        return self.seeds[self.n_context :] + tokens
+        w_ctx, w_cand = self.candidate_proj.weight.split(
+            [self.context.width, self.candidate.width], dim=1
+        )
+        user_side = F.linear(self.context(ctx), w_ctx, self.candidate_proj.bias)  # (G, Qa*D)
+        tokens = per_row(user_side, N) + F.linear(self.candidate(cands), w_cand)  # (N, Qa*D)
+        return self.seeds[self.n_context :] + tokens.view(N, self.n_candidate, self.d_model)
 
     def forward(self, ctx: Context, cands: Candidates | None = None) -> torch.Tensor:
         """All n_q tokens, one set per row -> (B, Q, D)."""

@@ -28,5 +28,5 @@ class LowRankReadout(nn.Module):
         )
 
     def forward(self, z_raw: torch.Tensor) -> torch.Tensor:
-        B = z_raw.shape[0]
-        return self.net(z_raw.reshape(B, -1))  # (B, Q, D) -> (B, Q*D) -> (B, d_out)
+        B, Q, D = z_raw.shape
+        return self.net(z_raw.reshape(B, Q * D))  # (B, Q, D) -> (B, Q*D) -> (B, d_out)

@@ -24,6 +24,7 @@ from torch import nn
 from shared_model.config import LLaTTEConfig
 from shared_model.features import Candidates, Context, EventBatch
 from shared_model.modules.block import LLaTTEBlock
+from shared_model.modules.grouping import per_row
 from shared_model.modules.mla import AttnImpl, Segment
 from shared_model.modules.query_tokens import QueryTokens
 from shared_model.modules.readout import LowRankReadout
@@ -45,15 +46,17 @@ def pyramid_mask(valid: torch.Tensor, kept: int) -> torch.Tensor:
 
 @dataclass
 class HistoryCache:
-    """One request's shared prefix (events, then context query tokens), encoded once.
+    """G requests' shared prefixes (events, then context query tokens), encoded once.
 
     ``latents[l]``/``valid[l]`` are the keys/values layer l reads from the prefix; ``context``
     is the final state of the context query tokens, which the readout needs for every candidate.
+    ``padded`` is False when no prefix row is padding (the mask can then be skipped).
     """
 
-    latents: list[torch.Tensor]  # per layer: (B, L_l, C)
-    valid: list[torch.Tensor]  # per layer: (B, L_l) bool
-    context: torch.Tensor  # (B, Qc, D)
+    latents: list[torch.Tensor]  # per layer: (G, L_l, C)
+    valid: list[torch.Tensor]  # per layer: (G, L_l) bool
+    context: torch.Tensor  # (G, Qc, D)
+    padded: bool = True
 
 
 class LLaTTESequence(nn.Module):
@@ -106,36 +109,41 @@ class LLaTTESequence(nn.Module):
         return self.readout(final[:, -Q:])  # the query-token positions: (B, Q, D)
 
     def encode_history(
-        self, events: EventBatch, ctx: Context, impl: AttnImpl = "sdpa"
+        self, events: EventBatch, ctx: Context, impl: AttnImpl = "sdpa", padded: bool = True
     ) -> HistoryCache:
         """Run the shared prefix (events, context query tokens) once and cache its latents.
 
-        Causality makes this exact: no prefix row ever reads a candidate token.
+        Causality makes this exact: no prefix row ever reads a candidate token. ``padded=False``
+        promises that ``events`` holds no padding (the caller trimmed it), which lets
+        ``decode_queries`` skip the prefix mask; True is always correct.
         """
         Qc = self.cfg.n_context_tokens
         x = torch.cat(
             [self.tokenizer(events, ctx.request_time_ms), self.query_tokens.context_tokens(ctx)],
             dim=1,
-        )  # (B, T+Qc, D)
+        )  # (G, T+Qc, D)
         valid = torch.cat([events.valid, events.valid.new_ones(x.shape[0], Qc)], dim=1)
-        cache = HistoryCache([], [], x[:, :0])
+        cache = HistoryCache([], [], x[:, :0], padded)
         final = self._run_layers(x, valid, Qc, impl, cache)
-        cache.context = final[:, final.shape[1] - Qc :]  # (B, Qc, D)
+        cache.context = final[:, final.shape[1] - Qc :]  # (G, Qc, D)
         return cache
 
     def decode_queries(
         self, cache: HistoryCache, ctx: Context, cands: Candidates, impl: AttnImpl = "absorbed"
     ) -> torch.Tensor:
-        """N candidates' query tokens against one cached prefix -> (N, d_summary)."""
+        """N = G * M candidates' query tokens against G cached prefixes -> (N, d_summary).
+
+        Candidate row i reads only user i // M's prefix (see grouping.py); G = 1 is one request.
+        """
         x = self.query_tokens.candidate_tokens(ctx, cands)  # (N, Qa, D)
         N, Qa = x.shape[:2]
         causal = torch.ones(Qa, Qa, dtype=torch.bool, device=x.device).tril()[None]  # (1, Qa, Qa)
         for layer, lat_p, valid_p in zip(self.layers, cache.latents, cache.valid, strict=True):
-            prefix_mask = None if bool(valid_p.all()) else valid_p[:, None, :]
+            prefix_mask = valid_p[:, None, :] if cache.padded else None  # (G, 1, L)
             segments: list[Segment] = [
-                (lat_p, prefix_mask),  # every candidate token reads the whole (valid) prefix
-                (layer.attn.kv_latent(x), causal),  # and the candidate tokens before it
+                (lat_p, prefix_mask),  # every candidate token reads its user's (valid) prefix
+                (layer.attn.kv_latent(x), causal),  # and its own candidate tokens before it
             ]
             x = layer(x, segments, impl)
-        final = torch.cat([cache.context.expand(N, -1, -1), x], dim=1)  # (N, Q, D)
+        final = torch.cat([per_row(cache.context, N), x], dim=1)  # (N, Q, D)
         return self.readout(final)

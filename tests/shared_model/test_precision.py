@@ -46,6 +46,19 @@ def test_bf16_autocast_on_cpu_stays_close_to_fp32():
     assert not torch.equal(e32, e16)  # autocast really ran in reduced precision
 
 
+def test_bf16_score_then_fp32_score():
+    """The absorbed path's folded weights must not carry one call's precision into the next."""
+    ranker, upstream = _models()
+    rank_args, _ = _inputs(ranker, upstream)
+    p16 = score(ranker, *rank_args, autocast_dtype=torch.bfloat16)  # first: fills the cache
+    p32 = score(ranker, *rank_args)
+    fresh, _ = _models()  # the same weights, never run under autocast
+    torch.testing.assert_close(p32, score(fresh, *rank_args), atol=0, rtol=0)
+    assert p16.dtype == p32.dtype == torch.float32
+    assert (p32 - p16).abs().max() < 2e-2
+    assert torch.equal(score(ranker, *rank_args, autocast_dtype=torch.bfloat16), p16)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_bf16_matches_cpu_fp32():
