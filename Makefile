@@ -129,7 +129,7 @@ loadtest: venv  ## headless Locust run against a running ranker: CSV+HTML, P50/P
 		--duration $(LOADTEST_DURATION) --arrival $(LOADTEST_ARRIVAL) \
 		$(if $(SLO_P99_MS),--slo-p99-ms $(SLO_P99_MS)) \
 		$(if $(SLO_ERROR_RATE),--slo-error-rate $(SLO_ERROR_RATE)) \
-		$(if $(KAFKA),--kafka-bootstrap $(KAFKA) --event-rate $(EVENT_RATE)) $(LOADTEST_ARGS)
+		$(if $(KAFKA),--kafka $(KAFKA) --event-rate $(EVENT_RATE)) $(LOADTEST_ARGS)
 
 bench-report: bench  ## re-measure everything, then render docs/benchmarks.md and its pages
 	$(PY) -m loadtests.reports.render

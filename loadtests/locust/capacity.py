@@ -132,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--population-users", type=int, default=500)
     p.add_argument("--inline-share", type=float, default=0.1)
     p.add_argument("--run-dir", type=Path, default=REPO_ROOT / "runs" / "capacity")
-    p.add_argument("--out-dir", type=Path, default=None, help="write NAME.json/-table.md/.png here")
+    p.add_argument("--out", dest="out_dir", type=Path, help="write NAME.json/-table.md/.png here")
+    p.add_argument("--out-dir", dest="out_dir", type=Path, help=argparse.SUPPRESS)  # old name
     p.add_argument("--name", default="capacity", help="file stem of the outputs")
     p.add_argument(
         "--random-weights",

@@ -183,7 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", type=Path, default=None, help="default runs/loadtest-<time>")
     p.add_argument("--slo-p99-ms", type=float, default=None)
     p.add_argument("--slo-error-rate", type=float, default=None)
-    p.add_argument("--kafka-bootstrap", default="", help="publish events to this broker")
+    p.add_argument("--kafka", dest="kafka_bootstrap", default="", help="publish events here")
+    p.add_argument("--kafka-bootstrap", dest="kafka_bootstrap", help=argparse.SUPPRESS)  # old
     p.add_argument("--events-topic", default="user-events")
     p.add_argument("--event-rate", type=float, default=0.0, help="Kafka events per second")
     p.add_argument(
