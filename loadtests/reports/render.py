@@ -39,10 +39,9 @@ def load_results(results_dir: Path) -> list[dict[str, Any]]:
     return sorted(docs, key=lambda d: d["benchmark"])
 
 
-def _load(doc: dict[str, Any]) -> str:
-    before = "/".join(f"{x:.2f}" for x in doc["machine"].get("load_average") or [])
+def _load_after(doc: dict[str, Any]) -> str:
     after = "/".join(f"{x:.2f}" for x in doc.get("load_after") or [])
-    return f"load average {before or '?'} at the start, {after or '?'} at the end"
+    return f"load {after or '?'} at the end"
 
 
 def render_page(doc: dict[str, Any], source: str, plots: list[str]) -> str:
@@ -53,7 +52,7 @@ def render_page(doc: dict[str, Any], source: str, plots: list[str]) -> str:
         "",
         f"Reproduce: `{doc['command']}`",
         "",
-        f"Machine: {machine_line(doc['machine'])}; {_load(doc)}. "
+        f"Machine: {machine_line(doc['machine'])} at the start, {_load_after(doc)}. "
         f"Run started {doc.get('started_at', '?')}, took {doc.get('seconds', '?')} s.",
         "",
     ]
@@ -121,7 +120,12 @@ def render_index(docs: list[dict[str, Any]], pages_dir: Path, rendered: set[str]
         lines += [f"- {s}" for s in doc["summary"]] + [""]
     others = sorted(p for p in pages_dir.glob("*.md") if p.stem not in rendered)
     if others:
-        lines += ["## Other pages", ""]
+        lines += [
+            "## Pages measured by the command on the page",
+            "",
+            "These pages are written by their benchmark directly; each names its command.",
+            "",
+        ]
         for path in others:
             heading = next(
                 (ln.lstrip("# ").strip() for ln in path.read_text().splitlines()
