@@ -23,6 +23,7 @@ from typing import Self
 from loadtests.locust.traffic import Population, seed_redis
 from loadtests.stack.checkpoints import random_checkpoint
 from loadtests.stack.servers import LOOPBACK, RedisServer, ServiceProcess, free_port
+from ranker_service.__main__ import UVICORN_FLAGS
 from shared_model.checkpoint import load_checkpoint
 from shared_model.config import LLaTTEConfig, online_config
 
@@ -113,7 +114,7 @@ class LocalRanker:
             }
             self.ranker = ServiceProcess(
                 "uvicorn", "ranker_service.main:app", "--host", LOOPBACK, "--port", str(self.port),
-                "--no-access-log", "--log-level", "warning",
+                *UVICORN_FLAGS, "--log-level", "warning",
                 env=env, name="ranker", log_path=self.run_dir / "ranker.log",
             ).start()  # fmt: skip
             self.ranker.wait_ready(f"{self.url}/readyz", timeout=self.ready_timeout_s)

@@ -37,6 +37,7 @@ from loadtests.stack.servers import (
     ServiceProcess,
     free_port,
 )
+from ranker_service.__main__ import UVICORN_FLAGS
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +143,7 @@ class LocalStack:
                 "ranker_service.main:app",
                 "--host", LOOPBACK,
                 "--port", str(self.ranker_port),
-                "--no-access-log",
+                *UVICORN_FLAGS,  # uvloop, httptools, no access log
                 env=self._ranker_env(),
                 name="ranker",
                 log_path=o.run_dir / "ranker.log",
