@@ -120,6 +120,29 @@ RANKER_PANELS = [
         "version_mismatch, timeout, unavailable, corrupt, disabled.",
     ),
     Panel(
+        "Degraded requests by feature and reason",
+        {
+            "{{feature}} {{reason}}": "sum by (feature, reason) "
+            f"(rate(ranker_degraded_requests_total[{RATE}]))"
+        },
+        unit="reqps",
+        stack=True,
+        width=12,
+        description="Requests ranked without the stored history, the upstream embedding or "
+        "content vectors, by reason (redis_timeout, redis_unavailable, corrupt_record, "
+        "version_mismatch, stale, missing); each response lists them in `degraded`.",
+    ),
+    Panel(
+        "Content-vector cache",
+        {
+            "hit ratio": f'sum(rate(ranker_content_cache_lookups_total{{result="hit"}}[{RATE}])) '
+            f"/ sum(rate(ranker_content_cache_lookups_total[{RATE}]))",
+        },
+        unit="percentunit",
+        width=12,
+        description="Share of content-id lookups answered by the in-process cache.",
+    ),
+    Panel(
         "Upstream embedding age",
         quantiles("ranker_embedding_age_seconds", qs=(0.5, 0.99)),
         unit="s",
