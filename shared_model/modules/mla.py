@@ -173,36 +173,25 @@ class MultiHeadLatentAttention(nn.Module):
         q = (q_lat @ w_qk).view(B, S, H, C)  # already scaled by 1/sqrt(K)
         # Every product below is one (b)mm on the shared latent: a segment of G key sets is read
         # by B = G * M query rows as (G, M*S*H, C) @ (G, C, L), whether G is 1 (one history for
-        # all candidates), B (own keys) or the users of a multi-request batch. The softmax spans
-        # all segments without concatenating them: one shared max, per-segment exponentials,
-        # one normaliser.
+        # all candidates), B (own keys) or the users of a multi-request batch. The scores of all
+        # segments go side by side into one (B*S*H, sum L) matrix for one fused softmax; each
+        # segment's probabilities are then a strided view of it.
         scores = []
         for lat, allowed in segments:
             G, L = lat.shape[0], lat.shape[1]
             M = B // G
             s = torch.matmul(q.reshape(G, M * S * H, C), lat.transpose(1, 2))  # (G, M*S*H, L)
-            s = s.view(G, M, S, H, L)
             if allowed is not None:
                 A = allowed.shape[0]  # 1, G or B rows of masks
                 mask = allowed.view(G if A == B else A, M if A == B else 1, allowed.shape[1], 1, L)
-                s = s.masked_fill(~mask, float("-inf"))
-            scores.append(s)
-        row_max = None
-        for s in scores:
-            if s.shape[-1]:
-                m = s.amax(dim=-1)  # (G, M, S, H)
-                m = m.reshape(B, S, H)
-                row_max = m if row_max is None else torch.maximum(row_max, m)
-        out_lat, denom = None, None
-        for (lat, _), s in zip(segments, scores, strict=True):
+                s = s.view(G, M, S, H, L).masked_fill_(~mask, float("-inf"))
+            scores.append(s.reshape(B * S * H, L))
+        probs = torch.softmax(torch.cat(scores, dim=-1), dim=-1)  # (B*S*H, sum L)
+        out_lat, start = None, 0
+        for lat, _ in segments:
             G, L = lat.shape[0], lat.shape[1]
-            if not L:
-                continue
-            M = B // G
-            e = torch.exp(s - row_max.view(G, M, S, H, 1))  # (G, M, S, H, L)
-            o = torch.matmul(e.view(G, M * S * H, L), lat).view(B, S, H, C)
-            d = e.sum(-1).view(B, S, H)
+            p = probs[:, start : start + L].view(G, (B // G) * S * H, L)  # rows strided by sum L
+            start += L
+            o = torch.matmul(p, lat).view(B, S, H, C)
             out_lat = o if out_lat is None else out_lat + o  # (B, S, H, C)
-            denom = d if denom is None else denom + d  # (B, S, H)
-        out_lat = out_lat / denom[..., None]
         return out_lat.reshape(B, S, H * C) @ w_vo  # (B, S, D)
