@@ -1,0 +1,292 @@
+"""Ranker feature-path micro-benchmark: ``python -m loadtests.bench.features``.
+
+What one ``POST /v1/rank`` costs before the model runs, at the production shape (the online
+config: T = 400, 400 + 400 stored history records with 32-d content, a 2048-d upstream
+embedding, N = 100 candidates with content by id), on a real redis-server, in one run:
+
+* the pipelined Redis read (embedding + both histories + content by id), four ways: redis-py's
+  pure-Python reply parser or hiredis, the history read WITHSCORES or without;
+* decoding the replies into the model's input tensors (history EventBatch, upstream feature,
+  candidates, context): the per-record reference path (``HistoryRecord.decode`` per member,
+  ``EventBatch.from_records``, ``EmbeddingRecord.decode`` and Python lists per candidate,
+  uncached blake2b per id) against the serving path (one ``np.frombuffer`` per record length,
+  ``torch.from_numpy``, cached id hashes), with the content-vector cache cold and warm.
+
+Each variant runs ``--reps`` times, interleaved; medians and p99 in ms, ratios within the run.
+Writes ``docs/benchmarks/results/features.json`` (or ``--out``). A benchmark: it asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import random
+import struct
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import redis.asyncio as aioredis
+import torch
+from redis._parsers import _AsyncHiredisParser, _AsyncRESP2Parser
+
+from loadtests.bench.common import Result, command_line, percentile
+from loadtests.stack.servers import RedisServer
+from ranker_service.content_cache import ContentCache
+from ranker_service.features import (
+    build_candidates,
+    decide_embedding,
+    history_events,
+    request_context,
+    resolve_content,
+)
+from ranker_service.schemas import Candidate
+from ranker_service.store import FetchOutcome
+from shared_model.config import LLaTTEConfig, online_config
+from shared_model.contract import (
+    EMBEDDING_FIELD_RECORD,
+    HISTORY_SOURCES,
+    ActionType,
+    EmbeddingRecord,
+    HistoryRecord,
+    content_embedding_key,
+    embedding_key,
+    history_key,
+    merge_histories,
+    source_of,
+    stable_hash,
+)
+from shared_model.features import Candidates, Context, EventBatch, UpstreamFeature
+
+NOW_MS = 1_750_000_000_000
+USER = "bench-user"
+UPSTREAM = "bench-upstream"
+
+
+def seed(client, cfg: LLaTTEConfig, per_source: int, n_candidates: int, rng: random.Random):
+    """``per_source`` records in each history source, the embedding, N content records."""
+    actions = {src: [a for a in ActionType if source_of(a) == src] for src in HISTORY_SOURCES}
+    for src in HISTORY_SOURCES:
+        members = {}
+        for i in range(per_source):
+            record = HistoryRecord(
+                timestamp_ms=NOW_MS - 3_600_000 + 1000 * i + (src == "imp") * 500,
+                action_type=actions[src][i % len(actions[src])],
+                item_hash=stable_hash(f"item-{rng.randrange(10**5)}"),
+                surface_hash=stable_hash("feed"),
+                event_hash=rng.getrandbits(62),
+                value=1.0,
+                content=tuple(rng.gauss(0, 1) for _ in range(cfg.content_dim)),
+            )
+            members[record.encode()] = record.timestamp_ms
+        client.zadd(history_key(USER, src), members)
+    vector = tuple(rng.gauss(0, 1) for _ in range(cfg.d_upstream))
+    emb = EmbeddingRecord(vector, UPSTREAM, NOW_MS - 60_000, NOW_MS - 61_000, 800)
+    client.hset(embedding_key(USER), EMBEDDING_FIELD_RECORD, emb.encode())
+    for i in range(n_candidates):
+        content = tuple(rng.gauss(0, 1) for _ in range(cfg.content_dim))
+        record = EmbeddingRecord(content, "bench-content", NOW_MS, NOW_MS, 0)
+        client.set(content_embedding_key(f"content-{i}"), record.encode())
+
+
+def candidates(cfg: LLaTTEConfig, n: int, rng: random.Random) -> list[Candidate]:
+    return [
+        Candidate(
+            ad_id=f"ad-{i}",
+            advertiser_id=f"adv-{i % 40}",
+            content_id=f"content-{i}",
+            floats=[rng.random() for _ in range(cfg.n_candidate_floats)],
+        )
+        for i in range(n)
+    ]
+
+
+# ----------------------------------------------------------------------------------------------
+# The Redis read
+# ----------------------------------------------------------------------------------------------
+
+
+async def read(client, cfg: LLaTTEConfig, content_ids: Sequence[str], withscores: bool):
+    """The ranker's one pipelined round trip (ranker_service.store.FeatureStore.fetch)."""
+    pipe = client.pipeline(transaction=False)
+    pipe.hget(embedding_key(USER), EMBEDDING_FIELD_RECORD)
+    for source in HISTORY_SOURCES:
+        pipe.zrange(history_key(USER, source), -cfg.max_seq_len, -1, withscores=withscores)
+    if content_ids:
+        pipe.mget([content_embedding_key(c) for c in content_ids])
+    replies = await pipe.execute()
+    embedding, history = replies[0], [replies[1], replies[2]]
+    content = dict(zip(content_ids, replies[3], strict=True)) if content_ids else {}
+    return embedding, history, content
+
+
+async def time_reads(url: str, cfg: LLaTTEConfig, content_ids: list[str], reps: int):
+    clients = {
+        "python parser": aioredis.Redis.from_url(url, parser_class=_AsyncRESP2Parser),
+        "hiredis": aioredis.Redis.from_url(url, parser_class=_AsyncHiredisParser),
+    }
+    variants = {
+        (parser, scores, ids): (clients[parser], scores, ids)
+        for parser in clients
+        for scores in (True, False)
+        for ids in (tuple(content_ids),)
+    }
+    variants[("hiredis", False, ())] = (clients["hiredis"], False, ())  # content cached
+    times: dict[tuple, list[float]] = {k: [] for k in variants}
+    try:
+        for _ in range(reps):
+            for key, (client, scores, ids) in variants.items():
+                start = time.perf_counter()
+                await read(client, cfg, ids, scores)
+                times[key].append((time.perf_counter() - start) * 1e3)
+        samples = {k: await read(c, cfg, ids, s) for k, (c, s, ids) in variants.items()}
+    finally:
+        for client in clients.values():
+            await client.aclose()
+    return times, samples
+
+
+# ----------------------------------------------------------------------------------------------
+# Decoding into tensors: the per-record reference path and the serving path
+# ----------------------------------------------------------------------------------------------
+
+
+def reference_features(cfg, history_pairs, embedding_raw, content_raw, cands):
+    """Per record and per candidate, in Python objects: what the ranker did before."""
+    records = []
+    for members in history_pairs:
+        for raw, _score in members:
+            with contextlib.suppress(ValueError, struct.error):  # skipped, as the ranker did
+                records.append(HistoryRecord.decode(raw))
+    history = merge_histories(records, limit=cfg.max_seq_len)
+    events = EventBatch.from_records([history], cfg.max_seq_len, cfg.content_dim)
+    record = EmbeddingRecord.decode(embedding_raw, expected_dim=cfg.d_upstream)
+    upstream = UpstreamFeature(
+        torch.tensor(record.vector, dtype=torch.float32)[None, :], torch.ones(1, dtype=torch.bool)
+    )
+    E, F, N = cfg.content_dim, cfg.n_candidate_floats, len(cands)
+    rows = [EmbeddingRecord.decode(content_raw[c.content_id], expected_dim=E).vector for c in cands]
+    tensors = Candidates(
+        ad_hash=torch.tensor([stable_hash(c.ad_id) for c in cands], dtype=torch.long),
+        advertiser_hash=torch.tensor([stable_hash(c.advertiser_id) for c in cands]),
+        content=torch.tensor(rows, dtype=torch.float32).view(N, E),
+        has_content=torch.ones(N, dtype=torch.bool),
+        floats=torch.tensor([c.floats for c in cands], dtype=torch.float32).view(N, F),
+    )
+    ctx = Context.make([NOW_MS], [USER], ["feed"], ["ios"])
+    return events, upstream, tensors, ctx
+
+
+def serving_features(cfg, history, embedding_raw, content_raw, cands, cache: ContentCache):
+    """ranker_service.ranking._score_in_worker's feature building, with the content cache."""
+    events, _, _ = history_events(history, cfg.max_seq_len, cfg.content_dim)
+    decision = decide_embedding(
+        embedding_raw, FetchOutcome.OK, cfg, UPSTREAM, NOW_MS, 10**12, enabled=True
+    )
+    ids = sorted({c.content_id for c in cands})
+    cached = cache.get_many(ids, cfg.content_dim)
+    fresh, _ = resolve_content(cands, FetchOutcome.OK, content_raw, cached, cfg.content_dim)
+    cache.put_many(fresh, cfg.content_dim)
+    tensors = build_candidates(cands, cfg, {**cached, **fresh})
+    ctx = request_context(NOW_MS, USER, "feed", "ios")
+    return events, decision.feature, tensors, ctx
+
+
+def _median(xs: list[float]) -> float:
+    return percentile(xs, 50)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--candidates", type=int, default=100)
+    parser.add_argument("--per-source", type=int, default=400, help="records per history source")
+    parser.add_argument("--reps", type=int, default=200)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)  # the ranker's inference thread
+    cfg = online_config()
+    rng = random.Random(0)
+    cands = candidates(cfg, args.candidates, rng)
+    content_ids = [c.content_id for c in cands]
+    result = Result(
+        "features",
+        "Ranker feature path (Redis read, decode, tensors)",
+        command_line("loadtests.bench.features", argv if argv is not None else sys.argv[1:]),
+        description=(
+            f"One user with {args.per_source} + {args.per_source} stored history records "
+            f"({cfg.content_dim}-d content), a {cfg.d_upstream}-d upstream embedding and "
+            f"N = {args.candidates} candidates with content by id, on a local redis-server; "
+            f"T = {cfg.max_seq_len}, 1 torch thread, {args.reps} interleaved repetitions."
+        ),
+    )
+    with RedisServer() as server:
+        seed(server.client(), cfg, args.per_source, args.candidates, rng)
+        read_times, samples = asyncio.run(time_reads(server.url, cfg, content_ids, args.reps))
+
+    table = result.table(
+        "Redis read (one pipelined round trip)",
+        ["parser", "history scores", "content by id", "p50 ms", "p99 ms", "vs before"],
+    )
+    before_read = _median(read_times[("python parser", True, tuple(content_ids))])
+    for (parser_name, scores, ids), xs in read_times.items():
+        table.add(
+            parser_name,
+            "WITHSCORES" if scores else "none",
+            f"{len(ids)} read" if ids else "cached",
+            _median(xs),
+            percentile(xs, 99),
+            f"{_median(xs) / before_read:.2f}x",
+        )
+
+    _, pairs, content_raw = samples[("python parser", True, tuple(content_ids))]
+    embedding_raw, members, _ = samples[("hiredis", False, tuple(content_ids))]
+    variants: dict[str, Callable[[], object]] = {
+        "reference (per record, before)": lambda: reference_features(
+            cfg, pairs, embedding_raw, content_raw, cands
+        ),
+        "serving, content cache cold": lambda: serving_features(
+            cfg, members, embedding_raw, content_raw, cands, ContentCache(0, 60)
+        ),
+    }
+    warm = ContentCache(10_000, 3600)
+    serving_features(cfg, members, embedding_raw, content_raw, cands, warm)
+    variants["serving, content cache warm"] = lambda: serving_features(
+        cfg, members, embedding_raw, {}, cands, warm
+    )
+    decode_times: dict[str, list[float]] = {k: [] for k in variants}
+    for _ in range(args.reps):
+        for name, fn in variants.items():
+            start = time.perf_counter()
+            fn()
+            decode_times[name].append((time.perf_counter() - start) * 1e3)
+    table = result.table(
+        "Decode + tensors (inference thread CPU)", ["path", "p50 ms", "p99 ms", "vs reference"]
+    )
+    before_decode = _median(decode_times["reference (per record, before)"])
+    for name, xs in decode_times.items():
+        table.add(name, _median(xs), percentile(xs, 99), f"{_median(xs) / before_decode:.2f}x")
+
+    before = before_read + before_decode
+    after = _median(read_times[("hiredis", False, ())]) + _median(
+        decode_times["serving, content cache warm"]
+    )
+    after_cold = _median(read_times[("hiredis", False, tuple(content_ids))]) + _median(
+        decode_times["serving, content cache cold"]
+    )
+    result.summary = [
+        f"feature path p50, before: {before:.2f} ms (python parser, WITHSCORES, per-record decode)",
+        f"feature path p50, after: {after:.2f} ms with the content cache warm "
+        f"({before / after:.1f}x less), {after_cold:.2f} ms cold ({before / after_cold:.1f}x)",
+    ]
+    result.data = {
+        "before_ms": before,
+        "after_warm_ms": after,
+        "after_cold_ms": after_cold,
+    }
+    result.write(args.out)
+
+
+if __name__ == "__main__":
+    main()
