@@ -20,10 +20,15 @@ TRAIN_ARGS ?=
 # `docker compose` (v2 plugin) when present, else docker-compose (v1); empty when neither.
 COMPOSE := $(shell if docker compose version >/dev/null 2>&1; then echo "docker compose"; \
 	elif command -v docker-compose >/dev/null; then echo docker-compose; fi)
-# The upstream worker's profile: gpu where an NVIDIA GPU answers, else cpu; add more with
-# COMPOSE_PROFILES=cpu,traffic,loadtest.
-COMPOSE_PROFILES ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
-export COMPOSE_PROFILES
+# The upstream worker runs on GPU (docker-compose.gpu.yml added) when Docker can hand GPUs to
+# containers: the NVIDIA Container Toolkit's runtime is registered with the engine and a driver
+# answers. nvidia-smi alone is not enough (no toolkit: the container would not start).
+# UPSTREAM_GPU=1 or 0 decides instead; COMPOSE_PROFILES=traffic,loadtest adds those services.
+UPSTREAM_GPU ?= $(shell docker info --format '{{json .Runtimes}}' 2>/dev/null | grep -q '"nvidia"' \
+	&& nvidia-smi -L >/dev/null 2>&1 && echo 1 || echo 0)
+COMPOSE_FILES := -f docker-compose.yml $(if $(filter 1,$(UPSTREAM_GPU)),-f docker-compose.gpu.yml)
+CHECKPOINT_FILES := $(foreach s,upstream online,artifacts/demo/$(s)/config.json \
+	artifacts/demo/$(s)/model.safetensors)
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_GET := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
@@ -98,18 +103,24 @@ docs: venv  ## regenerate the dashboards, the configuration reference and the be
 stack: venv system-deps  ## the local stack on fixed ports (Kafka 19092, Redis 16379, ranker 8000), up until Ctrl-C
 	$(PY) -m loadtests.stack $(STACK_ARGS)
 
-up:  ## docker compose up -d (profile gpu or cpu; needs REDIS_PASSWORD, GRAFANA_ADMIN_PASSWORD)
-	@if [ -z "$(COMPOSE)" ] || ! docker info >/dev/null 2>&1; then \
-		echo "make up: needs a running Docker engine and Compose (docker compose or" \
-			"docker-compose); neither is usable here. Without Docker: make demo" >&2; exit 1; \
+up:  ## docker compose up: secrets, checkpoints, GPU override when usable (docs/operations.md)
+	@if [ "$(COMPOSE)" != "docker compose" ] || ! docker info >/dev/null 2>&1; then \
+		echo "make up: needs a running Docker engine and Compose v2 (docker compose);" \
+			"not usable here. Without Docker: make demo" >&2; exit 1; \
 	fi
-	@[ -f artifacts/demo/online/config.json ] || $(MAKE) train
-	@echo "compose profiles: $$COMPOSE_PROFILES"
-	$(COMPOSE) up -d --build $(if $(filter docker compose,$(COMPOSE)),--wait)
+	@for f in $(CHECKPOINT_FILES); do [ -f "$$f" ] || { $(MAKE) train; break; }; done
+	@for f in $(CHECKPOINT_FILES); do [ -f "$$f" ] || { echo "make up: $$f is missing" >&2; exit 1; }; done
+	@# The images run as uid 10001: the checkpoints must be readable by anyone.
+	chmod -R a+rX artifacts/demo
+	bash docker/make-secrets.sh secrets
+	@echo "compose files: $(COMPOSE_FILES); profiles: $${COMPOSE_PROFILES:-(none)}"
+	$(COMPOSE) $(COMPOSE_FILES) up -d --build --wait
+	@echo "rankers on:"; $(COMPOSE) $(COMPOSE_FILES) ps --format '{{.Name}} {{.Ports}}' ranker
 
 down:  ## docker compose down (volumes are kept; `make down DOWN_ARGS=-v` drops them)
-	@if [ -z "$(COMPOSE)" ]; then echo "make down: no Docker Compose here" >&2; exit 1; fi
-	COMPOSE_PROFILES=gpu,cpu,traffic,loadtest $(COMPOSE) down $(DOWN_ARGS)
+	@if [ "$(COMPOSE)" != "docker compose" ]; then echo "make down: no Compose v2 here" >&2; exit 1; fi
+	COMPOSE_PROFILES=traffic,loadtest $(COMPOSE) -f docker-compose.yml -f docker-compose.gpu.yml \
+		down $(DOWN_ARGS)
 
 # `make loadtest LOADTEST_HOST=http://127.0.0.1:8000 LOADTEST_RATE=20 LOADTEST_ARRIVAL=constant
 #  SLO_P99_MS=50 SLO_ERROR_RATE=0.01 KAFKA=127.0.0.1:9092 EVENT_RATE=50`; LOADTEST_ARGS passes
