@@ -17,6 +17,7 @@ REDIS_BUCKETS_S = (
     0.0002, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.010, 0.015, 0.020, 0.030, 0.050,
     0.100, 0.250,
 )  # fmt: skip
+BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64)
 CANDIDATE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 300, 500, 750, 1000, 2000, 5000)
 AGE_BUCKETS_S = (
     1, 10, 60, 300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 3 * 86400, 7 * 86400,
@@ -45,6 +46,19 @@ class Metrics:
             "ranker_model_queue_duration_seconds",
             "Time a request waited for the inference thread.",
             buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "ranker_model_batch_size",
+            "Requests scored together in one model call (cross-request micro-batching).",
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.stage_cpu_seconds = Counter(
+            "ranker_stage_cpu_seconds",
+            "Thread CPU of /v1/rank by stage (redis: the read, on the event loop; features: "
+            "decode and tensors, score: the model call, both in the inference thread; respond).",
+            ["stage"],
             registry=r,
         )
         self.redis_seconds = Histogram(

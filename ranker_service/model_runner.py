@@ -4,7 +4,8 @@ Why one thread: the 2-core box serves one request's model pass at a time with on
 thread (see settings.torch_threads), leaving the other core to the event loop, which keeps
 accepting, parsing and validating requests and reading Redis meanwhile. A process pool would
 add a pickle round trip of the inputs and outputs per request and a copy of the weights per
-process, for no gain on two cores. Requests queue for the thread in arrival order.
+process, for no gain on two cores. Requests queue for the thread in arrival order, and those
+that queued while it was busy are scored together (ranker_service.batching).
 
 Reload: the new checkpoint is loaded and warmed in a separate short-lived thread while the old
 one keeps serving, then the ``bundle`` reference is swapped. A request captures the bundle once,
@@ -30,7 +31,7 @@ from shared_model.checkpoint import CheckpointError, load_checkpoint
 from shared_model.config import LLaTTEConfig
 from shared_model.contract import ActionType, HistoryRecord, stable_hash
 from shared_model.features import Candidates, Context, EventBatch, UpstreamFeature
-from shared_model.inference import score
+from shared_model.inference import score, score_many
 from shared_model.ranker import RankerModel
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,8 @@ def warm_up(bundle: ModelBundle, candidate_counts: list[int]) -> None:
             UpstreamFeature(torch.randn(1, cfg.d_upstream, generator=g), torch.ones(1, dtype=bool)),
         ):
             score(bundle.model, events, ctx, cands, upstream, shared=True)
+        # The micro-batched path (two users' prefixes in one pass) has its own shapes.
+        score_many(bundle.model, [(events, ctx, cands, upstream)] * 2)
     log.info(
         "warmed up %s with %s candidates in %.2fs",
         bundle.model_version,
@@ -153,6 +156,11 @@ class ModelRunner:
     def _load_in_side_thread(self, path: Path) -> ModelBundle:
         torch.set_num_threads(self.settings.torch_threads)
         return load_bundle(path, self.settings)
+
+    @property
+    def executor(self) -> ThreadPoolExecutor:
+        """The inference thread (one worker): the batcher schedules its drains here."""
+        return self._executor
 
     async def run(self, fn: Callable[..., R], *args: object) -> R:
         """Run ``fn(*args)`` in the inference thread."""

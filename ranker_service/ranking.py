@@ -3,19 +3,26 @@
 1. check the limits that depend on settings and on the loaded model (422 naming the problem);
 2. one pipelined Redis read within the budget (embedding, history, content by id);
 3. in the inference thread: decode, decide about the embedding, build tensors, score all
-   candidates in one shared-history pass;
+   candidates in one shared-history pass; requests that queued meanwhile are scored together
+   (ranker_service.batching);
 4. record metrics, sort by the ranking score.
+
+The stage CPU counters (``ranker_stage_cpu_seconds``) are thread CPU: exact for the inference
+thread; for the event-loop stages (redis, respond) they also count whatever other requests'
+coroutines ran meanwhile, so read them at one request in flight.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import time
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
+from ranker_service.batching import MicroBatcher, Prepared, Scored
 from ranker_service.content_cache import ContentCache
 from ranker_service.features import (
     EmbeddingDecision,
@@ -49,7 +56,6 @@ from shared_model.contract import (
     content_embedding_key,
     embedding_key,
 )
-from shared_model.inference import score
 
 log = logging.getLogger(__name__)
 
@@ -59,17 +65,16 @@ class RankInputError(ValueError):
 
 
 @dataclass
-class _Scored:
-    probs: torch.Tensor  # (N, 2) [pCTR, pCVR]
+class _Features:
+    """What the response needs from the feature step, beside the probabilities."""
+
     decision: EmbeddingDecision
     history_length: int
     corrupt_history: int
     content_lookups: dict[str, int]
-    queued_s: float
-    model_s: float
 
 
-def _score_in_worker(
+def _prepare_in_worker(
     bundle: ModelBundle,
     request: RankRequest,
     request_time_ms: int,
@@ -78,10 +83,8 @@ def _score_in_worker(
     cached_content: dict[str, np.ndarray],
     content_cache: ContentCache,
     settings: Settings,
-    submitted: float,
-) -> _Scored:
-    """Everything CPU-bound, in the inference thread."""
-    queued_s = time.perf_counter() - submitted
+) -> Prepared:
+    """Decode and build the model inputs, in the inference thread (the batcher scores them)."""
     cfg = bundle.config
     T = cfg.max_seq_len
     decision = decide_embedding(
@@ -107,10 +110,10 @@ def _score_in_worker(
     )
     content_cache.put_many(fresh, cfg.content_dim)
     cands = build_candidates(request.candidates, cfg, {**cached_content, **fresh})
-    start = time.perf_counter()
-    probs = score(bundle.model, events, ctx, cands, decision.feature, shared=True)
-    return _Scored(
-        probs, decision, history_length, corrupt, lookups, queued_s, time.perf_counter() - start
+    return Prepared(
+        bundle.model,
+        (events, ctx, cands, decision.feature),
+        _Features(decision, history_length, corrupt, lookups),
     )
 
 
@@ -119,6 +122,12 @@ class RankingService:
         self, settings: Settings, store: FeatureStore, runner: ModelRunner, metrics: Metrics
     ) -> None:
         self.settings, self.store, self.runner, self.metrics = settings, store, runner, metrics
+        self.batcher = MicroBatcher(
+            runner.executor,
+            settings.batch_max_requests,
+            settings.batch_max_wait_ms / 1000,
+            observe=self._observe_batch,
+        )
         self.content_cache = ContentCache(
             settings.content_cache_entries, settings.content_cache_ttl_s, metrics
         )
@@ -165,6 +174,7 @@ class RankingService:
         )
         cached_content = self.content_cache.get_many(content_ids, bundle.config.content_dim)
         content_ids = [c for c in content_ids if c not in cached_content]
+        cpu = time.thread_time()
         data = await self.store.fetch(
             request.user_id,
             history_limit=bundle.config.max_seq_len,
@@ -172,10 +182,12 @@ class RankingService:
             read_history=inline is None,
             content_ids=content_ids if bundle.config.content_dim else (),
         )
+        stage_cpu = self.metrics.stage_cpu_seconds
+        stage_cpu.labels("redis").inc(time.thread_time() - cpu)
         if data.outcome is not FetchOutcome.SKIPPED:
             self.metrics.redis_seconds.labels(data.outcome.value).observe(data.seconds)
-        scored = await self.runner.run(
-            _score_in_worker,
+        job = functools.partial(
+            _prepare_in_worker,
             bundle,
             request,
             request_time_ms,
@@ -184,40 +196,50 @@ class RankingService:
             cached_content,
             self.content_cache,
             s,
-            time.perf_counter(),
         )
-        return self._respond(request, bundle, data, scored, inline is not None, started)
+        scored = await asyncio.wrap_future(self.batcher.submit(job))
+        stage_cpu.labels("features").inc(scored.prepare_cpu_s)
+        stage_cpu.labels("score").inc(scored.score_cpu_s)
+        cpu = time.thread_time()
+        response = self._respond(request, bundle, data, scored, inline is not None, started)
+        stage_cpu.labels("respond").inc(time.thread_time() - cpu)
+        return response
+
+    def _observe_batch(self, batch_size: int, queued_s: list[float]) -> None:
+        """Called by the batcher in the inference thread, once per model call."""
+        self.metrics.batch_size.observe(batch_size)
 
     def _respond(
         self,
         request: RankRequest,
         bundle: ModelBundle,
         data: UserData,
-        scored: _Scored,
+        scored: Scored,
         inline: bool,
         started: float,
     ) -> RankResponse:
-        m, d = self.metrics, scored.decision
+        features: _Features = scored.prepared.state
+        m, d = self.metrics, features.decision
         m.candidates.observe(len(request.candidates))
         m.model_seconds.observe(scored.model_s)
         m.queue_seconds.observe(scored.queued_s)
         m.embedding_lookups.labels(d.outcome.value).inc()
         if d.age_ms is not None:
             m.embedding_age_seconds.observe(max(d.age_ms, 0) / 1000)
-        if scored.corrupt_history:
-            m.history_corrupt_records.inc(scored.corrupt_history)
+        if features.corrupt_history:
+            m.history_corrupt_records.inc(features.corrupt_history)
             log.warning("user %s: %d corrupt history records skipped", request.user_id,
-                        scored.corrupt_history)  # fmt: skip
-        for outcome, count in scored.content_lookups.items():
+                        features.corrupt_history)  # fmt: skip
+        for outcome, count in features.content_lookups.items():
             if count:
                 m.content_lookups.labels(outcome).inc(count)
         degraded = degradations(
             data.outcome,
             d.outcome,
             not inline,
-            scored.history_length,
-            scored.corrupt_history,
-            scored.content_lookups,
+            features.history_length,
+            features.corrupt_history,
+            features.content_lookups,
         )
         for item in degraded:
             m.degraded_requests.labels(item.feature.value, item.reason.value).inc()
@@ -249,7 +271,7 @@ class RankingService:
                 model_version=d.model_version,
             ),
             history_source=history_source,
-            history_length=scored.history_length,
+            history_length=features.history_length,
             degraded=degraded,
             timing=Timing(
                 redis_ms=data.seconds * 1000,

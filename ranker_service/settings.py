@@ -21,6 +21,8 @@ class Settings(BaseSettings):
     # redis:// or rediss:// (TLS); a password goes in the URL (redis://:secret@host:6379/0).
     redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
     redis_tls_ca_file: Path | None = None  # CA bundle for rediss:// with a private CA
+    # Redis Cluster: redis_url names any one node (a seed); the client discovers the others.
+    redis_cluster: bool = False
     # The whole Redis read (one pipelined round trip) must finish within this budget, or the
     # request ranks with what it has: no embedding, no stored history. 50 ms, not less: on a
     # 2-core box the loop shares the GIL with the inference thread, and under load a reply can
@@ -50,6 +52,13 @@ class Settings(BaseSettings):
     torch_threads: int = Field(default=1, gt=0)
     torch_interop_threads: int = Field(default=1, gt=0)
     warmup_candidates: list[int] = [1, 10, 100]  # candidate counts run once before ready
+    # Cross-request micro-batching: requests that queued while the inference thread was busy
+    # are scored together (one encode_history for their prefixes, one decode_queries for all
+    # candidates), at most this many per call; 0 or 1 scores every request alone.
+    batch_max_requests: int = Field(default=8, ge=0)
+    # How long a batch may wait for companions after its oldest request arrived; 0 never
+    # waits (an idle thread scores a request at once).
+    batch_max_wait_ms: float = Field(default=0.0, ge=0)
 
     # --- request limits -----------------------------------------------------------------------
     max_candidates: int = Field(default=1000, gt=0)

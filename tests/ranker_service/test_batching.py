@@ -1,0 +1,259 @@
+"""Cross-request micro-batching: the batcher alone, then through the real service.
+
+Batches are forced without sleeps: a job that blocks on an Event holds the inference thread,
+requests are submitted, the test polls until the batcher holds all of them, then releases it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import redis
+import torch
+from fastapi.testclient import TestClient
+
+from loadtests.stack.polling import wait_for
+from loadtests.stack.servers import RedisServer
+from ranker_service.batching import MicroBatcher, Prepared
+from ranker_service.main import create_app
+from shared_model.checkpoint import load_checkpoint
+from shared_model.inference import score, score_many
+from tests.ranker_service.helpers import (
+    make_history,
+    rank_body,
+    ranker_settings,
+    write_embedding,
+    write_history,
+)
+from tests.shared_model.helpers import (
+    random_candidates,
+    random_context,
+    random_events,
+    random_upstream,
+)
+
+
+@pytest.fixture
+def executor() -> Iterator[ThreadPoolExecutor]:
+    pool = ThreadPoolExecutor(max_workers=1)
+    yield pool
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+@pytest.fixture(scope="module")
+def model(checkpoint_dir: Path) -> torch.nn.Module:
+    return load_checkpoint(checkpoint_dir, stage="online").model
+
+
+def _inputs(cfg, seed: int, n: int):
+    torch.manual_seed(seed)
+    return (
+        random_events(cfg, [cfg.max_seq_len - seed]),
+        random_context(1),
+        random_candidates(cfg, n),
+        random_upstream(cfg, 1, present=seed % 2 == 0),
+    )
+
+
+def _hold(executor: ThreadPoolExecutor) -> threading.Event:
+    """Block the executor's thread until the returned event is set."""
+    release = threading.Event()
+    started = threading.Event()
+
+    def blocked() -> None:
+        started.set()
+        release.wait(30)
+
+    executor.submit(blocked)
+    wait_for(started.is_set, timeout=10, what="the inference thread is held")
+    return release
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+
+    def __call__(self, batch_size: int, queued_s) -> None:
+        assert len(queued_s) == batch_size and all(q >= 0 for q in queued_s)
+        self.sizes.append(batch_size)
+
+
+def test_idle_thread_scores_a_request_at_once_alone(executor, model, tiny_cfg) -> None:
+    seen = _Recorder()
+    batcher = MicroBatcher(executor, max_requests=8, max_wait_s=0.0, observe=seen)
+    inputs = _inputs(tiny_cfg, 0, 5)
+    result = batcher.submit(lambda: Prepared(model, inputs, "s")).result(30)
+    assert seen.sizes == [1] and result.batch_size == 1 and result.prepared.state == "s"
+    torch.testing.assert_close(result.probs, score(model, *inputs), rtol=0, atol=1e-6)
+
+
+def test_requests_queued_while_busy_are_scored_together_and_equal_one_at_a_time(
+    executor, model, tiny_cfg
+) -> None:
+    seen = _Recorder()
+    batcher = MicroBatcher(executor, max_requests=8, observe=seen)
+    inputs = [_inputs(tiny_cfg, i, n) for i, n in enumerate((3, 1, 7, 4))]
+    release = _hold(executor)
+    futures = [batcher.submit(lambda x=x: Prepared(model, x, None)) for x in inputs]
+    assert batcher.pending == 4
+    release.set()
+    results = [f.result(30) for f in futures]
+    assert seen.sizes == [4] and {r.batch_size for r in results} == {4}
+    for x, r in zip(inputs, results, strict=True):
+        torch.testing.assert_close(r.probs, score(model, *x), rtol=0, atol=1e-5)
+
+
+def test_batch_size_is_capped(executor, model, tiny_cfg) -> None:
+    seen = _Recorder()
+    batcher = MicroBatcher(executor, max_requests=2, observe=seen)
+    release = _hold(executor)
+    futures = [
+        batcher.submit(lambda i=i: Prepared(model, _inputs(tiny_cfg, i, 2))) for i in range(5)
+    ]
+    release.set()
+    for f in futures:
+        f.result(30)
+    assert seen.sizes == [2, 2, 1]
+
+
+def test_max_requests_one_disables_batching(executor, model, tiny_cfg) -> None:
+    seen = _Recorder()
+    batcher = MicroBatcher(executor, max_requests=1, observe=seen)
+    release = _hold(executor)
+    futures = [
+        batcher.submit(lambda i=i: Prepared(model, _inputs(tiny_cfg, i, 2))) for i in range(3)
+    ]
+    release.set()
+    assert [f.result(30).batch_size for f in futures] == [1, 1, 1]
+    assert seen.sizes == [1, 1, 1]
+
+
+def test_a_failing_preparation_fails_only_its_request(executor, model, tiny_cfg) -> None:
+    batcher = MicroBatcher(executor, max_requests=8)
+    release = _hold(executor)
+
+    def broken() -> Prepared:
+        raise ValueError("undecodable")
+
+    good = [batcher.submit(lambda i=i: Prepared(model, _inputs(tiny_cfg, i, 3))) for i in (0, 1)]
+    bad = batcher.submit(broken)
+    release.set()
+    with pytest.raises(ValueError, match="undecodable"):
+        bad.result(30)
+    assert [f.result(30).batch_size for f in good] == [2, 2]
+
+
+def test_a_batch_that_fails_is_retried_one_at_a_time(executor, model, tiny_cfg) -> None:
+    """score_many raising for the batch (one request's shapes are wrong): the others are scored
+    alone and succeed; the bad one fails alone."""
+    batcher = MicroBatcher(executor, max_requests=8)
+    release = _hold(executor)
+    good_inputs = [_inputs(tiny_cfg, i, 3) for i in (0, 1)]
+    ev, ctx, cands, up = _inputs(tiny_cfg, 2, 3)
+    wrong_width = type(up)(torch.randn(1, tiny_cfg.d_upstream + 3), up.present)
+    good = [batcher.submit(lambda x=x: Prepared(model, x)) for x in good_inputs]
+    bad = batcher.submit(lambda: Prepared(model, (ev, ctx, cands, wrong_width)))
+    release.set()
+    with pytest.raises((RuntimeError, ValueError)):
+        bad.result(30)
+    for x, f in zip(good_inputs, good, strict=True):
+        r = f.result(30)
+        assert r.batch_size == 1
+        torch.testing.assert_close(r.probs, score(model, *x), rtol=0, atol=1e-6)
+
+
+def test_a_cancelled_request_is_skipped(executor, model, tiny_cfg) -> None:
+    prepared: list[int] = []
+    batcher = MicroBatcher(executor, max_requests=8)
+    release = _hold(executor)
+
+    def job(i: int) -> Prepared:
+        prepared.append(i)
+        return Prepared(model, _inputs(tiny_cfg, i, 2))
+
+    futures = [batcher.submit(lambda i=i: job(i)) for i in range(3)]
+    assert futures[1].cancel()
+    release.set()
+    assert futures[0].result(30).batch_size == 2 and futures[2].result(30).batch_size == 2
+    assert prepared == [0, 2]
+
+
+def test_bounded_wait_gathers_a_request_that_arrives_within_it(executor, model, tiny_cfg):
+    """With max_wait_s, an idle thread waits (at most that long) for companions: the second
+    request, submitted once the first is being waited on, joins its batch."""
+    seen = _Recorder()
+    batcher = MicroBatcher(executor, max_requests=2, max_wait_s=30.0, observe=seen)
+    first = batcher.submit(lambda: Prepared(model, _inputs(tiny_cfg, 0, 2)))
+    wait_for(lambda: batcher.pending == 0, timeout=10, what="the first request is taken")
+    second = batcher.submit(lambda: Prepared(model, _inputs(tiny_cfg, 1, 2)))
+    assert first.result(30).batch_size == 2 and second.result(30).batch_size == 2
+    assert seen.sizes == [2]
+
+
+def test_score_many_equals_score_for_mixed_requests(model, tiny_cfg) -> None:
+    """The batched scorer the batcher calls, against the reference (<= 1e-5)."""
+    inputs = [_inputs(tiny_cfg, i, n) for i, n in enumerate((1, 6, 2))]
+    for x, probs in zip(inputs, score_many(model, inputs), strict=True):
+        torch.testing.assert_close(probs, score(model, *x), rtol=0, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------
+# Through the real service
+# ------------------------------------------------------------------------------------------
+
+
+def _metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def test_concurrent_requests_batched_by_the_service_equal_one_at_a_time(
+    redis_server: RedisServer, redis_client: redis.Redis, checkpoint_dir: Path, tiny_cfg
+) -> None:
+    k = 4
+    bodies = []
+    for u in range(k):
+        user = f"batch-user-{u}"
+        write_history(redis_client, user, make_history(10 + 3 * u, tiny_cfg.content_dim, seed=u))
+        if u % 2 == 0:
+            write_embedding(redis_client, user, torch.randn(tiny_cfg.d_upstream).tolist())
+        bodies.append(rank_body(3 + u, tiny_cfg, user_id=user))
+
+    settings = ranker_settings(redis_server.url, checkpoint_dir, batch_max_requests=8)
+    with TestClient(create_app(settings)) as client:
+        alone = [client.post("/v1/rank", json=b).json() for b in bodies]
+        runner = client.app.state.ranker.runner
+        batcher = client.app.state.ranker.ranking.batcher
+        release = _hold(runner.executor)
+        responses: list = [None] * k
+
+        def send(i: int) -> None:
+            responses[i] = client.post("/v1/rank", json=bodies[i])
+
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(k)]
+        for t in threads:
+            t.start()
+        wait_for(lambda: batcher.pending == k, timeout=30, what=f"{k} requests queued")
+        release.set()
+        for t in threads:
+            t.join(30)
+        metrics = client.get("/metrics").text
+
+    for a, r in zip(alone, responses, strict=True):
+        assert r.status_code == 200, r.text
+        b = r.json()
+        assert [c["ad_id"] for c in b["candidates"]] == [c["ad_id"] for c in a["candidates"]]
+        got = torch.tensor([[c["p_ctr"], c["p_cvr"]] for c in b["candidates"]])
+        want = torch.tensor([[c["p_ctr"], c["p_cvr"]] for c in a["candidates"]])
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+        assert b["upstream"] == a["upstream"] and b["history_length"] == a["history_length"]
+    # k sequential calls of size 1, then one of size k: sum = 2k, count = k + 1.
+    assert _metric(metrics, "ranker_model_batch_size_sum") == 2 * k
+    assert _metric(metrics, "ranker_model_batch_size_count") == k + 1
+    assert _metric(metrics, 'ranker_stage_cpu_seconds_total{stage="score"}') > 0
