@@ -88,6 +88,17 @@ RANKER_PANELS = [
         description="Scoring time per request, and the wait for the inference thread.",
     ),
     Panel(
+        "Micro-batching",
+        {
+            **quantiles("ranker_model_batch_size", qs=(0.5, 0.99)),
+            "mean batch": mean("ranker_model_batch_size"),
+            "queue p50": "histogram_quantile(0.5, sum by (le) "
+            f"(rate(ranker_model_queue_duration_seconds_bucket[{RATE}])))",
+        },
+        description="Requests scored together per model call (1 = alone), and the median "
+        "wait for the inference thread (queue p99 is on Model time).",
+    ),
+    Panel(
         "Redis time",
         {
             "p50": "histogram_quantile(0.5, sum by (le) "
