@@ -39,8 +39,10 @@ class Settings(BaseSettings):
     embedding_max_age_s: float = Field(default=7 * 24 * 3600.0, gt=0)
 
     # In-process cache of candidate content vectors (by content id): at most this many
-    # entries (0 = off), each kept this long at most (a rewritten vector is seen within it).
+    # entries, least recently used dropped first (0 = off).
     content_cache_entries: int = Field(default=100_000, ge=0)
+    # A cached content vector is kept this long at most: a vector rewritten in Redis is used
+    # within this time.
     content_cache_ttl_s: float = Field(default=300.0, gt=0)
 
     # --- model --------------------------------------------------------------------------------
