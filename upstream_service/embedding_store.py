@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import redis
-
 from shared_model.contract import (
     EMBEDDING_FIELD_RECORD,
     WRITE_EMBEDDING_LUA,
     EmbeddingRecord,
     embedding_key,
 )
+from upstream_service.redis_client import RedisClient, queue_script
 
 
 class EmbeddingStore:
@@ -25,7 +24,7 @@ class EmbeddingStore:
     ttl_s: expiry of an embedding key after each write; 0 = never.
     """
 
-    def __init__(self, client: redis.Redis, ttl_s: int = 0) -> None:
+    def __init__(self, client: RedisClient, ttl_s: int = 0) -> None:
         self.client = client
         self.ttl_ms = ttl_s * 1000
         self._write = client.register_script(WRITE_EMBEDDING_LUA)
@@ -39,10 +38,12 @@ class EmbeddingStore:
             return []
         pipe = self.client.pipeline(transaction=False)
         for user_id, record in items:
-            self._write(
-                keys=[embedding_key(user_id)],
-                args=[record.newest_event_ms, record.encode(), self.ttl_ms],
-                client=pipe,
+            # One key: the script runs on the user's slot.
+            queue_script(
+                pipe,
+                self._write,
+                [embedding_key(user_id)],
+                [record.newest_event_ms, record.encode(), self.ttl_ms],
             )
         return [bool(r) for r in pipe.execute()]
 

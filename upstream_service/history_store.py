@@ -12,8 +12,6 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import redis
-
 from shared_model.contract import (
     SOURCE_ENGAGEMENT,
     SOURCE_IMPRESSION,
@@ -25,6 +23,7 @@ from shared_model.contract import (
     merge_histories,
     source_of,
 )
+from upstream_service.redis_client import RedisClient, pipeline
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +60,7 @@ class HistoryStore:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: RedisClient,
         caps: dict[str, int],
         ttl_s: int = 0,
         count_events: bool = False,
@@ -72,7 +71,8 @@ class HistoryStore:
         self.count_events = count_events
 
     def append(self, events: Sequence[UserEvent]) -> tuple[list[bool], dict[str, int]]:
-        """Append events in one pipelined round trip (MULTI/EXEC per call).
+        """Append events in one pipelined round trip (MULTI/EXEC on one server; on a cluster one
+        round trip per node, each user's commands on its slot).
 
         Returns:
             is_new: per event, False when the history already held it (a replay).
@@ -81,7 +81,7 @@ class HistoryStore:
         """
         if not events:
             return [], {}
-        pipe = self.client.pipeline(transaction=True)
+        pipe = pipeline(self.client, atomic=True)
         touched: set[str] = set()
         for event in events:
             key = history_key(event.user_id, source_of(event.action_type))

@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     # --- Redis --------------------------------------------------------------------------------
     redis_url: str = "redis://localhost:6379/0"  # rediss:// for TLS
     redis_password: SecretStr | None = None  # overrides a password in the URL
+    # Redis Cluster: redis_url names any one node (a seed); the client discovers the others.
+    redis_cluster: bool = False
     # CA bundle for rediss:// with a private CA
     redis_tls_ca_file: Path | None = Field(
         default=None,

@@ -22,7 +22,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-import redis
 from kafka import ConsumerRebalanceListener, KafkaConsumer
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
@@ -42,6 +41,7 @@ from upstream_service.history_store import HistoryStore
 from upstream_service.http import HealthServer
 from upstream_service.metrics import WorkerMetrics
 from upstream_service.offsets import OffsetTracker
+from upstream_service.redis_client import REDIS_ERRORS, connect_redis
 from upstream_service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -63,15 +63,6 @@ class RefreshResult:
     trigger_times_ms: list[int]  # event timestamps of the coalesced triggers
     written: bool  # False when Redis already held a newer embedding
     written_at_ms: int
-
-
-def connect_redis(settings: Settings) -> redis.Redis:
-    kwargs: dict = {"socket_timeout": settings.redis_timeout_ms / 1000, "health_check_interval": 30}
-    if settings.redis_password is not None:
-        kwargs["password"] = settings.redis_password.get_secret_value()
-    if settings.redis_tls_ca_file is not None:
-        kwargs["ssl_ca_certs"] = str(settings.redis_tls_ca_file)
-    return redis.Redis.from_url(settings.redis_url, **kwargs)
 
 
 class Worker:
@@ -401,7 +392,7 @@ class Worker:
         while True:
             try:
                 return fn()
-            except (redis.RedisError, KafkaError, OSError) as e:
+            except (*REDIS_ERRORS, KafkaError, OSError) as e:
                 errors.labels(operation).inc()
                 if give_up.is_set():
                     raise ShutdownAbortedError(operation) from e

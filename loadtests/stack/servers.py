@@ -41,6 +41,7 @@ from types import TracebackType
 from typing import Any, Self
 
 import redis
+import redis.cluster
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
@@ -432,6 +433,172 @@ class RedisServer(_LoopbackServer):
                 f"ours is pid {self.process.pid}"
             )
         return True
+
+
+class RedisClusterNode(RedisServer):
+    """One ``redis-server --cluster-enabled yes`` of a ``RedisCluster`` (its own workdir, so its
+    own ``nodes.conf``; the cluster bus on a second free port, not port + 10000)."""
+
+    name = "redis-node"
+
+    def __init__(self, node_timeout_ms: int) -> None:
+        self.node_timeout_ms = node_timeout_ms
+        self.bus_port = free_port()
+        super().__init__()
+
+    def _argv(self) -> list[str]:
+        return [
+            *super()._argv(),
+            "--cluster-enabled", "yes",
+            "--cluster-config-file", str(self.workdir / "nodes.conf"),
+            "--cluster-port", str(self.bus_port),
+            "--cluster-node-timeout", str(self.node_timeout_ms),
+            # A node that lost its master answers reads/writes with CLUSTERDOWN, never stale.
+            "--cluster-require-full-coverage", "yes",
+        ]  # fmt: skip
+
+    def role(self) -> str:
+        """``master`` or ``slave`` as this node sees itself now."""
+        with self.client(socket_timeout=1, socket_connect_timeout=1) as client:
+            return client.info("replication")["role"]
+
+
+class RedisCluster:
+    """A real local Redis Cluster: ``masters`` masters, each with ``replicas`` replicas.
+
+    Built with ``redis-cli --cluster create``, ready when every node reports
+    ``cluster_state:ok``. ``node_timeout_ms`` is how long a master may be unreachable before
+    its replica takes over (small, so a failover test takes seconds).
+
+        with RedisCluster() as cluster:
+            client = cluster.client()           # redis.cluster.RedisCluster
+            victim = cluster.master_for_key("llatte:u:{u1}:emb")
+            victim.process.kill(signal.SIGKILL)
+            cluster.wait_for_failover(victim)
+    """
+
+    def __init__(self, masters: int = 3, replicas: int = 1, node_timeout_ms: int = 1000) -> None:
+        self.masters = masters
+        self.replicas = replicas
+        self.node_timeout_ms = node_timeout_ms
+        self.nodes: list[RedisClusterNode] = []
+
+    @property
+    def url(self) -> str:
+        """A seed URL for the services' ``redis_url`` (with ``redis_cluster`` on); the client
+        discovers every other node from it."""
+        return self.nodes[0].url
+
+    @property
+    def startup_nodes(self) -> list[tuple[str, int]]:
+        return [(LOOPBACK, node.port) for node in self.nodes]
+
+    def client(self, **kwargs: Any) -> redis.cluster.RedisCluster:
+        """A redis-py cluster client seeded with every node; kwargs go to ``RedisCluster``."""
+        nodes = [redis.cluster.ClusterNode(host, port) for host, port in self.startup_nodes]
+        return redis.cluster.RedisCluster(startup_nodes=nodes, **kwargs)
+
+    def start(self, timeout: float = 30.0) -> Self:
+        if self.nodes:
+            return self
+        cli = shutil.which("redis-cli")
+        if cli is None:
+            raise RuntimeError(REDIS_INSTALL_HINT.replace("redis-server is", "redis-cli is"))
+        try:
+            count = self.masters * (1 + self.replicas)
+            self.nodes = [RedisClusterNode(self.node_timeout_ms) for _ in range(count)]
+            for node in self.nodes:
+                node.start()
+            argv = [cli, "--cluster", "create", *(f"{h}:{p}" for h, p in self.startup_nodes)]
+            argv += ["--cluster-replicas", str(self.replicas), "--cluster-yes"]
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+            if done.returncode != 0:
+                output = done.stdout + done.stderr
+                raise RuntimeError(f"redis-cli --cluster create failed:\n{output}")
+            self.wait_until_ok(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        log.info("redis cluster ready on ports %s", [n.port for n in self.nodes])
+        return self
+
+    def _state_ok(self, node: RedisClusterNode) -> bool:
+        try:
+            with node.client(socket_timeout=1, socket_connect_timeout=1) as client:
+                return client.execute_command("CLUSTER INFO").get("cluster_state") == "ok"
+        except redis.RedisError:
+            return False
+
+    def live_nodes(self) -> list[RedisClusterNode]:
+        return [node for node in self.nodes if node.running]
+
+    def wait_until_ok(self, timeout: float = 30.0) -> None:
+        """Poll until every running node reports ``cluster_state:ok`` and sees the same number
+        of masters holding slots as were built (so a failover has finished everywhere)."""
+        deadline = time.monotonic() + timeout
+        while not all(self._state_ok(n) for n in self.live_nodes()) or (
+            len(self.serving_masters()) < self.masters
+        ):
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"redis cluster not ok within {timeout:.0f}s")
+            time.sleep(0.05)
+
+    def serving_masters(self) -> list[RedisClusterNode]:
+        """Running nodes that are masters holding slots, as the nodes themselves report."""
+        masters = []
+        for node in self.live_nodes():
+            try:
+                with node.client(socket_timeout=1, socket_connect_timeout=1) as client:
+                    role = client.info("replication")["role"]
+                    nodes = client.execute_command("CLUSTER NODES")  # parsed: {addr: {...}}
+            except redis.RedisError:
+                continue
+            me = nodes.get(f"{LOOPBACK}:{node.port}", {})
+            if role == "master" and "master" in me.get("flags", "") and me.get("slots"):
+                masters.append(node)
+        return masters
+
+    def master_for_key(self, key: str) -> RedisClusterNode:
+        """The node that serves ``key``'s slot now."""
+        with self.client() as client:
+            node = client.get_node_from_key(key)
+        return next(n for n in self.nodes if n.port == int(node.port))
+
+    def replicas_caught_up(self) -> bool:
+        """True when every running replica has acknowledged its master's whole replication
+        stream (Redis replicates asynchronously: a master killed before this can lose the
+        writes it acknowledged last)."""
+        for node in self.serving_masters():
+            with node.client(socket_timeout=1) as client:
+                info = client.info("replication")
+            offset = info.get("master_repl_offset", 0)
+            replicas = [v for k, v in info.items() if k.startswith("slave") and k[5:].isdigit()]
+            if len(replicas) < self.replicas or any(r["offset"] < offset for r in replicas):
+                return False
+        return True
+
+    def wait_for_failover(self, killed: RedisClusterNode, timeout: float = 30.0) -> None:
+        """After ``killed`` (a master) stopped: wait until one of its replicas was promoted and
+        the whole cluster is ok again."""
+        if killed.running:
+            raise RuntimeError(f"{killed.name} on port {killed.port} is still running")
+        self.wait_until_ok(timeout)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            with contextlib.suppress(Exception):
+                node.stop()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
 
 
 def tansu_binary() -> str:
