@@ -27,5 +27,7 @@ RANK_RESPONSE_EXAMPLE: dict[str, Any] = {
     },
     "history_source": "redis",
     "history_length": 212,
+    # Two candidates' content ids were not in Redis: they were scored without content.
+    "degraded": [{"feature": "content", "reason": "missing", "count": 2}],
     "timing": {"redis_ms": 0.41, "model_ms": 3.2, "total_ms": 3.9},
 }
