@@ -33,6 +33,7 @@ from loadtests.stack.demo import (
     wait_for_worker,
 )
 from loadtests.stack.local_stack import LocalStack, StackOptions
+from loadtests.stack.polling import wait_for
 from loadtests.stack.servers import PROMETHEUS_INSTALL_HINT, PrometheusServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,10 +77,7 @@ def driven_stack(
     with LocalStack(options) as stack:
         prometheus = PrometheusServer(stack.scrape_targets()).start()
         try:
-            deadline = time.monotonic() + 30
-            while not prometheus.targets_up():
-                assert time.monotonic() < deadline, "Prometheus never scraped every target"
-                time.sleep(0.5)
+            wait_for(prometheus.targets_up, 30, "Prometheus to scrape every target", 0.5)
             publish_events(stack, TRAFFIC, progress=False)
             wait_for_worker(stack, TRAFFIC.events, timeout=120)
             client = redis.Redis.from_url(stack.redis_url)
