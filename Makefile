@@ -80,7 +80,7 @@ fmt: venv  ## apply ruff fixes and formatting
 
 # Each benchmark prints its tables and writes docs/benchmarks/results/<name>.json.
 bench-model: venv  ## model micro-benchmark (scoring, encode, FLOPs floor) -> results/model.json
-	$(PY) -m loadtests.bench.model
+	$(PY) -m loadtests.bench.model --history-length 250,500,1000
 
 bench: venv system-deps  ## every benchmark in loadtests/bench/ (each writes its result JSON)
 	for module in $$(ls loadtests/bench/*.py | xargs -n1 basename | sed 's/\.py$$//' \

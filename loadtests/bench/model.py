@@ -5,7 +5,7 @@ Measures, on this machine and in one run:
 * the dense matmul rate (fp32 on CPU; bf16 on a GPU): the FLOPs floor is counted FLOPs / rate;
 * online ``score()`` latency for one user and N candidates at the online config's T,
   shared-sequence vs the naive per-candidate path, their ratio, and each against its floor;
-* upstream ``encode_user()`` users/s for several batch sizes at T = ``--history-length``;
+* upstream ``encode_user()`` users/s for several batch sizes at each T of ``--history-length``;
 * the configured sequence FLOPs of both stages and their ratio (counted, not timed).
 
 Writes one result (``docs/benchmarks/results/model.json`` unless ``--out``); the page is drawn
@@ -154,6 +154,14 @@ def bench_encode(result: Result, device, dtype, rate: float, batches: list[int],
         floor = per_user * b / rate
         table.add(b, T, 1e3 * t, b / t, b / floor, t / floor, 100 * floor / t)
         result.data.setdefault("encode", []).append({"batch": b, "T": T, "seconds": t})
+    plots = result.data.setdefault("plots", [])
+    spec = next((p for p in plots if p["file"] == "model-encode.png"), None)
+    if spec is None:
+        spec = {"file": "model-encode.png", "title": "upstream encode_user()",
+                "xlabel": "batch", "ylabel": "users / s", "x": batches, "series": {},
+                "logx": True}  # fmt: skip
+        plots.append(spec)
+    spec["series"][f"T = {T}"] = [row[3] for row in table.rows]
     last = table.rows[-1]
     result.summary.append(
         f"upstream encode_user at T = {T}, batch {last[0]}: {last[3]:.1f} users/s, "
@@ -183,8 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads (CPU)")
     p.add_argument("--candidates", default="1,10,100,500")
     p.add_argument("--batches", default="1,8,32")
-    p.add_argument("--history-length", type=int, default=1000, help="upstream T")
-    p.add_argument("--upstream-T", dest="history_length", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--history-length", default="1000", help="upstream T, or a list: 250,500,1000")
+    p.add_argument("--upstream-T", dest="history_length", help=argparse.SUPPRESS)
     p.add_argument("--quick", action="store_true", help="fewer repetitions")
     p.add_argument("--out", type=Path, help="result JSON (default docs/benchmarks/results/)")
     args = p.parse_args(argv)
@@ -208,8 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     bench_scoring(result, device, dtype, rate, [int(x) for x in args.candidates.split(",")],
                   args.quick)  # fmt: skip
     scoring_plot(result)
-    bench_encode(result, device, dtype, rate, [int(x) for x in args.batches.split(",")],
-                 args.history_length)  # fmt: skip
+    for T in (int(x) for x in str(args.history_length).split(",")):
+        bench_encode(result, device, dtype, rate, [int(x) for x in args.batches.split(",")], T)
     flops_table(result)
     result.write(args.out)
     return 0

