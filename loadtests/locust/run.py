@@ -212,25 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
 def seed_for_checkpoint(redis_url: str, checkpoint: Path, population_users: int) -> None:
     """Seed the load-test population into a running stack's Redis, in the shapes and upstream
     version of the ranker's checkpoint (so fresh users' lookups are hits)."""
-    import redis
+    from loadtests.locust.seed import main as seed_main
 
-    from loadtests.locust.traffic import Population, seed_redis
-    from shared_model.checkpoint import load_checkpoint
-
-    ckpt = load_checkpoint(checkpoint, stage="online")
-    cfg = ckpt.config
-    client = redis.Redis.from_url(redis_url)
-    try:
-        seed_redis(
-            client,
-            Population(users=population_users),
-            history_length=cfg.max_seq_len,
-            content_dim=cfg.content_dim,
-            d_upstream=cfg.d_upstream,
-            upstream_model_version=ckpt.metadata.get("upstream_model_version") or "unknown",
-        )
-    finally:
-        client.close()
+    args = ["--redis-url", redis_url, "--checkpoint", str(checkpoint)]
+    seed_main([*args, "--population-users", str(population_users)])
 
 
 def main(argv: list[str] | None = None) -> int:

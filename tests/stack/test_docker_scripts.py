@@ -280,3 +280,44 @@ def test_seed_reads_the_checkpoint_shape_without_torch(tmp_path: Path) -> None:
                           timeout=120, cwd=ROOT)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == []
+
+
+def test_seed_writes_what_the_ranker_reads(tmp_path: Path) -> None:
+    """locust-seed's command against a real redis-server, with the URL from a secret file."""
+    import redis
+
+    from loadtests.locust import seed
+    from loadtests.locust.traffic import Population
+    from loadtests.stack.checkpoints import checkpoint_pair
+    from loadtests.stack.servers import RedisServer
+    from shared_model.contract import (
+        EMBEDDING_FIELD_RECORD,
+        SOURCE_ENGAGEMENT,
+        SOURCE_IMPRESSION,
+        EmbeddingRecord,
+        embedding_key,
+        history_key,
+    )
+
+    pair = checkpoint_pair(tmp_path / "ckpt")
+    with RedisServer(password="s3cret") as server:
+        url_file = tmp_path / "ranker_redis_url"
+        url_file.write_text(server.url + "\n")
+        args = ["--redis-url-file", str(url_file), "--checkpoint", str(pair.online)]
+        assert seed.main([*args, "--population-users", "10"]) == 0
+        population = Population(users=10)
+        client = redis.Redis.from_url(server.url)
+        try:
+            fresh = population.user_id(0)
+            record = EmbeddingRecord.decode(
+                client.hget(embedding_key(fresh), EMBEDDING_FIELD_RECORD)
+            )
+            assert record.model_version == pair.upstream_version
+            assert (
+                client.zcard(history_key(fresh, SOURCE_ENGAGEMENT))
+                + client.zcard(history_key(fresh, SOURCE_IMPRESSION))
+                == seed.checkpoint_shape(pair.online).history_length
+            )
+            assert not client.exists(embedding_key(population.user_id(9)))  # a "new" user
+        finally:
+            client.close()
