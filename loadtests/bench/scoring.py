@@ -1,0 +1,197 @@
+"""The online model step against its FLOPs floor, and several requests scored together.
+
+``python -m loadtests.bench.scoring`` measures, on this machine and in one run, for the
+configured online model (``shared_model/configs/online.json``) at N candidates and a full
+history of T = max_seq_len events, at each intra-op thread count asked for:
+
+* the fp32 rate of a 1024^3 matmul (as ``loadtests.bench.common.matmul_rate``, but timed in the
+  same interleaved rounds as the model step) and the floor of the model step: its counted FLOPs
+  (``shared_model.flops.scoring_flops``, shared sequence) / that rate;
+* ``score()`` (absorbed decode, the serving path) and the same with the SDPA decode, as time per
+  request and as a multiple of the floor;
+* ``score_many()`` over G requests against G calls of ``score()``: time per request and ratio.
+
+Ends with ``model vs floor: Yx`` at the first thread count (the ranker's, 1 by default). Timings
+are the median of per-round minima, rounds interleaved between the variants, so a variant is
+never favoured by a quiet moment of a shared machine. Asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from loadtests.bench.common import Result, command_line, matmul_rate
+from shared_model.config import online_config
+from shared_model.features import Candidates, Context, EventBatch, UpstreamFeature
+from shared_model.flops import scoring_flops
+from shared_model.inference import score, score_many
+from shared_model.ranker import RankerModel
+
+NOW_MS = 1_750_000_000_000
+MATMUL_N = 1024  # the floor's fp32 matmul: n x n x n, about as long as the model step
+Request = tuple[EventBatch, Context, Candidates, UpstreamFeature]
+
+
+def _request(cfg, n_candidates: int, length: int) -> Request:
+    T, E = cfg.max_seq_len, cfg.content_dim
+    ev = EventBatch.empty(1, T, E)
+    ev.timestamps_ms[:] = NOW_MS - torch.randint(0, 10**9, (1, T)).sort(1, True).values
+    ev.action_type[:] = torch.randint(1, 6, (1, T))
+    ev.item_hash[:] = torch.randint(0, 2**62, (1, T))
+    ev.surface_hash[:] = torch.randint(0, 2**62, (1, T))
+    ev.value[:] = torch.rand(1, T)
+    ev.content[:] = torch.randn(1, T, E)
+    ev.valid[:, T - length :] = True
+    ids = torch.randint(0, 2**62, (5, max(n_candidates, 1)))
+    cands = Candidates(
+        ids[0, :n_candidates],
+        ids[1, :n_candidates],
+        torch.randn(n_candidates, E),
+        torch.ones(n_candidates, dtype=torch.bool),
+        torch.rand(n_candidates, cfg.n_candidate_floats) * 10,
+    )
+    ctx = Context(torch.full((1,), NOW_MS), ids[2, :1], ids[3, :1], ids[4, :1])
+    up = UpstreamFeature(torch.randn(1, cfg.d_upstream), torch.ones(1, dtype=torch.bool))
+    return ev, ctx, cands, up
+
+
+def interleaved(
+    variants: dict[str, Callable[[], object]], rounds: int, reps: int
+) -> dict[str, float]:
+    """Seconds per call of each variant: the median over rounds of the round's minimum."""
+    for fn in variants.values():
+        fn()  # warm-up: caches, folded weights, allocator
+    mins: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, fn in variants.items():
+            best = float("inf")
+            for _ in range(reps):
+                start = time.perf_counter()
+                fn()
+                best = min(best, time.perf_counter() - start)
+            mins[name].append(best)
+    return {name: statistics.median(v) for name, v in mins.items()}
+
+
+def compile_table(result: Result, model: RankerModel, request: Request, threads: int, rounds: int):
+    """torch.compile of decode_queries (static shapes): compile time and step time vs eager."""
+    torch.set_num_threads(threads)
+    ev, ctx, cands, _ = request
+    seq = model.sequence
+    with torch.inference_mode():
+        cache = seq.encode_history(ev, ctx, "sdpa", padded=False)
+        compiled = torch.compile(seq.decode_queries, dynamic=False)
+        start = time.perf_counter()
+        out = compiled(cache, ctx, cands)
+        compile_s = time.perf_counter() - start
+        diff = (out - seq.decode_queries(cache, ctx, cands)).abs().max().item()
+        t = interleaved(
+            {
+                "eager": lambda: seq.decode_queries(cache, ctx, cands),
+                "compiled": lambda: compiled(cache, ctx, cands),
+            },
+            rounds,
+            5,
+        )
+    table = result.table(
+        "torch.compile of the decode step (decode_queries, N candidates)",
+        ["threads", "compile s", "eager ms", "compiled ms", "speed-up", "max |diff|"],
+        note="Static shapes: another N or history length compiles again.",
+    )
+    speed_up = t["eager"] / t["compiled"]
+    table.add(threads, compile_s, t["eager"] * 1e3, t["compiled"] * 1e3, speed_up, diff)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--candidates", type=int, default=100)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--batches", type=int, nargs="+", default=[2, 4, 8])
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument(
+        "--compile", action="store_true", help="also time torch.compile of the decode step"
+    )
+    parser.add_argument("--out", default=None, help="result JSON (default results/scoring.json)")
+    args = parser.parse_args(argv)
+
+    torch.manual_seed(0)
+    cfg = online_config()
+    model = RankerModel(cfg).eval()
+    N, T = args.candidates, cfg.max_seq_len
+    flops = scoring_flops(cfg, N, shared=True)
+    result = Result(
+        "scoring",
+        "Online model step vs its FLOPs floor; several requests scored together",
+        command_line("loadtests.bench.scoring", argv if argv is not None else sys.argv[1:]),
+        description=(
+            f"The configured online model (T = {T}, d_model {cfg.d_model}, {cfg.n_layers} "
+            f"layers, pyramid {cfg.pyramid}), N = {N} candidates, full histories. The floor is "
+            f"the counted FLOPs of the shared-sequence step ({flops / 1e9:.3f} GFLOP) at the "
+            "fp32 rate of a 1024^3 matmul timed in the same interleaved rounds at the same "
+            "thread count. Times are medians of per-round minima over interleaved rounds."
+        ),
+    )
+    step = result.table(
+        "score(): one request, model step",
+        ["threads", "matmul GFLOP/s", "floor ms", "absorbed ms", "x floor", "sdpa decode ms"],
+    )
+    many = result.table(
+        "score_many(): G requests together vs G calls of score()",
+        ["threads", "G", "loop ms/request", "score_many ms/request", "speed-up"],
+        note="Each request: its own user, full history, N candidates.",
+    )
+    requests = [_request(cfg, N, T) for _ in range(max(args.batches))]
+    first = requests[0]
+    headline = None
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        matmul_rate(seconds=0.3)  # warm the BLAS at this thread count
+        a, b = torch.randn(MATMUL_N, MATMUL_N), torch.randn(MATMUL_N, MATMUL_N)
+        times = interleaved(
+            {
+                "matmul": lambda a=a, b=b: a @ b,
+                "absorbed": lambda: score(model, *first),
+                "sdpa": lambda: score(model, *first, impl="sdpa"),
+            },
+            args.rounds,
+            5,
+        )
+        rate = 2 * MATMUL_N**3 / times["matmul"]  # the same rounds as the model step
+        floor = flops / rate
+        ratio = times["absorbed"] / floor
+        headline = headline or ratio
+        step.add(
+            threads,
+            rate / 1e9,
+            floor * 1e3,
+            times["absorbed"] * 1e3,
+            ratio,
+            times["sdpa"] * 1e3,
+        )
+        for G in args.batches:
+            batch = requests[:G]
+            t = interleaved(
+                {
+                    "loop": lambda b=batch: [score(model, *r) for r in b],
+                    "many": lambda b=batch: score_many(model, b),
+                },
+                args.rounds,
+                2,
+            )
+            many.add(threads, G, t["loop"] * 1e3 / G, t["many"] * 1e3 / G, t["loop"] / t["many"])
+    if args.compile:
+        compile_table(result, model, first, args.threads[0], args.rounds)
+    result.summary.append(f"model vs floor: {headline:.2f}x (threads {args.threads[0]})")
+    result.write(Path(args.out) if args.out else None)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
