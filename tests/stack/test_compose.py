@@ -434,3 +434,20 @@ def test_mounted_files_exist(services: dict[str, dict[str, Any]]) -> None:
     assert (ROOT / prometheus_mount["source"]).is_dir()  # a directory, not a single file
     config = services["prometheus"]["command"][0].split("=", 1)[1]
     assert config == f"{prometheus_mount['target']}/{PROMETHEUS.name}"
+
+
+def test_every_one_shot_is_adopted_by_a_long_running_service(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """`docker compose up --wait` (make up) counts an exited container as a failure unless a
+    running service of the same profiles waits for it with service_completed_successfully."""
+    for shot in ONE_SHOTS:
+        adopters = [
+            name
+            for name, service in services.items()
+            if name not in ONE_SHOTS
+            and service.get("depends_on", {}).get(shot, {}).get("condition")
+            == "service_completed_successfully"
+            and set(service.get("profiles", [])) <= set(services[shot].get("profiles", []))
+        ]
+        assert adopters, f"{shot} is adopted by no long-running service of its profiles"
