@@ -89,7 +89,8 @@ class Metrics:
         )
         self.content_lookups = Counter(
             "ranker_content_lookups",
-            "Candidate content vectors looked up by content id, by outcome.",
+            "Candidates' content-id lookups by outcome (hit: from the cache or Redis; missing, "
+            "corrupt, timeout, unavailable: scored without content).",
             ["outcome"],
             registry=r,
         )
