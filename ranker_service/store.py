@@ -22,11 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
-
+from ranker_service.redis_client import REDIS_ERRORS, connect_redis, is_cluster
 from ranker_service.settings import Settings
 from shared_model.contract import (
     EMBEDDING_FIELD_RECORD,
@@ -63,20 +59,8 @@ class FeatureStore:
 
     def __init__(self, settings: Settings) -> None:
         self.budget_s = settings.redis_budget_ms / 1000
-        extra = {}
-        if settings.redis_tls_ca_file is not None:
-            extra["ssl_ca_certs"] = str(settings.redis_tls_ca_file)
-        self.client = aioredis.Redis.from_url(
-            settings.redis_url.get_secret_value(),
-            # Socket timeouts back up the budget; one immediate retry reconnects a connection
-            # that went stale while Redis restarted (the budget still bounds the total).
-            socket_timeout=max(self.budget_s, 0.001),
-            socket_connect_timeout=max(self.budget_s, 0.001),
-            retry=Retry(NoBackoff(), retries=1),
-            max_connections=settings.redis_max_connections,
-            health_check_interval=0,
-            **extra,
-        )
+        self.client = connect_redis(settings, self.budget_s)
+        self.cluster = is_cluster(self.client)
 
     async def fetch(
         self,
@@ -99,13 +83,18 @@ class FeatureStore:
                 # Each source capped separately (paper: per-source horizon), oldest first.
                 pipe.zrange(history_key(user_id, source), -history_limit, -1)
         if content_ids:
-            pipe.mget([content_embedding_key(c) for c in content_ids])
+            keys = [content_embedding_key(c) for c in content_ids]
+            if self.cluster:
+                for key in keys:  # content keys span slots: no MGET; one GET each, per node
+                    pipe.get(key)
+            else:
+                pipe.mget(keys)
         try:
             async with asyncio.timeout(self.budget_s):
                 replies = await pipe.execute()
         except TimeoutError:
             return UserData(FetchOutcome.TIMEOUT, time.perf_counter() - start)
-        except (RedisError, OSError) as e:
+        except REDIS_ERRORS as e:
             log.debug("redis read failed: %s", e)
             return UserData(FetchOutcome.UNAVAILABLE, time.perf_counter() - start)
         data = UserData(FetchOutcome.OK, time.perf_counter() - start)
@@ -115,14 +104,15 @@ class FeatureStore:
         if read_history:
             data.history = [replies.pop(0) for _ in HISTORY_SOURCES]
         if content_ids:
-            data.content = dict(zip(content_ids, replies.pop(0), strict=True))
+            values = replies if self.cluster else replies.pop(0)
+            data.content = dict(zip(content_ids, values, strict=True))
         return data
 
     async def ping(self) -> bool:
         try:
             async with asyncio.timeout(max(self.budget_s, 0.25)):
                 return bool(await self.client.ping())
-        except (TimeoutError, RedisError, OSError):
+        except (TimeoutError, *REDIS_ERRORS):
             return False
 
     async def aclose(self) -> None:

@@ -300,7 +300,7 @@ def send_rank_requests(stack: LocalStack, t: TrafficOptions, users: list[str]) -
 
 def report(stack: LocalStack, t: TrafficOptions, ranking: RankingResult, users: int) -> str:
     up = merged_scrape(stack.upstream_metrics_urls)
-    client = redis.Redis.from_url(stack.redis_url)
+    client = stack.redis_client()
     try:
         stored = count_embeddings(client)
     finally:
@@ -361,6 +361,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--upstream-checkpoint", type=Path, default=DEMO_CHECKPOINTS / "upstream")
     p.add_argument("--online-checkpoint", type=Path, default=DEMO_CHECKPOINTS / "online")
     p.add_argument("--redis-url", help="use this running Redis instead of starting redis-server")
+    p.add_argument(
+        "--redis-cluster",
+        action="store_true",
+        help="start a local Redis Cluster (3 masters, a replica each), or with --redis-url treat "
+        "that URL as a cluster seed node",
+    )
     p.add_argument("--kafka", help="use this running Kafka (host:port) instead of Tansu")
     p.add_argument("--run-dir", type=Path, help="logs (default runs/demo-<time>)")
     args = p.parse_args(argv)
@@ -379,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
             upstream_checkpoint=args.upstream_checkpoint,
             online_checkpoint=args.online_checkpoint,
             redis_url=args.redis_url,
+            redis_cluster=args.redis_cluster,
             kafka_bootstrap=args.kafka,
         )
         log.info("starting the stack (logs in %s)", run_dir)
@@ -386,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
             log.info("publishing %d events at %g/s", traffic.events, traffic.rate)
             publish_events(stack, traffic)
             wait_for_worker(stack, traffic.events)
-            client = redis.Redis.from_url(stack.redis_url)
+            client = stack.redis_client()
             try:
                 users = users_with_history(client)
             finally:

@@ -27,12 +27,16 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Self
 
+import redis
+import redis.cluster
+
 from loadtests.stack.servers import (
     FAST_GROUP_CONSUMER,
     LOOPBACK,
     REDIS_INSTALL_HINT,
     KafkaBroker,
     ManagedProcess,
+    RedisCluster,
     RedisServer,
     ServiceProcess,
     free_port,
@@ -58,6 +62,9 @@ class StackOptions:
     partitions: int = 4  # of the events topic
     upstream_workers: int = 1  # consumer-group members
     redis_url: str | None = None  # use this Redis instead of starting redis-server
+    # Redis Cluster: start a local one (3 masters, a replica each) instead of one redis-server,
+    # or, with redis_url, treat that URL as a seed node of an existing cluster.
+    redis_cluster: bool = False
     kafka_bootstrap: str | None = None  # use this broker instead of starting Tansu
     upstream_env: dict[str, str] = field(default_factory=dict)  # extra UPSTREAM_* settings
     ranker_env: dict[str, str] = field(default_factory=dict)  # extra RANKER_* settings
@@ -73,6 +80,8 @@ class LocalStack:
     def __init__(self, options: StackOptions) -> None:
         self.options = options
         self.redis: RedisServer | None = None
+        self.redis_cluster: RedisCluster | None = None
+        self.ranker_replicas: list[ServiceProcess] = []
         self.broker: KafkaBroker | None = None
         self.workers: list[ServiceProcess] = []
         self.ranker: ServiceProcess | None = None
@@ -84,8 +93,16 @@ class LocalStack:
     def redis_url(self) -> str:
         if self.options.redis_url:
             return self.options.redis_url
+        if self.redis_cluster is not None:
+            return self.redis_cluster.url
         assert self.redis is not None, "stack not started"
         return self.redis.url
+
+    def redis_client(self) -> redis.Redis | redis.cluster.RedisCluster:
+        """A sync redis-py client for the stack's Redis (a cluster client on a cluster)."""
+        if self.options.redis_cluster:
+            return redis.cluster.RedisCluster.from_url(self.redis_url)
+        return redis.Redis.from_url(self.redis_url)
 
     @property
     def kafka_bootstrap(self) -> str:
@@ -120,7 +137,10 @@ class LocalStack:
             if o.redis_url is None:
                 if shutil.which("redis-server") is None:
                     raise RuntimeError(REDIS_HELP)
-                self.redis = RedisServer(o.redis_port).start()
+                if o.redis_cluster:
+                    self.redis_cluster = RedisCluster().start()
+                else:
+                    self.redis = RedisServer(o.redis_port).start()
             if o.kafka_bootstrap is None:
                 self.broker = KafkaBroker(o.kafka_port).start()
                 self.broker.create_topic(EVENTS_TOPIC, o.partitions, exist_ok=True)
@@ -171,6 +191,8 @@ class LocalStack:
             "UPSTREAM_TORCH_THREADS": "1",
             **{f"UPSTREAM_{k.upper()}": str(v) for k, v in FAST_GROUP_CONSUMER.items()},
         }
+        if o.redis_cluster:
+            env["UPSTREAM_REDIS_CLUSTER"] = "true"
         return env | o.upstream_env
 
     def _ranker_env(self) -> dict[str, str]:
@@ -178,11 +200,31 @@ class LocalStack:
             "RANKER_REDIS_URL": self.redis_url,
             "RANKER_CHECKPOINT_PATH": str(self.options.online_checkpoint),
         }
+        if self.options.redis_cluster:
+            env["RANKER_REDIS_CLUSTER"] = "true"
         return env | self.options.ranker_env
+
+    def start_ranker_replica(self) -> str:
+        """Start one more ranker (same checkpoint, same Redis) on a free port; its base URL."""
+        port = free_port()
+        replica = ServiceProcess(
+            "uvicorn",
+            "ranker_service.main:app",
+            "--host", LOOPBACK,
+            "--port", str(port),
+            *UVICORN_FLAGS,
+            env=self._ranker_env(),
+            name=f"ranker-{len(self.ranker_replicas) + 1}",
+            log_path=self.options.run_dir / f"ranker-{len(self.ranker_replicas) + 1}.log",
+        ).start()  # fmt: skip
+        self.ranker_replicas.append(replica)
+        url = f"http://{LOOPBACK}:{port}"
+        replica.wait_ready(f"{url}/readyz", timeout=self.options.ready_timeout_s)
+        return url
 
     def stop(self) -> None:
         """Stop everything this stack started, in reverse order; idempotent."""
-        for process in [self.ranker, *reversed(self.workers)]:
+        for process in [*self.ranker_replicas, self.ranker, *reversed(self.workers)]:
             if process is not None:
                 with contextlib.suppress(Exception):
                     process.stop(timeout=15)
@@ -192,6 +234,8 @@ class LocalStack:
                     server.stop()
                 with contextlib.suppress(OSError):
                     shutil.copy(server.log_path, self.options.run_dir / server.log_path.name)
+        if self.redis_cluster is not None:
+            self.redis_cluster.stop()
 
     def __enter__(self) -> Self:
         return self.start()
