@@ -9,7 +9,9 @@ history of T = max_seq_len events, at each intra-op thread count asked for:
   (``shared_model.flops.scoring_flops``, shared sequence) / that rate;
 * ``score()`` (absorbed decode, the serving path) and the same with the SDPA decode, as time per
   request and as a multiple of the floor;
-* ``score_many()`` over G requests against G calls of ``score()``: time per request and ratio.
+* ``score_many()`` over G requests against G calls of ``score()``: time per request and ratio;
+* with ``--baseline REV``: before/after, the same ``score()`` step timed with the model package
+  of git revision REV (``git archive``) and with this tree's, in alternating subprocesses.
 
 Ends with ``model vs floor: Yx`` at the first thread count (the ranker's, 1 by default). Timings
 are the median of per-round minima, rounds interleaved between the variants, so a variant is
@@ -19,19 +21,25 @@ never favoured by a quiet moment of a shared machine. Asserts nothing.
 from __future__ import annotations
 
 import argparse
+import io
+import json
+import os
 import statistics
+import subprocess
 import sys
+import tarfile
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from loadtests.bench.common import Result, command_line, matmul_rate
+from loadtests.bench.common import REPO_ROOT, Result, command_line, matmul_rate
 from shared_model.config import online_config
 from shared_model.features import Candidates, Context, EventBatch, UpstreamFeature
 from shared_model.flops import scoring_flops
-from shared_model.inference import score, score_many
+from shared_model.inference import score
 from shared_model.ranker import RankerModel
 
 NOW_MS = 1_750_000_000_000
@@ -109,6 +117,67 @@ def compile_table(result: Result, model: RankerModel, request: Request, threads:
     table.add(threads, compile_s, t["eager"] * 1e3, t["compiled"] * 1e3, speed_up, diff)
 
 
+def _child_step(n_candidates: int, threads: int, rounds: int) -> None:
+    """Print {"step_s", "matmul_s"} for score() of the model package on sys.path."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    cfg = online_config()
+    model = RankerModel(cfg).eval()
+    request = _request(cfg, n_candidates, cfg.max_seq_len)
+    a, b = torch.randn(MATMUL_N, MATMUL_N), torch.randn(MATMUL_N, MATMUL_N)
+    t = interleaved({"matmul": lambda: a @ b, "step": lambda: score(model, *request)}, rounds, 5)
+    package = sys.modules["shared_model"].__file__
+    print(json.dumps({"step_s": t["step"], "matmul_s": t["matmul"], "package": package}))
+
+
+def before_after(result: Result, rev: str, n_candidates: int, threads: int, rounds: int) -> None:
+    """score() at this tree vs at git revision ``rev``, alternating subprocesses."""
+    cfg = online_config()
+    flops = scoring_flops(cfg, n_candidates, shared=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "archive", rev, "shared_model"],
+            check=True,
+            capture_output=True,
+        ).stdout
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(tmp, filter="data")
+        roots = {f"before ({rev})": tmp, "after (this tree)": str(REPO_ROOT)}
+        runs: dict[str, list[dict[str, float]]] = {label: [] for label in roots}
+        for _ in range(3):
+            for label, root in roots.items():
+                env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, str(REPO_ROOT)])}
+                out = subprocess.run(
+                    [
+                        *(sys.executable, "-m", "loadtests.bench.scoring", "--child-step"),
+                        *("--candidates", str(n_candidates), "--threads", str(threads)),
+                        *("--rounds", str(rounds)),
+                    ],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                    env=env,
+                    cwd=root,  # sys.path[0]: its shared_model shadows the installed one
+                ).stdout
+                run = json.loads(out.strip().splitlines()[-1])
+                if not run["package"].startswith(root):
+                    raise RuntimeError(f"{label} imported {run['package']}, not {root}")
+                runs[label].append(run)
+    table = result.table(
+        f"Before/after: score(), one request, threads {threads}",
+        ["code", "step ms", "matmul GFLOP/s", "x floor"],
+        note="Median of 3 alternating subprocess runs, each the median of per-round minima.",
+    )
+    steps = {}
+    for label, rs in runs.items():
+        step = statistics.median(r["step_s"] for r in rs)
+        rate = statistics.median(2 * MATMUL_N**3 / r["matmul_s"] for r in rs)
+        steps[label] = step
+        table.add(label, step * 1e3, rate / 1e9, step / (flops / rate))
+    before, after = steps.values()
+    result.summary.append(f"model step before/after: {before / after:.2f}x faster ({rev})")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--candidates", type=int, default=100)
@@ -118,8 +187,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--compile", action="store_true", help="also time torch.compile of the decode step"
     )
+    parser.add_argument("--baseline", default=None, help="git revision to compare against")
+    parser.add_argument("--child-step", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", default=None, help="result JSON (default results/scoring.json)")
     args = parser.parse_args(argv)
+    if args.child_step:
+        _child_step(args.candidates, args.threads[0], args.rounds)
+        return 0
+    from shared_model.inference import score_many  # not in a --baseline revision's package
 
     torch.manual_seed(0)
     cfg = online_config()
@@ -186,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
                 2,
             )
             many.add(threads, G, t["loop"] * 1e3 / G, t["many"] * 1e3 / G, t["loop"] / t["many"])
+    if args.baseline:
+        before_after(result, args.baseline, N, args.threads[0], args.rounds)
     if args.compile:
         compile_table(result, model, first, args.threads[0], args.rounds)
     result.summary.append(f"model vs floor: {headline:.2f}x (threads {args.threads[0]})")
