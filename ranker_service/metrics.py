@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from ranker_service.schemas import DegradationReason, DegradedFeature
+
 # Fine from 1 to 200 ms so that P50/P95/P99 can be read off the buckets; coarse beyond.
 LATENCY_BUCKETS_S = (
     0.001, 0.002, 0.003, 0.004, 0.005, 0.006, 0.008, 0.010, 0.012, 0.015, 0.020, 0.025,
@@ -134,6 +136,15 @@ class Metrics:
             ["model_version", "upstream_model_version"],
             registry=r,
         )
+        # Every known label value starts at 0, so rate() and the dashboards read 0 (not "no
+        # data") until the first degraded request or cache eviction.
+        for feature in DegradedFeature:
+            for reason in DegradationReason:
+                self.degraded_requests.labels(feature.value, reason.value)
+        for result in ("hit", "miss"):
+            self.content_cache_lookups.labels(result)
+        for reason in ("capacity", "expired", "version"):
+            self.content_cache_evictions.labels(reason)
 
     def set_model(self, model_version: str, upstream_model_version: str) -> None:
         self.model_info.clear()

@@ -146,12 +146,14 @@ RANKER_PANELS = [
     Panel(
         "Content-vector cache",
         {
-            "hit ratio": f'sum(rate(ranker_content_cache_lookups_total{{result="hit"}}[{RATE}])) '
-            f"/ sum(rate(ranker_content_cache_lookups_total[{RATE}]))",
+            "{{result}}": f"sum by (result) (rate(ranker_content_cache_lookups_total[{RATE}]))",
+            "evicted {{reason}}": "sum by (reason) "
+            f"(rate(ranker_content_cache_evictions_total[{RATE}]))",
         },
-        unit="percentunit",
+        unit="ops",
         width=12,
-        description="Share of content-id lookups answered by the in-process cache.",
+        description="Content-id lookups answered by the in-process cache (hit) or read from "
+        "Redis (miss), and entries dropped (capacity, expired, version).",
     ),
     Panel(
         "Upstream embedding age",
