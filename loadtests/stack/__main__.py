@@ -88,6 +88,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--prometheus-port", type=int, default=d.prometheus)
     p.add_argument("--no-prometheus", action="store_true", help="do not start Prometheus")
     p.add_argument("--workers", type=int, default=1, help="upstream consumer-group members")
+    p.add_argument(
+        "--redis-cluster", action="store_true",
+        help="a local Redis Cluster (3 masters, a replica each, on free ports) instead of one "
+        "redis-server on --redis-port",
+    )  # fmt: skip
     p.add_argument("--upstream-checkpoint", type=Path, default=DEMO_CHECKPOINTS / "upstream")
     p.add_argument("--online-checkpoint", type=Path, default=DEMO_CHECKPOINTS / "online")
     p.add_argument("--run-dir", type=Path, help="logs (default runs/stack-<time>)")
@@ -105,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         upstream_checkpoint=args.upstream_checkpoint,
         online_checkpoint=args.online_checkpoint,
         upstream_workers=args.workers,
+        redis_cluster=args.redis_cluster,
         redis_port=args.redis_port,
         kafka_port=args.kafka_port,
         ranker_port=args.ranker_port,
