@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from shared_model.contract import (
-    CONTRACT_VERSION,
+    EMBEDDING_RECORD_VERSION,
+    HISTORY_RECORD_VERSION,
     ActionType,
     ContractError,
     EmbeddingDType,
@@ -103,7 +104,7 @@ def _decode_group(
         return HistoryColumns.empty(content_dim), np.zeros(count, dtype=bool)
     records = np.frombuffer(raw, dtype=history_dtype(dim), count=count)  # (R,) structured
     ok = (
-        (records["version"] == CONTRACT_VERSION)
+        (records["version"] == HISTORY_RECORD_VERSION)
         & (records["dim"] == dim)
         & np.isin(records["action"], _ACTION_CODES)
     )
@@ -228,7 +229,7 @@ def decode_embedding(raw: bytes, expected_dim: int | None = None) -> EmbeddingAr
     magic, version, dtype, vlen, dim, computed, newest, hist = _EMB_HEADER.unpack_from(raw)
     if magic != _EMB_MAGIC:
         raise ContractError(f"embedding record has bad magic {magic!r}")
-    if version != CONTRACT_VERSION:
+    if version != EMBEDDING_RECORD_VERSION:
         raise ContractError(f"embedding record has unknown contract version {version}")
     try:
         dt = EmbeddingDType(dtype)

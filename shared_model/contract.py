@@ -5,6 +5,8 @@ Everything that crosses a process boundary is defined here, once, with its encod
 * ``UserEvent``       - what producers publish to Kafka (JSON, key = user id).
 * ``HistoryRecord``   - one event as stored in the user's history in Redis (compact binary).
 * ``EmbeddingRecord`` - the upstream user embedding as stored in Redis (binary, one value).
+* ``RefreshRequest``  - a request to re-encode one user with one upstream model version, as the
+  backfill publishes it to Kafka (JSON, key = user id).
 * the Redis key layout, with a per-user hash tag so that a user's history and embedding keys
   live in one Redis Cluster slot and the ranker reaches both in one pipelined round trip.
 
@@ -13,7 +15,14 @@ pipeline all import this module, and none of them should need torch or pydantic 
 record. Every decoder checks the version and the length and raises ``ContractError`` with a
 message that says what is wrong.
 
-Bump ``CONTRACT_VERSION`` (and keep decoding the old version) for any change of layout.
+Bump ``CONTRACT_VERSION`` (and keep decoding the old version) for any change of layout. Each
+binary record also carries its own layout version (``HISTORY_RECORD_VERSION``,
+``EMBEDDING_RECORD_VERSION``), bumped only when that record's bytes change.
+
+Version 2 keeps every record's bytes and changes the embedding key layout: one key per
+(user, upstream model version), so that during an upstream rollout the old and the new model both
+have embeddings, each under its own write-if-newer rule and its own expiry. Version 1 stored one
+embedding per user (``embedding_key``, field ``record``); readers still fall back to it.
 """
 
 from __future__ import annotations
@@ -26,7 +35,12 @@ import struct
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-CONTRACT_VERSION = 1
+CONTRACT_VERSION = 2
+# Layout versions of the records themselves: unchanged since contract version 1.
+EVENT_SCHEMA_VERSION = 1
+HISTORY_RECORD_VERSION = 1
+EMBEDDING_RECORD_VERSION = 1
+REFRESH_REQUEST_VERSION = 1
 KEY_PREFIX = "llatte"
 
 MAX_ID_LENGTH = 128
@@ -163,13 +177,13 @@ class UserEvent:
     content_embedding: tuple[float, ...] | None = None  # optional dense content vector
     value: float | None = None  # optional scalar (rating, price, dwell seconds)
     metadata: dict[str, str] = field(default_factory=dict)  # free-form, kept in Kafka only
-    schema_version: int = CONTRACT_VERSION
+    schema_version: int = EVENT_SCHEMA_VERSION
 
     def __post_init__(self) -> None:
-        if self.schema_version != CONTRACT_VERSION:
+        if self.schema_version != EVENT_SCHEMA_VERSION:
             raise ContractError(
                 f"unsupported event schema_version {self.schema_version!r} "
-                f"(this build reads {CONTRACT_VERSION})"
+                f"(this build reads {EVENT_SCHEMA_VERSION})"
             )
         _check_id("event_id", self.event_id)
         _check_id("user_id", self.user_id)
@@ -283,7 +297,7 @@ class HistoryRecord:
     def encode(self) -> bytes:
         dim = 0 if self.content is None else len(self.content)
         head = _HISTORY_HEADER.pack(
-            CONTRACT_VERSION,
+            HISTORY_RECORD_VERSION,
             int(self.action_type),
             dim,
             self.timestamp_ms,
@@ -303,7 +317,7 @@ class HistoryRecord:
                 f"history record too short: {len(raw)} bytes < header {_HISTORY_HEADER.size}"
             )
         version, action, dim, ts, item, surface, event, value = _HISTORY_HEADER.unpack_from(raw)
-        if version != CONTRACT_VERSION:
+        if version != HISTORY_RECORD_VERSION:
             raise ContractError(f"history record has unknown contract version {version}")
         expected = _HISTORY_HEADER.size + 2 * dim
         if len(raw) != expected:
@@ -362,7 +376,7 @@ class EmbeddingRecord:
         dim = len(self.vector)
         head = _EMB_HEADER.pack(
             _EMB_MAGIC,
-            CONTRACT_VERSION,
+            EMBEDDING_RECORD_VERSION,
             int(self.dtype),
             len(version),
             dim,
@@ -379,7 +393,7 @@ class EmbeddingRecord:
         magic, version, dtype, vlen, dim, computed, newest, hist = _EMB_HEADER.unpack_from(raw)
         if magic != _EMB_MAGIC:
             raise ContractError(f"embedding record has bad magic {magic!r}")
-        if version != CONTRACT_VERSION:
+        if version != EMBEDDING_RECORD_VERSION:
             raise ContractError(f"embedding record has unknown contract version {version}")
         try:
             dt = EmbeddingDType(dtype)
@@ -416,8 +430,45 @@ def history_key(user_id: str, source: str) -> str:
 
 
 def embedding_key(user_id: str) -> str:
-    """Hash with fields ``record`` (EmbeddingRecord bytes) and ``newest_event_ms``."""
+    """Contract version 1: one hash per user with fields ``record`` (EmbeddingRecord bytes) and
+    ``newest_event_ms``. Nothing writes it any more; readers fall back to it."""
     return f"{KEY_PREFIX}:u:{_tag(user_id)}:emb"
+
+
+def _check_model_version(model_version: Any) -> None:
+    _check_id("model_version", model_version)
+    # SCAN patterns match versioned keys by their suffix: no glob characters in a version.
+    if any(c in "*?[]\\:" for c in model_version):
+        raise ContractError(
+            f"model_version must not contain glob characters or ':' : {model_version!r}"
+        )
+
+
+def versioned_embedding_key(user_id: str, model_version: str) -> str:
+    """Hash with the same fields as ``embedding_key`` (plus ``computed_at_ms``), one per
+    (user, upstream model version); same hash tag, so it shares the user's cluster slot."""
+    _check_model_version(model_version)
+    return f"{KEY_PREFIX}:u:{_tag(user_id)}:emb:{model_version}"
+
+
+def versioned_embedding_pattern(model_version: str) -> str:
+    """SCAN ``MATCH`` pattern of every user's embedding key of one model version."""
+    _check_model_version(model_version)
+    return f"{KEY_PREFIX}:u:*:emb:{model_version}"
+
+
+def user_of_key(key: str | bytes) -> str:
+    """The user id of a per-user key (``llatte:u:{user}:...``)."""
+    text = key.decode("utf-8") if isinstance(key, bytes) else key
+    start, end = text.find("{"), text.find("}")
+    if not text.startswith(f"{KEY_PREFIX}:u:{{") or end < start:
+        raise ContractError(f"not a per-user key: {text!r}")
+    return text[start + 1 : end]
+
+
+def history_pattern() -> str:
+    """SCAN ``MATCH`` pattern of every user's history keys (both sources)."""
+    return f"{KEY_PREFIX}:u:*:hist:*"
 
 
 def events_seen_key(user_id: str) -> str:
@@ -427,9 +478,11 @@ def events_seen_key(user_id: str) -> str:
 
 EMBEDDING_FIELD_RECORD = "record"
 EMBEDDING_FIELD_NEWEST = "newest_event_ms"
+EMBEDDING_FIELD_COMPUTED = "computed_at_ms"  # versioned keys only: read by the age trigger
 
 # Atomic "write only if not older": KEYS[1] = embedding key; ARGV = newest_event_ms, record,
-# ttl_ms (0 = no expiry). Returns 1 when written, 0 when a newer embedding is already stored.
+# ttl_ms (0 = no expiry), optionally computed_at_ms. Returns 1 when written, 0 when a newer
+# embedding is already stored. On a versioned key the rule holds per model version.
 # Equal timestamps overwrite, so a recomputation by a new model version replaces the old one.
 # A stored timestamp that is not a number (a corrupt record) counts as absent: overwritten.
 WRITE_EMBEDDING_LUA = """
@@ -438,6 +491,9 @@ if current and current > tonumber(ARGV[1]) then
   return 0
 end
 redis.call('HSET', KEYS[1], 'newest_event_ms', ARGV[1], 'record', ARGV[2])
+if ARGV[4] then
+  redis.call('HSET', KEYS[1], 'computed_at_ms', ARGV[4])
+end
 if tonumber(ARGV[3]) > 0 then
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
 end
@@ -459,3 +515,55 @@ def content_embedding_key(content_id: str) -> str:
     """
     _check_id("content_id", content_id)
     return f"{KEY_PREFIX}:content:{content_id}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Kafka: refresh requests (the backfill)
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RefreshRequest:
+    """Re-encode one user with one upstream model version (JSON, Kafka key = user_id).
+
+    The backfill publishes these to the refresh topic so that the worker group encodes every
+    user in parallel across partitions; a worker serving another model version skips them.
+    """
+
+    user_id: str
+    model_version: str  # the upstream model version that should encode the user
+    requested_at_ms: int  # when the backfill published it (backfill lag starts here)
+    schema_version: int = REFRESH_REQUEST_VERSION
+
+    def __post_init__(self) -> None:
+        if self.schema_version != REFRESH_REQUEST_VERSION:
+            raise ContractError(
+                f"unsupported refresh request schema_version {self.schema_version!r} "
+                f"(this build reads {REFRESH_REQUEST_VERSION})"
+            )
+        _check_id("user_id", self.user_id)
+        _check_model_version(self.model_version)
+        _check_timestamp("requested_at_ms", self.requested_at_ms)
+
+    def encode(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":")).encode("utf-8")
+
+    def kafka_key(self) -> bytes:
+        return self.user_id.encode("utf-8")
+
+    @classmethod
+    def decode(cls, raw: bytes) -> RefreshRequest:
+        if len(raw) > MAX_EVENT_BYTES:
+            raise ContractError(f"refresh request too large: {len(raw)} bytes")
+        try:
+            d = json.loads(raw)
+        except (UnicodeDecodeError, ValueError, RecursionError) as e:
+            raise ContractError(f"refresh request is not valid JSON: {_short(str(e))}") from None
+        if not isinstance(d, dict):
+            raise ContractError("refresh request must be a JSON object")
+        known = set(cls.__dataclass_fields__)
+        if unknown := sorted(set(d) - known):
+            raise ContractError(f"unknown refresh request field(s): {', '.join(unknown)}")
+        if missing := sorted({"user_id", "model_version", "requested_at_ms"} - set(d)):
+            raise ContractError(f"missing refresh request field(s): {', '.join(missing)}")
+        return cls(**d)

@@ -1,3 +1,4 @@
+import re
 import struct
 
 import pytest
@@ -173,3 +174,61 @@ def test_stable_hash_is_stable():
         __import__("hashlib").blake2b(b"ad:7", digest_size=8).digest(), "little"
     )
     assert 0 <= c.stable_hash("x") < 2**63
+
+
+def test_versioned_embedding_keys_golden_and_one_slot():
+    assert c.CONTRACT_VERSION == 2
+    key = c.versioned_embedding_key("user-42", "upstream-3f2a9c1d7e0b")
+    assert key == "llatte:u:{user-42}:emb:upstream-3f2a9c1d7e0b"
+    assert c.embedding_key("user-42") == "llatte:u:{user-42}:emb"  # version 1, still read
+    assert c.user_of_key(key.encode()) == "user-42"
+    assert c.user_of_key(c.history_key("a b", "eng")) == "a b"
+    assert c.versioned_embedding_pattern("m1") == "llatte:u:*:emb:m1"
+    assert c.history_pattern() == "llatte:u:*:hist:*"
+    for bad in ("a*", "v:1", "x[1]", "", "a}b"):
+        with pytest.raises(ContractError, match="model_version"):
+            c.versioned_embedding_key("u", bad)
+    with pytest.raises(ContractError, match="not a per-user key"):
+        c.user_of_key("llatte:content:x")
+
+
+def test_record_bytes_keep_their_version_1_layout():
+    # Contract version 2 changed the key layout only: records written before still decode.
+    raw = EmbeddingRecord((1.0, -2.0), "m1", TS, TS - 5, 3).encode()
+    assert raw[4] == c.EMBEDDING_RECORD_VERSION == 1
+    assert HistoryRecord(TS, ActionType.CLICK, 1, 2, 3).encode()[0] == 1
+    assert make_event().schema_version == 1
+
+
+def test_refresh_request_round_trip_golden():
+    req = c.RefreshRequest("user-42", "upstream-3f2a", TS)
+    raw = req.encode()
+    assert raw == (
+        b'{"user_id":"user-42","model_version":"upstream-3f2a",'
+        b'"requested_at_ms":1750000000000,"schema_version":1}'
+    )
+    assert c.RefreshRequest.decode(raw) == req
+    assert req.kafka_key() == b"user-42"
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"{bad", "not valid JSON"),
+        (b"[]", "must be a JSON object"),
+        (b'{"user_id":"u"}', "missing refresh request field(s): model_version, requested_at_ms"),
+        (b'{"user_id":"u","model_version":"m","requested_at_ms":5}', "requested_at_ms=5"),
+        (
+            b'{"user_id":"u","model_version":"m","requested_at_ms":1750000000000,"x":1}',
+            "unknown refresh request field(s): x",
+        ),
+        (
+            b'{"user_id":"u","model_version":"m","requested_at_ms":1750000000000,'
+            b'"schema_version":9}',
+            "unsupported refresh request schema_version 9",
+        ),
+    ],
+)
+def test_bad_refresh_requests_name_the_problem(raw, message):
+    with pytest.raises(ContractError, match=re.escape(message)):
+        c.RefreshRequest.decode(raw)
