@@ -211,3 +211,19 @@ def test_embedding_decode_equals_the_reference(raw: bytes, expected_dim: int | N
         reference.newest_event_ms,
     )
     assert (fast.history_length, fast.dtype) == (reference.history_length, reference.dtype)
+
+
+def test_ties_break_by_event_hash_then_source_order() -> None:
+    """merge_histories' order: (timestamp_ms, event_hash), stable for full ties."""
+    ts = BASE_MS
+    eng = [HistoryRecord(ts, ActionType.CLICK, i, 0, h, 0.0, None) for i, h in enumerate([3, 1])]
+    imp = [
+        HistoryRecord(ts, ActionType.VIEW, 10 + i, 0, h, 0.0, None) for i, h in enumerate([1, 2])
+    ]
+    sources = [[r.encode() for r in eng], [r.encode() for r in imp]]
+    fast, kept, _ = history_events(sources, 3, E)
+    # event_hash 1 (eng item 1, then imp item 10: a full tie keeps the sources' order), 2, 3;
+    # the limit keeps the last three.
+    assert kept == 3 and fast.item_hash[0].tolist() == [10, 11, 0]
+    reference, _ = decode_history(sources, limit=3)
+    assert [r.item_hash for r in reference] == [10, 11, 0]
