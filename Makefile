@@ -33,8 +33,8 @@ CHECKPOINT_FILES := $(foreach s,upstream online,artifacts/demo/$(s)/config.json 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_GET := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: help venv system-deps test lint fmt bench-model bench train demo stack up down docs \
-	loadtest bench-report
+.PHONY: help venv system-deps test lint fmt bench-model bench train demo stack ranker up down \
+	docs loadtest bench-report
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -102,6 +102,10 @@ docs: venv  ## regenerate the dashboards, the configuration reference and the be
 # `make stack STACK_ARGS="--ranker-port 8001 --no-prometheus"`; `llatte-stack --help` lists all.
 stack: venv system-deps  ## the local stack on fixed ports (Kafka 19092, Redis 16379, ranker 8000), up until Ctrl-C
 	$(PY) -m loadtests.stack $(STACK_ARGS)
+
+# `make ranker RANKER_ARGS="--port 8001"`; configured by RANKER_* variables (docs/operations.md).
+ranker: venv  ## the ranker alone on 127.0.0.1:8000 (uvicorn --loop uvloop --http httptools)
+	$(PY) -m ranker_service $(RANKER_ARGS)
 
 up:  ## docker compose up: secrets, checkpoints, GPU override when usable (docs/operations.md)
 	@if [ "$(COMPOSE)" != "docker compose" ] || ! docker info >/dev/null 2>&1; then \
