@@ -181,6 +181,7 @@ class RankingService:
             read_embedding=s.upstream_lookup_enabled,
             read_history=inline is None,
             content_ids=content_ids if bundle.config.content_dim else (),
+            embedding_version=bundle.upstream_model_version,
         )
         stage_cpu = self.metrics.stage_cpu_seconds
         stage_cpu.labels("redis").inc(time.thread_time() - cpu)

@@ -30,6 +30,7 @@ from shared_model.contract import (
     content_embedding_key,
     embedding_key,
     history_key,
+    versioned_embedding_key,
 )
 
 log = logging.getLogger(__name__)
@@ -70,12 +71,20 @@ class FeatureStore:
         read_embedding: bool,
         read_history: bool,
         content_ids: Sequence[str] = (),
+        embedding_version: str | None = None,
     ) -> UserData:
-        """One pipelined round trip; never raises for Redis trouble (see ``outcome``)."""
+        """One pipelined round trip; never raises for Redis trouble (see ``outcome``).
+
+        ``embedding_version`` is the upstream model version the ranker was trained with: its
+        embedding key is read beside the version-1 key (same slot), and the first present wins.
+        """
         start = time.perf_counter()
         if not (read_embedding or read_history or content_ids):
             return UserData(FetchOutcome.SKIPPED, 0.0)
         pipe = self.client.pipeline(transaction=False)
+        versioned = read_embedding and embedding_version is not None
+        if versioned:
+            pipe.hget(versioned_embedding_key(user_id, embedding_version), EMBEDDING_FIELD_RECORD)
         if read_embedding:
             pipe.hget(embedding_key(user_id), EMBEDDING_FIELD_RECORD)
         if read_history:
@@ -99,8 +108,11 @@ class FeatureStore:
             return UserData(FetchOutcome.UNAVAILABLE, time.perf_counter() - start)
         data = UserData(FetchOutcome.OK, time.perf_counter() - start)
         replies = list(replies)
-        if read_embedding:
+        if versioned:
             data.embedding = replies.pop(0)
+        if read_embedding:
+            legacy = replies.pop(0)
+            data.embedding = legacy if data.embedding is None else data.embedding
         if read_history:
             data.history = [replies.pop(0) for _ in HISTORY_SOURCES]
         if content_ids:

@@ -1,8 +1,11 @@
-"""Embedding writes: one ``EmbeddingRecord`` per user, never replaced by an older one.
+"""Embedding writes: one ``EmbeddingRecord`` per (user, model version), never replaced by an
+older one.
 
-The record and its newest-event timestamp live in one Redis hash (``contract.embedding_key``);
-``contract.WRITE_EMBEDDING_LUA`` compares the timestamps and writes atomically, so two workers
-(or a replay after a crash) racing on one user always leave the embedding that saw the most.
+The record and its newest-event timestamp live in one Redis hash per upstream model version
+(``contract.versioned_embedding_key``), so an upstream rollout writes the new version beside the
+old one. ``contract.WRITE_EMBEDDING_LUA`` compares the timestamps and writes atomically, so two
+workers (or a replay after a crash) racing on one user always leave the embedding that saw the
+most. Version-1 records (``contract.embedding_key``) are read as a fallback, never written.
 """
 
 from __future__ import annotations
@@ -10,10 +13,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from shared_model.contract import (
+    EMBEDDING_FIELD_COMPUTED,
     EMBEDDING_FIELD_RECORD,
     WRITE_EMBEDDING_LUA,
     EmbeddingRecord,
     embedding_key,
+    versioned_embedding_key,
 )
 from upstream_service.redis_client import RedisClient, queue_script
 
@@ -42,11 +47,28 @@ class EmbeddingStore:
             queue_script(
                 pipe,
                 self._write,
-                [embedding_key(user_id)],
-                [record.newest_event_ms, record.encode(), self.ttl_ms],
+                [versioned_embedding_key(user_id, record.model_version)],
+                [record.newest_event_ms, record.encode(), self.ttl_ms, record.computed_at_ms],
             )
         return [bool(r) for r in pipe.execute()]
 
-    def read(self, user_id: str) -> EmbeddingRecord | None:
-        raw = self.client.hget(embedding_key(user_id), EMBEDDING_FIELD_RECORD)
-        return None if raw is None else EmbeddingRecord.decode(raw)
+    def read(self, user_id: str, model_version: str) -> EmbeddingRecord | None:
+        """The user's embedding of ``model_version`` (or a version-1 record of it)."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hget(versioned_embedding_key(user_id, model_version), EMBEDDING_FIELD_RECORD)
+        pipe.hget(embedding_key(user_id), EMBEDDING_FIELD_RECORD)
+        for raw in pipe.execute():
+            if raw is not None:
+                record = EmbeddingRecord.decode(raw)
+                if record.model_version == model_version:
+                    return record
+        return None
+
+    def computed_at(self, user_ids: Sequence[str], model_version: str) -> list[int | None]:
+        """When each user's embedding of ``model_version`` was computed (None: none stored)."""
+        if not user_ids:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for user_id in user_ids:
+            pipe.hget(versioned_embedding_key(user_id, model_version), EMBEDDING_FIELD_COMPUTED)
+        return [None if v is None else int(v) for v in pipe.execute()]

@@ -61,7 +61,8 @@ def metric_labels(text: str, name: str, label: str) -> set[str]:
 
 def newest_seen(client, user_id: str) -> int:
     """The newest event timestamp the user's stored embedding saw (-1: none or unreadable)."""
-    raw = client.hget(embedding_key(user_id), "record")
+    keys = list(client.scan_iter(match=embedding_key(user_id) + ":*"))  # one model version
+    raw = client.hget(keys[0], "record") if keys else None
     if raw is None:
         return -1
     try:

@@ -28,9 +28,9 @@ from shared_model.contract import (
     EmbeddingRecord,
     HistoryRecord,
     UserEvent,
-    embedding_key,
     history_key,
     source_of,
+    versioned_embedding_key,
 )
 from tests.reliability.conftest import (
     UpstreamProcess,
@@ -388,7 +388,7 @@ def test_corrupt_records_are_overwritten_or_skipped_by_the_next_refresh(
     corrupt = corrupt_embeddings(dim)
     for user, (record, newest) in corrupt.items():
         redis_client.hset(
-            embedding_key(user),
+            versioned_embedding_key(user, checkpoints.upstream_version),
             mapping={EMBEDDING_FIELD_RECORD: record, EMBEDDING_FIELD_NEWEST: newest},
         )
         # And an undecodable member in the user's history (unknown contract version).
@@ -413,7 +413,8 @@ def test_corrupt_records_are_overwritten_or_skipped_by_the_next_refresh(
                 timeout=30,
                 what=f"{e.user_id}'s corrupt embedding to be overwritten",
             )
-            record = EmbeddingRecord.decode(redis_client.hget(embedding_key(e.user_id), "record"))
+            key = versioned_embedding_key(e.user_id, checkpoints.upstream_version)
+            record = EmbeddingRecord.decode(redis_client.hget(key, "record"))
             assert record.model_version == checkpoints.upstream_version
             assert record.history_length == 1  # the corrupt history member was skipped
             members = redis_client.zrange(history_key(e.user_id, SOURCE_ENGAGEMENT), 0, -1)

@@ -13,12 +13,15 @@ from shared_model.contract import (
     HistoryRecord,
     embedding_key,
     history_key,
+    versioned_embedding_key,
 )
 from tests.upstream_service.conftest import BASE_MS, make_event, wait_for
 
 
 def read_embedding(client: redis.Redis, user_id: str) -> EmbeddingRecord | None:
-    raw = client.hget(embedding_key(user_id), "record")
+    # The worker writes one key per model version (contract v2); these tests run one version.
+    keys = list(client.scan_iter(match=embedding_key(user_id) + ":*"))
+    raw = client.hget(keys[0], "record") if keys else None
     return None if raw is None else EmbeddingRecord.decode(raw)
 
 
@@ -37,7 +40,8 @@ def test_conversion_produces_embedding_with_metadata(start_worker, send, redis_c
     assert record.dtype is EmbeddingDType.FLOAT16
     assert len(record.vector) == worker.worker.encoder.dim
     assert any(v != 0 for v in record.vector)
-    ttl_ms = redis_client.pttl(embedding_key("alice"))
+    key = versioned_embedding_key("alice", record.model_version)
+    ttl_ms = redis_client.pttl(key)
     assert 0 < ttl_ms <= worker.worker.settings.embedding_ttl_s * 1000
     # The history is readable through the contract: views and engagements in their own sets.
     imp = redis_client.zrange(history_key("alice", SOURCE_IMPRESSION), 0, -1)
@@ -136,13 +140,18 @@ def test_replayed_event_is_stored_once(start_worker, send, redis_client):
 def test_older_embedding_never_replaces_newer(start_worker, send, redis_client, settings):
     from upstream_service.embedding_store import EmbeddingStore
 
-    newer = EmbeddingRecord((1.0,) * 40, "future-model", BASE_MS, BASE_MS + 1_000_000, 7)
-    assert EmbeddingStore(redis_client).write([("gina", newer)]) == [True]
+    # The rule holds per model version (contract v2): a newer embedding of the worker's own
+    # version is kept, and another version's embedding beside it is never touched.
     worker = start_worker()
+    version = worker.worker.encoder.model_version
+    newer = EmbeddingRecord((1.0,) * 40, version, BASE_MS, BASE_MS + 1_000_000, 7)
+    other = EmbeddingRecord((2.0,) * 40, "other-model", BASE_MS, BASE_MS - 1, 7)
+    assert EmbeddingStore(redis_client).write([("gina", newer), ("gina", other)]) == [True, True]
     send(make_event("gina", "conversion", BASE_MS + 10))
     wait_for(lambda: worker.refreshes_of("gina"), 30, "gina's refresh")
     assert worker.refreshes_of("gina")[0].written is False
-    assert read_embedding(redis_client, "gina") == newer
+    assert EmbeddingStore(redis_client).read("gina", version) == newer
+    assert EmbeddingStore(redis_client).read("gina", "other-model") == other
     assert metric(worker, "upstream_embeddings_stale_total") == 1
 
 
