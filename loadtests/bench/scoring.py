@@ -175,7 +175,9 @@ def before_after(result: Result, rev: str, n_candidates: int, threads: int, roun
         steps[label] = step
         table.add(label, step * 1e3, rate / 1e9, step / (flops / rate))
     before, after = steps.values()
-    result.summary.append(f"model step before/after: {before / after:.2f}x faster ({rev})")
+    result.summary.append(
+        f"model step time, {rev} / this tree: {before / after:.2f}x (threads {threads})"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
