@@ -59,6 +59,22 @@ class WorkerMetrics:
         self.pending_refreshes = Gauge(
             "upstream_pending_refreshes", "Users waiting for an encode", registry=r
         )
+        self.backfill_requests = Counter(
+            "upstream_backfill_requests_total",
+            "Refresh requests consumed from the refresh topic, by outcome "
+            "(accepted, other_version, invalid)",
+            ["outcome"],
+            registry=r,
+        )
+        self.backfill_waiting = Gauge(
+            "upstream_backfill_waiting", "Backfill requests waiting for spare capacity", registry=r
+        )
+        self.backfill_lag_seconds = Histogram(
+            "upstream_backfill_lag_seconds",
+            "Backfill request published to embedding written",
+            buckets=FRESHNESS_BUCKETS,
+            registry=r,
+        )
         self.consumer_lag = Gauge(
             "upstream_consumer_lag",
             "High watermark minus position",

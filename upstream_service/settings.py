@@ -22,6 +22,8 @@ class Settings(BaseSettings):
     kafka_bootstrap_servers: str = "localhost:9092"  # comma-separated host:port list
     events_topic: str = "user-events"
     dead_letter_topic: str = "user-events-dlq"
+    # Refresh requests from the backfill (contract.RefreshRequest), keyed by user; "" = none.
+    refresh_topic: str = "user-refresh"
     group_id: str = "upstream-encoder"
     client_id: str = "upstream-worker"
     # Passed through to kafka-python as-is (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL).
@@ -67,6 +69,17 @@ class Settings(BaseSettings):
     # Also refresh a user once this many new events were appended since the last embedding
     # (0 disables the count trigger).
     refresh_every_n_events: int = Field(0, ge=0)
+    # Also refresh an active user whose embedding (of this worker's model version) was computed
+    # longer ago than this (0 disables the age trigger; costs one pipelined read per poll).
+    refresh_max_age_s: int = Field(0, ge=0)
+
+    # --- backfill -----------------------------------------------------------------------------
+    # Backfill requests fill only spare capacity: at most this many are handed to the batcher,
+    # and only while no event-triggered refresh is pending or encoding.
+    backfill_max_per_batch: int = Field(8, gt=0)
+    # Refresh-topic partitions are paused while this many backfill requests wait (bounds the
+    # uncommitted backlog: offsets commit only after the requests are encoded).
+    backfill_max_waiting: int = Field(64, gt=0)
 
     # --- batching and encoding ----------------------------------------------------------------
     batch_max_size: int = Field(32, gt=0)  # users per encode

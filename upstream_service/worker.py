@@ -7,6 +7,14 @@ Two threads:
 * the encoder thread takes batches from the batcher, reads the histories, runs the model,
   writes the embeddings and tells the offset tracker which polls are now fully durable.
 
+The worker also consumes the refresh topic (``contract.RefreshRequest``, published by
+``upstream_service.backfill``). Backfill requests wait in a worker-side queue and reach the batcher
+only as spare capacity: while no event-triggered refresh is pending or encoding, at most
+``backfill_max_per_batch`` at a time, so event freshness holds during a backfill. Their offsets,
+like the events', are committed only after the embedding is written; the refresh partitions are
+paused while ``backfill_max_waiting`` requests wait. A request for another model version (the
+other side of a rollout) is skipped and counted.
+
 The model never runs on the consumer thread, so ``poll`` keeps being called while a batch
 encodes and the group never evicts the worker for blowing ``max_poll_interval_ms``. Offsets are
 committed only once the appends and the embedding writes they cover returned from Redis.
@@ -18,6 +26,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -27,10 +36,19 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 from prometheus_client import Counter
 
-from shared_model.contract import EmbeddingDType, EmbeddingRecord, UserEvent
+from shared_model.contract import (
+    ContractError,
+    EmbeddingDType,
+    EmbeddingRecord,
+    UserEvent,
+)
+from shared_model.contract import (
+    RefreshRequest as BackfillRequest,
+)
 from upstream_service.batcher import RefreshBatcher, RefreshRequest
 from upstream_service.consumer import (
     DeadLetterPublisher,
+    InvalidRecord,
     build_consumer,
     build_producer,
     decode_records,
@@ -100,6 +118,13 @@ class Worker:
         self._encode_thread: threading.Thread | None = None
         self._consumer: KafkaConsumer | None = None
         self._last_lag_update = 0.0
+        # Backfill requests not yet handed to the batcher (consumer thread only), and the
+        # publish time of those handed out, per user (shared with the encoder thread).
+        self._backfill: deque[tuple[BackfillRequest, int]] = deque()
+        self._backfill_handed: dict[str, int] = {}
+        self._backfill_lock = threading.Lock()
+        self._encoding = threading.Event()  # a batch is being encoded
+        self._paused: set[TopicPartition] = set()
         self.http: HealthServer | None = None
         if settings.metrics_port >= 0:
             self.http = HealthServer(
@@ -162,8 +187,9 @@ class Worker:
             producer = build_producer(s)
             dlq = DeadLetterPublisher(producer, s.dead_letter_topic)
             self._consumer = consumer = build_consumer(s)
-            consumer.subscribe([s.events_topic], listener=_Rebalance(self))
-            log.info("consuming %s as group %s", s.events_topic, s.group_id)
+            topics = [s.events_topic] + ([s.refresh_topic] if s.refresh_topic else [])
+            consumer.subscribe(topics, listener=_Rebalance(self))
+            log.info("consuming %s as group %s", ", ".join(topics), s.group_id)
             while not self._stop.is_set():
                 records = consumer.poll(timeout_ms=s.poll_timeout_ms)
                 if records:
@@ -171,6 +197,7 @@ class Worker:
                         self._process(records, dlq)
                     except ShutdownAbortedError:
                         break  # stopped while Redis/Kafka were down: this poll is redone
+                self._feed_backfill()
                 self._commit()
                 self._update_lag()
                 self._check_coordinator(consumer)
@@ -200,8 +227,12 @@ class Worker:
 
     # --- consumer thread ----------------------------------------------------------------------
     def _process(self, records: dict[TopicPartition, list], dlq: DeadLetterPublisher) -> None:
-        raw = [r for batch in records.values() for r in batch]
+        refresh_topic = self.settings.refresh_topic
+        raw = [r for tp, batch in records.items() if tp.topic != refresh_topic for r in batch]
+        requested = [r for tp, b in records.items() if tp.topic == refresh_topic for r in b]
         events, invalid = decode_records(raw)
+        backfill, bad_requests = self._decode_backfill(requested)
+        invalid += bad_requests
         for bad in invalid:
             dlq.publish(bad)
             self.metrics.events_invalid.inc()
@@ -226,8 +257,80 @@ class Worker:
         for user_id, count in seen.items():
             if n and count >= n:
                 self._submit(latest[user_id], chunk, "count")
+        if self.settings.refresh_max_age_s:
+            self._submit_aged(latest, chunk)
+        for request in backfill:
+            self.tracker.add_dependency(chunk)
+            self._backfill.append((request, chunk))
+        self._pause_backfill_when_full()
         self.tracker.seal(chunk)
         self.metrics.pending_refreshes.set(len(self.batcher))
+
+    def _decode_backfill(self, records: list) -> tuple[list[BackfillRequest], list[InvalidRecord]]:
+        ours = self.encoder.model_version
+        accepted: list[BackfillRequest] = []
+        invalid: list[InvalidRecord] = []
+        for record in records:
+            try:
+                request = BackfillRequest.decode(record.value or b"")
+            except ContractError as e:
+                invalid.append(InvalidRecord(record, str(e)))
+                self.metrics.backfill_requests.labels("invalid").inc()
+                continue
+            if request.model_version != ours:
+                # The other side of a rollout: its own workers encode it.
+                self.metrics.backfill_requests.labels("other_version").inc()
+                continue
+            self.metrics.backfill_requests.labels("accepted").inc()
+            accepted.append(request)
+        return accepted, invalid
+
+    def _submit_aged(self, latest: dict[str, UserEvent], chunk: int) -> None:
+        """Refresh active users whose embedding got older than ``refresh_max_age_s``."""
+        users = list(latest)
+        computed = self._retry(
+            lambda: self.embeddings.computed_at(users, self.encoder.model_version),
+            "age_read",
+            self.metrics.redis_errors,
+            self._stop,
+        )
+        oldest_ok = time.time() * 1000 - self.settings.refresh_max_age_s * 1000
+        for user_id, computed_at in zip(users, computed, strict=True):
+            if computed_at is not None and computed_at < oldest_ok:
+                self._submit(latest[user_id], chunk, "age")
+
+    def _feed_backfill(self, everything: bool = False) -> None:
+        """Hand waiting backfill requests to the batcher when it has spare capacity."""
+        if not self._backfill:
+            self._pause_backfill_when_full()
+            return
+        if not everything and (len(self.batcher) or self._encoding.is_set()):
+            return  # event-triggered work first
+        n = len(self._backfill) if everything else self.settings.backfill_max_per_batch
+        for _ in range(min(n, len(self._backfill))):
+            request, chunk = self._backfill.popleft()
+            with self._backfill_lock:
+                self._backfill_handed.setdefault(request.user_id, request.requested_at_ms)
+            self.metrics.triggers.labels("backfill").inc()
+            _, attached = self.batcher.submit(request.user_id, request.requested_at_ms, chunk)
+            if not attached:
+                self.tracker.resolve([chunk])
+        self._pause_backfill_when_full()
+
+    def _pause_backfill_when_full(self) -> None:
+        consumer = self._consumer
+        self.metrics.backfill_waiting.set(len(self._backfill))
+        if consumer is None or not self.settings.refresh_topic:
+            return
+        full = len(self._backfill) >= self.settings.backfill_max_waiting
+        if full and not self._paused:
+            assigned = consumer.assignment()
+            self._paused = {tp for tp in assigned if tp.topic == self.settings.refresh_topic}
+            if self._paused:
+                consumer.pause(*self._paused)
+        elif not full and self._paused:
+            consumer.resume(*(self._paused & consumer.assignment()))
+            self._paused = set()
 
     def _submit(self, event: UserEvent, chunk: int, reason: str) -> None:
         self.metrics.triggers.labels(reason).inc()
@@ -263,6 +366,7 @@ class Worker:
 
     def _drain(self, timeout: float) -> bool:
         """Hand out every pending refresh now and wait until all tracked polls are durable."""
+        self._feed_backfill(everything=True)
         self.batcher.set_flushing(True)
         try:
             return self.tracker.wait_idle(timeout)
@@ -314,7 +418,11 @@ class Worker:
             while True:
                 batch = self.batcher.next_batch(timeout=0.5)
                 if batch:
-                    self._refresh(batch)
+                    self._encoding.set()
+                    try:
+                        self._refresh(batch)
+                    finally:
+                        self._encoding.clear()
                 elif self._abort.is_set():
                     return
         except ShutdownAbortedError:
@@ -353,9 +461,15 @@ class Worker:
             )
             now_ms = int(time.time() * 1000)
             for (request, _), item, ok in zip(todo, encoded, written, strict=True):
+                triggers = list(request.trigger_times_ms)
+                with self._backfill_lock:
+                    requested_ms = self._backfill_handed.pop(request.user_id, None)
+                if requested_ms is not None and requested_ms in triggers:
+                    triggers.remove(requested_ms)  # backfill lag, not event freshness
+                    m.backfill_lag_seconds.observe(max(0.0, (now_ms - requested_ms) / 1000))
                 if ok:
                     m.embeddings_written.inc()
-                    for trigger_ms in request.trigger_times_ms:
+                    for trigger_ms in triggers:
                         m.freshness_seconds.observe(max(0.0, (now_ms - trigger_ms) / 1000))
                 else:
                     m.embeddings_stale.inc()
