@@ -65,11 +65,13 @@ def publish(stack: LocalStack, events: Sequence[UserEvent]) -> None:
         producer.close(timeout=5)
 
 
-def embeddings(stack: LocalStack, users: Sequence[str]) -> dict[str, EmbeddingRecord | None]:
+def embeddings(
+    stack: LocalStack, users: Sequence[str], model_version: str
+) -> dict[str, EmbeddingRecord | None]:
     client = stack.redis_client()
     try:
         store = EmbeddingStore(client)
-        return {user: store.read(user) for user in users}
+        return {user: store.read(user, model_version) for user in users}
     finally:
         client.close()
 
@@ -83,10 +85,11 @@ def history_lengths(stack: LocalStack, users: Sequence[str]) -> dict[str, int]:
         client.close()
 
 
-def all_fresh(stack: LocalStack, users: Sequence[str], newest_ms: int) -> bool:
-    """Every user holds an embedding that saw an event at or after ``newest_ms``."""
+def all_fresh(stack: LocalStack, users: Sequence[str], newest_ms: int, model_version: str) -> bool:
+    """Every user holds a ``model_version`` embedding that saw an event at or after
+    ``newest_ms``."""
     try:
-        records = embeddings(stack, users)
+        records = embeddings(stack, users, model_version)
     except REDIS_ERRORS:  # mid-failover: not yet
         return False
     return all(r is not None and r.newest_event_ms >= newest_ms for r in records.values())

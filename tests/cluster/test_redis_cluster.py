@@ -45,6 +45,7 @@ def test_cluster_end_to_end_and_master_failover(
         upstream_env=UPSTREAM_ENV,
         ranker_env=RANKER_ENV,
     )
+    version = checkpoints.upstream_version
     with LocalStack(options) as stack:
         cluster = stack.redis_cluster
         assert cluster is not None
@@ -55,7 +56,9 @@ def test_cluster_end_to_end_and_master_failover(
         base_ms = int(time.time() * 1000)
         first = conversion_wave(USERS, base_ms)
         publish(stack, first)
-        wait_for(lambda: all_fresh(stack, USERS, base_ms + 2), 90, "every user's embedding")
+        wait_for(
+            lambda: all_fresh(stack, USERS, base_ms + 2, version), 90, "every user's embedding"
+        )
         assert history_lengths(stack, USERS) == dict.fromkeys(USERS, 3)
         for user in USERS:
             status, body = post_rank(stack.ranker_url, rank_body(user))
@@ -82,7 +85,9 @@ def test_cluster_end_to_end_and_master_failover(
             publish(stack, second)  # the broker acks them while the slot has no master
             cluster.wait_for_failover(victim, timeout=60)
             promoted_at = time.monotonic()
-            wait_for(lambda: all_fresh(stack, USERS, second_ms + 2), 120, "refreshes after it")
+            wait_for(
+                lambda: all_fresh(stack, USERS, second_ms + 2, version), 120, "refreshes after it"
+            )
             count = len(traffic.answers)
             wait_for(lambda: len(traffic.answers) >= count + 20, 60, "ranking after the failover")
         finally:

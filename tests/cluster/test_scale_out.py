@@ -43,11 +43,14 @@ def test_killed_worker_loses_no_refresh_and_replicas_agree(
         upstream_env=UPSTREAM_ENV,
         ranker_env=RANKER_ENV,
     )
+    version = checkpoints.upstream_version
     with LocalStack(options) as stack:
         second_ranker = stack.start_ranker_replica()
         base_ms = int(time.time() * 1000)
         publish(stack, conversion_wave(USERS, base_ms))
-        wait_for(lambda: all_fresh(stack, USERS, base_ms + 2), 90, "every user's embedding")
+        wait_for(
+            lambda: all_fresh(stack, USERS, base_ms + 2, version), 90, "every user's embedding"
+        )
 
         # Kill one worker while the next wave is in flight: what it had not committed is
         # redone by the survivor once the group rebalances.
@@ -58,7 +61,9 @@ def test_killed_worker_loses_no_refresh_and_replicas_agree(
         killed.kill(signal.SIGKILL)
         killed.wait(timeout=10)
         assert stack.workers[1].running
-        wait_for(lambda: all_fresh(stack, USERS, second_ms + 2), 120, "refreshes after the kill")
+        wait_for(
+            lambda: all_fresh(stack, USERS, second_ms + 2, version), 120, "refreshes after the kill"
+        )
         assert history_lengths(stack, USERS) == dict.fromkeys(USERS, 6)
 
         for user in USERS[:4]:
