@@ -457,11 +457,6 @@ class RedisClusterNode(RedisServer):
             "--cluster-require-full-coverage", "yes",
         ]  # fmt: skip
 
-    def role(self) -> str:
-        """``master`` or ``slave`` as this node sees itself now."""
-        with self.client(socket_timeout=1, socket_connect_timeout=1) as client:
-            return client.info("replication")["role"]
-
 
 class RedisCluster:
     """A real local Redis Cluster: ``masters`` masters, each with ``replicas`` replicas.
