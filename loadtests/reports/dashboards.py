@@ -235,6 +235,25 @@ UPSTREAM_PANELS = [
         unit="ops",
     ),
     Panel(
+        "Backfill",
+        {
+            **{
+                f"lag {k}": v
+                for k, v in quantiles("upstream_backfill_lag_seconds", qs=(0.5, 0.99)).items()
+            },
+            "accepted /s": (
+                f'sum(rate(upstream_backfill_requests_total{{outcome="accepted"}}[{RATE}]))'
+            ),
+            "other version /s": (
+                f'sum(rate(upstream_backfill_requests_total{{outcome="other_version"}}[{RATE}]))'
+            ),
+            "waiting": "sum(upstream_backfill_waiting)",
+        },
+        description="Backfill requests (upstream_service.backfill) per second by outcome, "
+        "those waiting for spare encoder capacity, and the lag from publish to embedding "
+        "written (s). Event freshness (the Freshness panel) should not move during a backfill.",
+    ),
+    Panel(
         "Errors and commits",
         {
             "redis errors": f"sum(rate(upstream_redis_errors_total[{RATE}])) or vector(0)",
