@@ -43,6 +43,7 @@ from shared_model.inference import score
 from shared_model.ranker import RankerModel
 
 NOW_MS = 1_750_000_000_000
+PAIRS = 5  # before/after subprocess pairs
 MATMUL_N = 1024  # the floor's fp32 matmul: n x n x n, about as long as the model step
 Request = tuple[EventBatch, Context, Candidates, UpstreamFeature]
 
@@ -144,7 +145,7 @@ def before_after(result: Result, rev: str, n_candidates: int, threads: int, roun
             tar.extractall(tmp, filter="data")
         roots = {f"before ({rev})": tmp, "after (this tree)": str(REPO_ROOT)}
         runs: dict[str, list[dict[str, float]]] = {label: [] for label in roots}
-        for _ in range(3):
+        for _ in range(PAIRS):
             for label, root in roots.items():
                 env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, str(REPO_ROOT)])}
                 out = subprocess.run(
@@ -166,7 +167,7 @@ def before_after(result: Result, rev: str, n_candidates: int, threads: int, roun
     table = result.table(
         f"Before/after: score(), one request, threads {threads}",
         ["code", "step ms", "matmul GFLOP/s", "x floor"],
-        note="Median of 3 alternating subprocess runs, each the median of per-round minima.",
+        note=f"Median of {PAIRS} alternating subprocess pairs, each a median of round minima.",
     )
     steps = {}
     for label, rs in runs.items():
