@@ -109,3 +109,30 @@ def test_active_user_with_an_old_embedding_is_refreshed(settings, start_worker, 
     wait_for(lambda: worker.worker.tracker.pending_chunks == 0, 30, "the worker to settle")
     assert worker.refreshes_of("recent") == []
     assert metric(worker, "upstream_triggers_total", {"reason": "age"}) == 1
+
+
+def test_backfill_fills_only_spare_capacity(settings, upstream_checkpoint):
+    from shared_model.contract import RefreshRequest
+    from upstream_service.worker import Worker
+
+    worker = Worker(settings.model_copy(update={"backfill_max_per_batch": 2, "metrics_port": -1}))
+    try:
+        chunk = worker.tracker.open({})
+        version = worker.encoder.model_version
+        for i in range(5):
+            worker.tracker.add_dependency(chunk)
+            worker._backfill.append((RefreshRequest(f"b{i}", version, BASE_MS), chunk))
+        worker.batcher.submit("event-user", BASE_MS, None)
+        worker._feed_backfill()
+        assert len(worker.batcher) == 1  # an event-triggered refresh is pending: none handed
+        assert [r.user_id for r in worker.batcher.next_batch(timeout=1)] == ["event-user"]
+        worker._encoding.set()
+        worker._feed_backfill()
+        assert len(worker.batcher) == 0  # the encoder is busy with event work
+        worker._encoding.clear()
+        worker._feed_backfill()
+        assert len(worker.batcher) == 2 and len(worker._backfill) == 3  # at most 2 per batch
+        worker._feed_backfill(everything=True)  # a drain (shutdown, rebalance) hands out all
+        assert len(worker.batcher) == 5 and not worker._backfill
+    finally:
+        worker.redis.close()
