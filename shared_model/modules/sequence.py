@@ -11,7 +11,9 @@ causal, so the events and the context tokens (the request's *prefix*) never depe
 candidate. ``encode_history`` runs the prefix once and caches each layer's key/value latent;
 ``decode_queries`` then runs only the candidate tokens of N candidates against that cache, in
 one batch. This is how the ranker scores N candidates for the price of one history
-(``forward`` is the reference that runs everything together, one row per candidate).
+(``forward`` is the reference that runs everything together, one row per candidate). Several
+requests share one pass the same way: G prefixes in one ``encode_history``, their G * M
+candidates in one ``decode_queries``, each candidate reading only its own user's prefix.
 """
 
 from __future__ import annotations

@@ -116,3 +116,11 @@ def test_event_batch_cat_left_pads_and_trims():
     torch.testing.assert_close(both.content[0, 1:], a.content[0])
     torch.testing.assert_close(both.item_hash[1], b.item_hash[0, 1:])
     assert (both.content[0, 0] == 0).all()
+
+
+def test_per_row_groups_and_rejects_uneven_groups():
+    t = torch.arange(3)[:, None]  # (3, 1): three users
+    assert per_row(t, 6)[:, 0].tolist() == [0, 0, 1, 1, 2, 2]
+    assert per_row(t[:1], 4).shape == (4, 1) and per_row(t, 3) is t
+    with pytest.raises(ValueError, match="equal groups"):
+        per_row(t, 7)
