@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import logging
 import random
 import tempfile
 import threading
@@ -54,7 +55,7 @@ class Recorder:
     def __init__(self, sent: dict[int, float]) -> None:
         self.sent = sent  # event timestamp_ms -> published (wall clock), conversions only
         self.users: set[str] = set()
-        self.event_refreshes: list[tuple[float, float]] = []  # (written at, freshness s)
+        self.event_refreshes: list[tuple[float, float]] = []  # (event time, freshness s)
         self.lock = threading.Lock()
 
     def __call__(self, r: RefreshResult) -> None:
@@ -63,9 +64,7 @@ class Recorder:
                 self.users.add(r.user_id)
             for ts in r.trigger_times_ms:
                 if ts in self.sent:
-                    self.event_refreshes.append(
-                        (r.written_at_ms / 1000, (r.written_at_ms - ts) / 1000)
-                    )
+                    self.event_refreshes.append((ts / 1000, (r.written_at_ms - ts) / 1000))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -74,7 +73,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rate", type=float, default=400.0, help="backfill users/s")
     p.add_argument("--event-rate", type=float, default=20.0, help="conversions/s")
     p.add_argument("--phase-s", type=float, default=8.0, help="length of the fixed phases")
+    p.add_argument("--backfill-per-batch", type=int, default=8, help="worker setting")
     args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     result = Result(
         "rollout",
         "Upstream rollout under ranking traffic",
@@ -104,6 +105,7 @@ def main(argv: list[str] | None = None) -> None:
             batch_max_size=32,
             batch_max_wait_ms=20,
             torch_threads=1,
+            backfill_max_per_batch=args.backfill_per_batch,
             **FAST_GROUP_CONSUMER,
         )
         client = redis_server.client()
@@ -132,6 +134,7 @@ def main(argv: list[str] | None = None) -> None:
         wait_for(worker_a.ready, 60, "worker A to join")
         run_backfill(base, version_a, client=client, show_progress=False)
         wait_for(lambda: len(rec_a.users) >= args.users, 300, "A to cover every user")
+        print(f"A covers {len(rec_a.users)} users", flush=True)
 
         stop = threading.Event()
         ranker_version = [version_a]
