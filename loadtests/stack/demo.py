@@ -223,7 +223,11 @@ def users_with_history(client: redis.Redis) -> list[str]:
 
 
 def count_embeddings(client: redis.Redis) -> int:
-    return sum(1 for _ in client.scan_iter(match=f"{KEY_PREFIX}:u:*:emb", count=1000))
+    """Stored embedding keys: one per (user, model version), plus any contract-v1 key."""
+    return sum(
+        sum(1 for _ in client.scan_iter(match=pattern, count=1000))
+        for pattern in (f"{KEY_PREFIX}:u:*:emb", f"{KEY_PREFIX}:u:*:emb:*")
+    )
 
 
 class RequestFactory:
