@@ -8,7 +8,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # Touched after a successful install: the venv is rebuilt only when pyproject.toml changes.
 VENV_STAMP := $(VENV)/.installed
-EXTRAS := dev,loadtest,plots
+EXTRAS := dev,loadtest,plots,bench
 PYTEST_ARGS ?=
 # `make system-deps WITH_PROMETHEUS=1` also installs prometheus, `WITH_COMPOSE=1` Debian's
 # docker-compose (it validates docker-compose.yml without an engine); `make test` sets both.
@@ -84,7 +84,7 @@ bench-model: venv  ## model micro-benchmark (scoring, encode, FLOPs floor) -> re
 
 bench: venv system-deps  ## every benchmark in loadtests/bench/ (each writes its result JSON)
 	for module in $$(ls loadtests/bench/*.py | xargs -n1 basename | sed 's/\.py$$//' \
-		| grep -v -e '^_' -e '^common$$'); do \
+		| grep -v -e '^_' -e '^common$$' -e '^peer_litserve$$'); do \
 		echo "== loadtests.bench.$$module"; $(PY) -m loadtests.bench.$$module; \
 	done
 

@@ -1,0 +1,380 @@
+"""Online ranker benchmark: server CPU by stage, model vs its floor, micro-batching, the peer.
+
+    python -m loadtests.bench.ranker            # configs/online.json, N = 100, ~8 min on 2 cores
+    python -m loadtests.bench.ranker --quick    # a tiny config, seconds: the smoke test
+
+Starts a real redis-server, seeds it (per user 400 engagement + 400 impression records with
+content vectors, and an upstream embedding), builds a checkpoint of the online config with
+random weights (latency does not depend on them), and starts three servers on it: the ranker
+with micro-batching, the ranker scoring one request at a time, and the LitServe peer
+(``loadtests.bench.peer_litserve``: plain redis-py, one independent row per candidate).
+
+1. Server CPU per request, by stage, at one request in flight: the process CPU from
+   /proc/<pid>/stat and the ranker's ``ranker_stage_cpu_seconds`` counters (the rest is HTTP,
+   validation and the framework). ``non-model share`` = CPU outside score() / all of it;
+   ``model vs floor`` = score() CPU against the model's FLOPs at the fp32 matmul rate measured
+   in this run (one thread, as the ranker runs).
+2. Saturation: closed loop with many clients; throughput with micro-batching vs without.
+3. Poisson arrivals at several rates against the ranker and the peer, one after the other:
+   P99 of each and their ratio; the highest rate with P99 < 50 ms, and P99 at half of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import redis
+import torch
+
+from loadtests.bench.common import Result, command_line, matmul_rate, percentile
+from loadtests.stack.checkpoints import random_checkpoint
+from loadtests.stack.servers import LOOPBACK, RedisServer, ServiceProcess, free_port
+from shared_model.config import LLaTTEConfig, online_config, tiny_config
+from shared_model.contract import (
+    EMBEDDING_FIELD_NEWEST,
+    EMBEDDING_FIELD_RECORD,
+    ActionType,
+    EmbeddingRecord,
+    HistoryRecord,
+    embedding_key,
+    history_key,
+    source_of,
+    stable_hash,
+)
+from shared_model.flops import scoring_flops
+
+UPSTREAM_VERSION = "bench-upstream-v1"
+SLO_MS = 50.0
+_JSON = {"content-type": "application/json"}
+_CLK = os.sysconf("SC_CLK_TCK")
+
+
+# ------------------------------------------------------------------------------------------
+# inputs
+# ------------------------------------------------------------------------------------------
+
+
+def seed_redis(client: redis.Redis, cfg: LLaTTEConfig, users: int, per_source: int) -> None:
+    """Per user: ``per_source`` engagement and impression records, and an embedding."""
+    now = int(time.time() * 1000)
+    g = torch.Generator().manual_seed(1)
+    eng = [ActionType.CLICK, ActionType.CONVERSION]
+    for u in range(users):
+        user, pipe = f"user-{u}", client.pipeline(transaction=False)
+        content = torch.randn(2 * per_source, cfg.content_dim, generator=g).tolist()
+        for i in range(2 * per_source):
+            action = eng[i % 2] if i < per_source else ActionType.IMPRESSION
+            r = HistoryRecord(
+                now - 60_000 * (2 * per_source - i), action, stable_hash(f"item-{i % 977}"),
+                stable_hash("feed"), stable_hash(f"{u}-{i}"), 1.0,
+                tuple(content[i]) if cfg.content_dim else None,
+            )  # fmt: skip
+            pipe.zadd(history_key(user, source_of(action)), {r.encode(): r.timestamp_ms})
+        record = EmbeddingRecord(
+            tuple(torch.randn(cfg.d_upstream, generator=g).tolist()), UPSTREAM_VERSION,
+            now - 60_000, now - 61_000, 2 * per_source,
+        )  # fmt: skip
+        pipe.hset(
+            embedding_key(user),
+            mapping={EMBEDDING_FIELD_RECORD: record.encode(), EMBEDDING_FIELD_NEWEST: now},
+        )
+        pipe.execute()
+
+
+def request_bodies(cfg: LLaTTEConfig, users: int, n: int, count: int) -> list[bytes]:
+    g = torch.Generator().manual_seed(2)
+    bodies = []
+    for b in range(count):
+        content = torch.randn(n, cfg.content_dim, generator=g)
+        floats = torch.rand(n, cfg.n_candidate_floats, generator=g)
+        body = {
+            "user_id": f"user-{b % users}",
+            "context": {"surface": "feed", "device": "ios"},
+            "candidates": [
+                {
+                    "ad_id": f"ad-{b}-{i}",
+                    "advertiser_id": f"adv-{i % 37}",
+                    "content_embedding": [round(x, 4) for x in content[i].tolist()],
+                    "floats": [round(x, 4) for x in floats[i].tolist()],
+                }
+                for i in range(n)
+            ],
+        }
+        bodies.append(json.dumps(body, separators=(",", ":")).encode())
+    return bodies
+
+
+# ------------------------------------------------------------------------------------------
+# servers and measurements
+# ------------------------------------------------------------------------------------------
+
+
+def start_ranker(name: str, redis_url: str, ckpt: Path, batch: int) -> tuple[ServiceProcess, str]:
+    port = free_port()
+    env = {
+        "RANKER_REDIS_URL": redis_url,
+        "RANKER_CHECKPOINT_PATH": str(ckpt),
+        "RANKER_LOG_LEVEL": "WARNING",
+        "RANKER_BATCH_MAX_REQUESTS": str(batch),
+        "RANKER_WARMUP_CANDIDATES": "[1,100]",
+    }
+    proc = ServiceProcess(
+        "uvicorn", "ranker_service.main:app", "--host", LOOPBACK, "--port", str(port),
+        "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
+        env=env, name=name,
+    ).start()  # fmt: skip
+    url = f"http://{LOOPBACK}:{port}"
+    proc.wait_ready(f"{url}/readyz", timeout=300)
+    return proc, f"{url}/v1/rank"
+
+
+def start_peer(redis_url: str, ckpt: Path) -> tuple[ServiceProcess, str]:
+    port = free_port()
+    proc = ServiceProcess(
+        "loadtests.bench.peer_litserve", "--port", str(port), "--checkpoint", str(ckpt),
+        "--redis-url", redis_url, name="peer-litserve",
+    ).start()  # fmt: skip
+    url = f"http://{LOOPBACK}:{port}"
+    proc.wait_ready(f"{url}/health", timeout=300)
+    return proc, f"{url}/predict"
+
+
+def process_cpu_s(pid: int) -> float:
+    """utime + stime of the process and its reaped children (uvicorn runs in the leader)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(x) for x in fields[11:15]) / _CLK
+
+
+def stage_cpu(base_url: str) -> dict[str, float]:
+    text = httpx.get(f"{base_url}/metrics", trust_env=False).text
+    out = {}
+    for line in text.splitlines():
+        if line.startswith('ranker_stage_cpu_seconds_total{stage="'):
+            stage = line.split('"')[1]
+            out[stage] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def sequential_cpu(proc: ServiceProcess, url: str, bodies: list[bytes], reps: int) -> dict:
+    """Per-request server CPU by stage, one request in flight."""
+    base = url.rsplit("/v1/", 1)[0]
+    with httpx.Client(timeout=60, trust_env=False) as client:
+        for b in bodies[:5]:  # warm
+            client.post(url, content=b, headers=_JSON).raise_for_status()
+        stages0, cpu0 = stage_cpu(base), process_cpu_s(proc.pid)
+        wall = []
+        for i in range(reps):
+            start = time.perf_counter()
+            client.post(url, content=bodies[i % len(bodies)], headers=_JSON).raise_for_status()
+            wall.append((time.perf_counter() - start) * 1000)
+        cpu1, stages1 = process_cpu_s(proc.pid), stage_cpu(base)
+    per = {k: (stages1[k] - stages0.get(k, 0.0)) / reps for k in stages1}
+    return {"total": (cpu1 - cpu0) / reps, "stages": per, "wall_ms": wall}
+
+
+async def closed_loop(url: str, bodies: list[bytes], clients: int, seconds: float) -> float:
+    """Requests per second with ``clients`` back-to-back senders."""
+    done = 0
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(timeout=120, limits=limits, trust_env=False) as client:
+        stop = time.perf_counter() + seconds
+
+        async def sender(k: int) -> None:
+            nonlocal done
+            i = k
+            while time.perf_counter() < stop:
+                r = await client.post(url, content=bodies[i % len(bodies)], headers=_JSON)
+                r.raise_for_status()
+                done += 1
+                i += clients
+
+        start = time.perf_counter()
+        await asyncio.gather(*(sender(k) for k in range(clients)))
+        return done / (time.perf_counter() - start)
+
+
+async def open_loop(url: str, bodies: list[bytes], rate: float, seconds: float, seed: int):
+    """Poisson arrivals at ``rate``/s for ``seconds``; latencies (ms) and failures."""
+    rng = random.Random(seed)
+    latencies: list[float] = []
+    failures = 0
+    limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
+    async with httpx.AsyncClient(timeout=60, limits=limits, trust_env=False) as client:
+
+        async def one(body: bytes) -> None:
+            nonlocal failures
+            start = time.perf_counter()
+            try:
+                r = await client.post(url, content=body, headers=_JSON)
+            except httpx.HTTPError:
+                failures += 1
+                return
+            latencies.append((time.perf_counter() - start) * 1000)
+            failures += r.status_code != 200
+
+        tasks, t0, next_at = [], time.perf_counter(), 0.0
+        while next_at < seconds:
+            delay = t0 + next_at - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(bodies[rng.randrange(len(bodies))])))
+            next_at += rng.expovariate(rate)
+        await asyncio.gather(*tasks)
+    return latencies, failures
+
+
+# ------------------------------------------------------------------------------------------
+# the run
+# ------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny config, short phases")
+    parser.add_argument("--candidates", type=int, default=100, help="N per request")
+    parser.add_argument("--users", type=int, default=16)
+    parser.add_argument("--rates", default="2,5,10,15,20,25,30", help="Poisson req/s")
+    parser.add_argument("--round-s", type=float, default=12.0, help="seconds per rate")
+    parser.add_argument("--out", type=Path, default=None, help="result JSON path")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)  # the floor at the ranker's thread count
+
+    cfg = tiny_config("online") if args.quick else online_config()
+    n, users = (10, 4) if args.quick else (args.candidates, args.users)
+    rates = [2.0, 5.0] if args.quick else [float(r) for r in args.rates.split(",")]
+    round_s = 2.0 if args.quick else args.round_s
+    reps, sat_s, sat_clients = (10, 2.0, 4) if args.quick else (40, 15.0, 8)
+    per_source = cfg.max_seq_len
+
+    result = Result(
+        "ranker",
+        "Online ranker: server CPU, model floor, micro-batching, and a LitServe peer",
+        command_line("loadtests.bench.ranker", argv if argv is not None else os.sys.argv[1:]),
+        description=(__doc__ or "").split("\n\n", 2)[2].strip(),
+    )
+    rate_flops = matmul_rate(seconds=1.0)
+    procs: list[ServiceProcess] = []
+    with tempfile.TemporaryDirectory(prefix="bench-ranker-") as tmp, RedisServer() as rd:
+        ckpt = Path(tmp) / "online"
+        version = random_checkpoint(ckpt, cfg, seed=0, upstream_model_version=UPSTREAM_VERSION)
+        seed_redis(rd.client(), cfg, users, per_source)
+        bodies = request_bodies(cfg, users, n, 32)
+        try:
+            batched, url_b = start_ranker("ranker-batched", rd.url, ckpt, batch=8)
+            procs.append(batched)
+            single, url_s = start_ranker("ranker-single", rd.url, ckpt, batch=1)
+            procs.append(single)
+            peer, url_p = start_peer(rd.url, ckpt)
+            procs.append(peer)
+
+            # 1. CPU by stage at one request in flight (the micro-batched server: alone).
+            seq = sequential_cpu(batched, url_b, bodies, reps)
+            # 2. saturation with and without micro-batching
+            sat = {
+                name: asyncio.run(closed_loop(url, bodies, sat_clients, sat_s))
+                for name, url in (("single", url_s), ("batched", url_b))
+            }
+            # 3. Poisson rates: ours, then the peer until it no longer keeps up
+            ours, theirs = {}, {}
+            for i, rate in enumerate(rates):
+                ours[rate] = asyncio.run(open_loop(url_b, bodies, rate, round_s, seed=i))
+            peer_ok = True
+            for i, rate in enumerate(rates):
+                if not peer_ok:
+                    break
+                lat, fail = asyncio.run(open_loop(url_p, bodies, rate, round_s, seed=i))
+                theirs[rate] = (lat, fail)
+                # Past saturation the queue only grows: higher rates are not sustained.
+                peer_ok = fail == 0 and percentile(lat, 50) < 1000 * round_s / 4
+            sustained = [r for r in rates if percentile(ours[r][0], 99) < SLO_MS and not ours[r][1]]
+            best = max(sustained) if sustained else None
+            half = None
+            if best is not None:
+                lat, fail = asyncio.run(open_loop(url_b, bodies, best / 2, round_s, seed=99))
+                half = percentile(lat, 99)
+        finally:
+            for p in reversed(procs):
+                p.stop()
+
+    # ---- report ----------------------------------------------------------------------------
+    result.data.update(
+        config=cfg.__dict__ if hasattr(cfg, "__dict__") else str(cfg),
+        checkpoint=version,
+        candidates=n,
+        history_per_source=per_source,
+        matmul_flops_per_s=rate_flops,
+    )
+    total = seq["total"]
+    stages = dict(seq["stages"])
+    other = total - sum(stages.values())
+    t = result.table(
+        f"Server CPU per request, one in flight (N = {n}, T = {cfg.max_seq_len})",
+        ["stage", "CPU ms / request", "share"],
+        note="Process CPU from /proc; stages from ranker_stage_cpu_seconds; 'other' is HTTP, "
+        "validation, JSON and the framework. Wall p50 "
+        f"{percentile(seq['wall_ms'], 50):.1f} ms, p99 {percentile(seq['wall_ms'], 99):.1f} ms.",
+    )
+    for stage in ("redis", "features", "score", "respond"):
+        v = stages.get(stage, 0.0)
+        t.add(stage, v * 1000, f"{100 * v / total:.1f}%")
+    t.add("other", other * 1000, f"{100 * other / total:.1f}%")
+    t.add("total", total * 1000, "100%")
+    score_s = stages.get("score", 0.0)
+    floor_s = scoring_flops(cfg, n, shared=True) / rate_flops
+    t2 = result.table(
+        "Saturation (closed loop)", ["server", "clients", "req/s"],
+        note="The same ranker, micro-batching on (batch_max_requests 8) and off (1).",
+    )  # fmt: skip
+    t2.add("one at a time", sat_clients, sat["single"])
+    t2.add("micro-batched", sat_clients, sat["batched"])
+    t3 = result.table(
+        f"Poisson arrivals, {round_s:.0f} s per rate: this ranker vs the LitServe peer",
+        ["req/s", "ours p50 ms", "ours p99 ms", "ours failed", "peer p50 ms", "peer p99 ms",
+         "peer failed", "ours / peer p99"],
+        note="The peer: LitServe dynamic batching (max 8, 5 ms), plain redis-py WITHSCORES, "
+        "one independent row per candidate; '-' where a lower rate already overloaded it.",
+    )  # fmt: skip
+    ratios = []
+    for rate in rates:
+        lat, fail = ours[rate]
+        p99 = percentile(lat, 99)
+        row = [rate, percentile(lat, 50), p99, fail]
+        if rate in theirs:
+            plat, pfail = theirs[rate]
+            pp99 = percentile(plat, 99)
+            row += [percentile(plat, 50), pp99, pfail, p99 / pp99]
+            if pfail == 0:
+                ratios.append(p99 / pp99)
+        else:
+            row += [None, None, None, None]
+        t3.add(*row)
+    result.data["poisson"] = {
+        "ours": {str(r): ours[r][0] for r in rates},
+        "peer": {str(r): theirs[r][0] for r in theirs},
+    }
+    result.summary += [
+        f"non-model share: {100 * (total - score_s) / total:.1f}%",
+        f"model vs floor: {score_s / floor_s:.2f}x",
+        f"batched saturation gain: {sat['batched'] / sat['single']:.2f}x",
+        (
+            f"highest Poisson rate with P99 < {SLO_MS:.0f} ms: {best:g} req/s "
+            f"(P99 at {best / 2:g} req/s: {half:.1f} ms)"
+            if best is not None
+            else f"highest Poisson rate with P99 < {SLO_MS:.0f} ms: none of {rates}"
+        ),
+        "ours / peer P99 at the rates the peer sustains: "
+        + (", ".join(f"{x:.3f}x" for x in ratios) if ratios else "none sustained"),
+    ]
+    result.write(args.out)
+
+
+if __name__ == "__main__":
+    main()
