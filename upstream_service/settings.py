@@ -77,9 +77,6 @@ class Settings(BaseSettings):
     # Backfill requests fill only spare capacity: at most this many are handed to the batcher,
     # and only while no event-triggered refresh is pending or encoding.
     backfill_max_per_batch: int = Field(8, gt=0)
-    # Refresh-topic partitions are paused while this many backfill requests wait (bounds the
-    # uncommitted backlog: offsets commit only after the requests are encoded).
-    backfill_max_waiting: int = Field(64, gt=0)
 
     # --- batching and encoding ----------------------------------------------------------------
     batch_max_size: int = Field(32, gt=0)  # users per encode

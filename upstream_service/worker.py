@@ -11,9 +11,10 @@ The worker also consumes the refresh topic (``contract.RefreshRequest``, publish
 ``upstream_service.backfill``). Backfill requests wait in a worker-side queue and reach the batcher
 only as spare capacity: while no event-triggered refresh is pending or encoding, at most
 ``backfill_max_per_batch`` at a time, so event freshness holds during a backfill. Their offsets,
-like the events', are committed only after the embedding is written; the refresh partitions are
-paused while ``backfill_max_waiting`` requests wait. A request for another model version (the
-other side of a rollout) is skipped and counted.
+like the events', are committed only after the embedding is written (so a long backfill queue
+also holds back the commit of later event offsets: a crash redoes more, idempotently; the
+backfill's ``--rate`` bounds the queue). A request for another model version (the other side of
+a rollout) is skipped and counted.
 
 The model never runs on the consumer thread, so ``poll`` keeps being called while a batch
 encodes and the group never evicts the worker for blowing ``max_poll_interval_ms``. Offsets are
@@ -124,7 +125,6 @@ class Worker:
         self._backfill_handed: dict[str, int] = {}
         self._backfill_lock = threading.Lock()
         self._encoding = threading.Event()  # a batch is being encoded
-        self._paused: set[TopicPartition] = set()
         self.http: HealthServer | None = None
         if settings.metrics_port >= 0:
             self.http = HealthServer(
@@ -262,7 +262,7 @@ class Worker:
         for request in backfill:
             self.tracker.add_dependency(chunk)
             self._backfill.append((request, chunk))
-        self._pause_backfill_when_full()
+        self.metrics.backfill_waiting.set(len(self._backfill))
         self.tracker.seal(chunk)
         self.metrics.pending_refreshes.set(len(self.batcher))
 
@@ -302,7 +302,6 @@ class Worker:
     def _feed_backfill(self, everything: bool = False) -> None:
         """Hand waiting backfill requests to the batcher when it has spare capacity."""
         if not self._backfill:
-            self._pause_backfill_when_full()
             return
         if not everything and (len(self.batcher) or self._encoding.is_set()):
             return  # event-triggered work first
@@ -315,22 +314,7 @@ class Worker:
             _, attached = self.batcher.submit(request.user_id, request.requested_at_ms, chunk)
             if not attached:
                 self.tracker.resolve([chunk])
-        self._pause_backfill_when_full()
-
-    def _pause_backfill_when_full(self) -> None:
-        consumer = self._consumer
         self.metrics.backfill_waiting.set(len(self._backfill))
-        if consumer is None or not self.settings.refresh_topic:
-            return
-        full = len(self._backfill) >= self.settings.backfill_max_waiting
-        if full and not self._paused:
-            assigned = consumer.assignment()
-            self._paused = {tp for tp in assigned if tp.topic == self.settings.refresh_topic}
-            if self._paused:
-                consumer.pause(*self._paused)
-        elif not full and self._paused:
-            consumer.resume(*(self._paused & consumer.assignment()))
-            self._paused = set()
 
     def _submit(self, event: UserEvent, chunk: int, reason: str) -> None:
         self.metrics.triggers.labels(reason).inc()
