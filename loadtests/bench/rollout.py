@@ -52,8 +52,10 @@ EVENTS_PER_USER = 8
 class Recorder:
     """Refreshes of one worker: users covered, and event-triggered freshness samples."""
 
-    def __init__(self, sent: dict[int, float]) -> None:
-        self.sent = sent  # event timestamp_ms -> published (wall clock), conversions only
+    def __init__(self, sent: set[tuple[str, int]]) -> None:
+        # (user, event timestamp_ms) of every conversion published: a backfill request's
+        # requested_at_ms can equal some conversion's timestamp, never for the same user too.
+        self.sent = sent
         self.users: set[str] = set()
         self.event_refreshes: list[tuple[float, float]] = []  # (event time, freshness s)
         self.lock = threading.Lock()
@@ -63,7 +65,7 @@ class Recorder:
             if r.written:
                 self.users.add(r.user_id)
             for ts in r.trigger_times_ms:
-                if ts in self.sent:
+                if (r.user_id, ts) in self.sent:
                     self.event_refreshes.append((ts / 1000, (r.written_at_ms - ts) / 1000))
 
 
@@ -119,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
         ]
         for i in range(0, len(seed), 2000):
             history.append(seed[i : i + 2000])
-        sent: dict[int, float] = {}
+        sent: set[tuple[str, int]] = set()
         rec_a, rec_b = Recorder(sent), Recorder(sent)
         worker_a = Worker(
             base.model_copy(update={"group_id": "up-a", "checkpoint_path": root / "a"}),
@@ -164,11 +166,9 @@ def main(argv: list[str] | None = None) -> None:
             producer = build_producer(base)
             k = 0
             while not stop.is_set():
-                ts = int(time.time() * 1000)
-                while ts in sent:
-                    ts += 1
-                sent[ts] = time.time()
-                e = UserEvent(f"conv-{k}", rng.choice(users), ts, "conversion", "ad-1")
+                user, ts = rng.choice(users), int(time.time() * 1000)
+                sent.add((user, ts))
+                e = UserEvent(f"conv-{k}", user, ts, "conversion", "ad-1")
                 producer.send(topic, key=e.kafka_key(), value=e.encode())
                 k += 1
                 stop.wait(1 / args.event_rate)
