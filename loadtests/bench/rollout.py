@@ -25,6 +25,7 @@ import asyncio
 import itertools
 import logging
 import random
+import sys
 import tempfile
 import threading
 import time
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     result = Result(
         "rollout",
         "Upstream rollout under ranking traffic",
-        command_line("loadtests.bench.rollout", argv),
+        command_line("loadtests.bench.rollout", sys.argv[1:] if argv is None else argv),
         description=__doc__,
     )
     rng = random.Random(0)
