@@ -172,7 +172,11 @@ def test_embedding_store_keeps_the_newest(redis_client):
     new = EmbeddingRecord((0.25,) * 4, "v1", BASE_MS, BASE_MS + 20, 4)
     assert store.write([("u", new)]) == [True]
     assert store.write([("u", old)]) == [False]
-    assert store.read("u") == new
-    same_time_new_model = EmbeddingRecord((1.0,) * 4, "v2", BASE_MS + 5, BASE_MS + 20, 4)
-    assert store.write([("u", same_time_new_model)]) == [True]  # equal timestamps overwrite
-    assert store.read("u") == same_time_new_model
+    assert store.read("u", "v1") == new
+    recomputed = EmbeddingRecord((1.0,) * 4, "v1", BASE_MS + 5, BASE_MS + 20, 4)
+    assert store.write([("u", recomputed)]) == [True]  # equal timestamps overwrite
+    assert store.read("u", "v1") == recomputed
+    # Another model version lives beside it (contract v2), under its own rule.
+    other = EmbeddingRecord((2.0,) * 4, "v2", BASE_MS, BASE_MS + 1, 4)
+    assert store.write([("u", other)]) == [True]
+    assert store.read("u", "v1") == recomputed and store.read("u", "v2") == other
