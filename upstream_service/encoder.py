@@ -46,6 +46,19 @@ def resolve_autocast(mode: str, device: torch.device) -> torch.dtype | None:
     return None
 
 
+def length_groups(lengths: Sequence[int]) -> list[list[int]]:
+    """Row indices grouped by history length into power-of-two buckets, longest first.
+
+    A group's rows are padded only to its own longest history, so within a group padding is
+    under half of the positions; the extra forward per bucket is cheap next to attention
+    over padding (cost grows faster than linearly in T).
+    """
+    buckets: dict[int, list[int]] = {}
+    for i, n in enumerate(lengths):
+        buckets.setdefault(max(0, n - 1).bit_length(), []).append(i)
+    return [buckets[k] for k in sorted(buckets, reverse=True)]
+
+
 @dataclass(frozen=True)
 class EncodedUser:
     user_id: str
@@ -124,11 +137,33 @@ class UserEncoder:
         )
 
     def embed(
-        self, user_ids: Sequence[str], histories: Sequence[list[HistoryRecord]]
+        self,
+        user_ids: Sequence[str],
+        histories: Sequence[list[HistoryRecord]],
+        length_aware: bool = True,
     ) -> torch.Tensor:
-        """B histories (oldest first) -> (B, U) float32 on the CPU."""
+        """B histories (oldest first) -> (B, U) float32 on the CPU.
+
+        ``length_aware`` sorts the users into length groups and runs each group cut to its
+        longest valid history; ``False`` is the reference that pads every user to T.
+        """
         histories = [list(h)[-self.history_length :] for h in histories]
-        events = EventBatch.from_records(histories, self.history_length, self.config.content_dim)
+        if not length_aware:
+            return self._embed_padded(user_ids, histories, self.history_length)
+        out = torch.empty(len(histories), self.dim)
+        for rows in length_groups([len(h) for h in histories]):
+            length = max(1, max(len(histories[i]) for i in rows))
+            out[rows] = self._embed_padded(
+                [user_ids[i] for i in rows], [histories[i] for i in rows], length
+            )
+        return out
+
+    def _embed_padded(
+        self, user_ids: Sequence[str], histories: Sequence[list[HistoryRecord]], length: int
+    ) -> torch.Tensor:
+        """Histories left-padded to ``length`` -> (B, U). Valid rows never read padding, so
+        any length >= the longest history gives the same vectors."""
+        events = EventBatch.from_records(histories, length, self.config.content_dim)
         ctx = self.context(user_ids, histories)
         emb = encode_user(self.model, events, ctx, autocast_dtype=self.autocast_dtype)  # (B, U)
         return emb.cpu()

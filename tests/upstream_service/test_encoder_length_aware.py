@@ -1,0 +1,65 @@
+"""Length-aware encoding: users grouped by history length, each group cut to its longest
+history, equal to the reference that pads every user to T."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from shared_model.checkpoint import build_model
+from shared_model.config import tiny_config
+from shared_model.contract import EmbeddingDType
+from tests.upstream_service.conftest import BASE_MS, make_event
+from upstream_service.encoder import UserEncoder, length_groups
+
+LENGTHS = [0, 1, 3, 16, 7, 0, 2, 20, 9, 5, 16, 4]  # 0 = no history; 20 > T = 16
+
+
+def _history(user: str, n: int, content_dim: int) -> list:
+    actions = ["view", "click", "conversion", "impression"]
+    return [
+        make_event(
+            user,
+            actions[(i * 7 + len(user)) % 4],
+            BASE_MS + 1000 * i,
+            item_id=f"it-{user}-{i}",
+            surface="feed" if i % 3 else "reels",
+            content_embedding=tuple(0.1 * ((i + j) % 5) for j in range(content_dim)),
+        ).to_history_record()
+        for i in range(n)
+    ]
+
+
+@pytest.mark.parametrize("pyramid", [[16, 16, 0], [16, 6, 0]], ids=["full", "pyramidal"])
+def test_length_aware_equals_padded_reference(pyramid: list[int]) -> None:
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(tiny_config("upstream"), pyramid=pyramid)
+    encoder = UserEncoder(build_model(cfg), cfg, "test-v1", dtype=EmbeddingDType.FLOAT32)
+    users = [f"user-{i}" for i in range(len(LENGTHS))]
+    histories = [_history(u, n, cfg.content_dim) for u, n in zip(users, LENGTHS, strict=True)]
+    reference = encoder.embed(users, histories, length_aware=False)
+    fast = encoder.embed(users, histories)
+    assert fast.shape == (len(users), cfg.d_summary)
+    torch.testing.assert_close(fast, reference, atol=1e-5, rtol=0)
+    # A user's vector does not depend on who else is in the batch.
+    alone = encoder.embed(users[3:4], histories[3:4])
+    torch.testing.assert_close(alone[0], reference[3], atol=1e-5, rtol=0)
+    records = encoder.encode(users, histories, now_ms=BASE_MS)
+    torch.testing.assert_close(
+        torch.tensor([r.record.vector for r in records]), reference, atol=1e-5, rtol=0
+    )
+    assert [r.user_id for r in records] == users
+
+
+def test_length_groups_cover_every_row_once_longest_first() -> None:
+    groups = length_groups(LENGTHS)
+    assert sorted(i for g in groups for i in g) == list(range(len(LENGTHS)))
+    for group in groups:
+        longest = max(LENGTHS[i] for i in group)
+        # every row but a lone short one wastes under half its group's positions
+        assert all(2 * LENGTHS[i] > longest or longest <= 1 for i in group)
+    longest_per_group = [max(LENGTHS[i] for i in g) for g in groups]
+    assert longest_per_group == sorted(longest_per_group, reverse=True)
+    assert length_groups([]) == []
