@@ -414,6 +414,9 @@ def main(argv: list[str] | None = None) -> int:
         log.error("service logs: %s", run_dir)
         return 1
     log.info("done in %.0fs; logs in %s", time.monotonic() - began, run_dir)
+    if ranking.errors:
+        log.error("%d of %d ranking requests failed", ranking.errors, traffic.requests)
+        return 1
     return 0
 
 
