@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -152,6 +153,13 @@ def test_demo_cli_end_to_end(checkpoints: tuple[Path, Path], tmp_path: Path) -> 
     report = result.stdout
     for line in ("embeddings written", "freshness", "ranking latency", "used the upstream"):
         assert line in report, report
+    written = re.search(r"embeddings written +(\d+) \((\d+) users hold one", report)
+    assert written and int(written[1]) > 0 and int(written[2]) > 0, report
+    assert re.search(r"ranking requests +20 ok, 0 failed", report), report
+    latency = re.search(r"ranking latency \(client\) +p50 ([\d.]+) ms, p99 ([\d.]+) ms", report)
+    assert latency and 0 < float(latency[1]) <= float(latency[2]), report
+    freshness = re.search(r"freshness \(event->Redis\) +p50 (\d+) ms, p99 (\d+) ms", report)
+    assert freshness and 0 <= int(freshness[1]) <= int(freshness[2]), report
     assert '"status": "used"' in report, report
     logs = {p.name for p in (tmp_path / "run").iterdir()}
     assert logs >= {"ranker.log", "upstream-0.log", "redis.log", "tansu.log"}
