@@ -26,11 +26,16 @@ class RefreshBatcher:
     """Args:
     max_size: users per batch.
     max_wait_s: how long the oldest pending user waits for the batch to fill.
+    adaptive: batch size and wait follow the queue. Users who were already pending when the
+        encoder asked for its next batch (they queued while it was busy) go out at once, up
+        to ``max_size``: under load the batch grows with the backlog and nobody waits twice.
+        ``max_wait_s`` then applies only to users arriving while the encoder sits idle.
     """
 
-    def __init__(self, max_size: int, max_wait_s: float) -> None:
+    def __init__(self, max_size: int, max_wait_s: float, adaptive: bool = False) -> None:
         self.max_size = max_size
         self.max_wait_s = max_wait_s
+        self.adaptive = adaptive
         self._pending: dict[str, RefreshRequest] = {}  # insertion order = arrival order
         self._cond = threading.Condition()
         self._flushing = False
@@ -61,15 +66,18 @@ class RefreshBatcher:
 
         After ``close()`` it still hands out what is pending, then returns [] at once.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
+        called_at = time.monotonic()
+        deadline = None if timeout is None else called_at + timeout
         with self._cond:
             while True:
                 now = time.monotonic()
                 if self._pending:
                     oldest = next(iter(self._pending.values()))
                     due = oldest.enqueued_at + self.max_wait_s
+                    backlog = self.adaptive and oldest.enqueued_at <= called_at
                     if (
-                        len(self._pending) >= self.max_size
+                        backlog
+                        or len(self._pending) >= self.max_size
                         or now >= due
                         or self._flushing
                         or self._closed
