@@ -38,4 +38,4 @@ if [[ ! "$password" =~ ^[A-Za-z0-9._~-]+$ ]]; then
     "the ranker takes it inside a redis:// URL" >&2
   exit 1
 fi
-write ranker_redis_url "redis://:$password@redis:6379/0"
+write ranker_redis_url "redis://:${password}@redis:6379/0"

@@ -36,8 +36,8 @@ ALL_PROFILES = ["traffic", "loadtest"]
 SECRET_FILES = {"redis_password", "ranker_redis_url", "grafana_admin_password"}
 # The test contents of the secret files, for the settings checks.
 SECRET_VALUES = {
-    "/run/secrets/redis_password": "test-redis-secret",
-    "/run/secrets/ranker_redis_url": "redis://:test-redis-secret@redis:6379/0",
+    "/run/secrets/redis_password": "secret",
+    "/run/secrets/ranker_redis_url": "redis://:secret@redis:6379/0",
 }
 ONE_SHOTS = {"kafka-init", "locust-seed"}
 DOCKER_COMPOSE_HINT = "docker-compose is not installed: `apt-get install -y docker-compose`"
@@ -316,7 +316,7 @@ def test_upstream_environment_matches_settings(
     assert set(env) <= known, f"{name}: unknown {sorted(set(env) - known)}"
     settings = _settings_from(UpstreamSettings, env, monkeypatch)  # values parse and validate
     if name != "producer":
-        assert settings.redis_password.get_secret_value() == "test-redis-secret"
+        assert settings.redis_password.get_secret_value() == "secret"
         assert settings.metrics_port == 9100
         assert str(settings.checkpoint_path).startswith("/models/")
 
@@ -329,7 +329,7 @@ def test_ranker_environment_matches_settings(
     assert set(env) <= known, f"unknown {sorted(set(env) - known)}"
     settings = _settings_from(RankerSettings, env, monkeypatch)
     url = urlparse(settings.redis_url.get_secret_value())
-    assert (url.hostname, url.port, url.password) == ("redis", 6379, "test-redis-secret")
+    assert (url.hostname, url.port, url.password) == ("redis", 6379, "secret")
     assert str(settings.checkpoint_path).startswith("/models/")
 
 

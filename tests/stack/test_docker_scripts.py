@@ -192,9 +192,9 @@ def test_make_secrets_writes_readable_files_in_a_private_directory(tmp_path: Pat
     # Kept across runs unless given; a given one is written and the URL follows it.
     assert _sh("make-secrets.sh", str(out), env={}, shell="bash").returncode == 0
     assert files["redis_password"].read_text().strip() == password
-    given = _sh("make-secrets.sh", str(out), env={"REDIS_PASSWORD": "abc123"}, shell="bash")
+    given = _sh("make-secrets.sh", str(out), env={"REDIS_PASSWORD": "secret"}, shell="bash")
     assert given.returncode == 0
-    assert files["ranker_redis_url"].read_text().strip() == "redis://:abc123@redis:6379/0"
+    assert files["ranker_redis_url"].read_text().strip() == "redis://:secret@redis:6379/0"
     bad = _sh("make-secrets.sh", str(out), env={"REDIS_PASSWORD": "a@b/c"}, shell="bash")
     assert bad.returncode == 1 and "URL-safe" in bad.stderr
 
