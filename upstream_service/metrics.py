@@ -75,6 +75,23 @@ class WorkerMetrics:
             buckets=FRESHNESS_BUCKETS,
             registry=r,
         )
+        for outcome in ("accepted", "other_version", "invalid"):
+            self.backfill_requests.labels(outcome).inc(0)  # dashboards read 0, not no data
+        self.users_with_history = Gauge(
+            "upstream_users_with_history", "Users with a stored history (SCAN)", registry=r
+        )
+        self.users_with_embedding = Gauge(
+            "upstream_users_with_embedding",
+            "Users with a history and an embedding of this model version (SCAN)",
+            ["model_version"],
+            registry=r,
+        )
+        self.embedding_coverage = Gauge(
+            "upstream_embedding_coverage_ratio",
+            "Share of users with a history that have an embedding of this model version",
+            ["model_version"],
+            registry=r,
+        )
         self.consumer_lag = Gauge(
             "upstream_consumer_lag",
             "High watermark minus position",

@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     # Backfill requests fill only spare capacity: at most this many are handed to the batcher,
     # and only while no event-triggered refresh is pending or encoding.
     backfill_max_per_batch: int = Field(8, gt=0)
+    # Seconds between measurements of this model version's embedding coverage (SCANs over
+    # history and embedding keys; gauges upstream_embedding_coverage_ratio); 0 disables.
+    coverage_interval_s: float = Field(60.0, ge=0)
 
     # --- batching and encoding ----------------------------------------------------------------
     batch_max_size: int = Field(32, gt=0)  # users per encode

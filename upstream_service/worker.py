@@ -54,6 +54,7 @@ from upstream_service.consumer import (
     build_producer,
     decode_records,
 )
+from upstream_service.coverage import CoverageReporter
 from upstream_service.embedding_store import EmbeddingStore
 from upstream_service.encoder import UserEncoder
 from upstream_service.history_store import HistoryStore
@@ -117,6 +118,7 @@ class Worker:
         self._coordinator_lost_at: float | None = None
         self._fatal: BaseException | None = None
         self._encode_thread: threading.Thread | None = None
+        self._coverage: CoverageReporter | None = None
         self._consumer: KafkaConsumer | None = None
         self._last_lag_update = 0.0
         # Backfill requests not yet handed to the batcher (consumer thread only), and the
@@ -184,6 +186,11 @@ class Worker:
                 target=self._encode_loop, name="upstream-encoder", daemon=True
             )
             self._encode_thread.start()
+            if s.coverage_interval_s > 0:
+                self._coverage = CoverageReporter(
+                    self.redis, self.metrics, self.encoder.model_version, s.coverage_interval_s
+                )
+                self._coverage.start()
             producer = build_producer(s)
             dlq = DeadLetterPublisher(producer, s.dead_letter_topic)
             self._consumer = consumer = build_consumer(s)
@@ -211,6 +218,8 @@ class Worker:
                 self._commit(final=True)
         finally:
             self._abort.set()
+            if self._coverage is not None:
+                self._coverage.stop()
             self.batcher.close()
             if self._encode_thread is not None:
                 self._encode_thread.join(timeout=10)

@@ -254,6 +254,14 @@ UPSTREAM_PANELS = [
         "written (s). Event freshness (the Freshness panel) should not move during a backfill.",
     ),
     Panel(
+        "Embedding coverage by model version",
+        {"{{model_version}}": "max by (model_version) (upstream_embedding_coverage_ratio)"},
+        description="Share of users with a history that have an embedding of each upstream "
+        "model version (SCANs every UPSTREAM_COVERAGE_INTERVAL_S). During a rollout, switch "
+        "the rankers to version B once its coverage has caught up with A's.",
+        unit="percentunit",
+    ),
+    Panel(
         "Errors and commits",
         {
             "redis errors": f"sum(rate(upstream_redis_errors_total[{RATE}])) or vector(0)",
