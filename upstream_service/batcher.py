@@ -26,13 +26,13 @@ class RefreshBatcher:
     """Args:
     max_size: users per batch.
     max_wait_s: how long the oldest pending user waits for the batch to fill.
-    adaptive: batch size and wait follow the queue. Users who were already pending when the
+    adaptive: (default) batch size and wait follow the queue. Users already pending when the
         encoder asked for its next batch (they queued while it was busy) go out at once, up
         to ``max_size``: under load the batch grows with the backlog and nobody waits twice.
         ``max_wait_s`` then applies only to users arriving while the encoder sits idle.
     """
 
-    def __init__(self, max_size: int, max_wait_s: float, adaptive: bool = False) -> None:
+    def __init__(self, max_size: int, max_wait_s: float, adaptive: bool = True) -> None:
         self.max_size = max_size
         self.max_wait_s = max_wait_s
         self.adaptive = adaptive

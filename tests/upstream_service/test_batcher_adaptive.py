@@ -51,6 +51,6 @@ def test_an_arrival_while_idle_waits_for_company() -> None:
 
 
 def test_fixed_wait_without_adaptive_still_waits_for_company() -> None:
-    b = RefreshBatcher(max_size=3, max_wait_s=HOUR)
+    b = RefreshBatcher(max_size=3, max_wait_s=HOUR, adaptive=False)
     b.submit("u0", 1)
     assert b.next_batch(timeout=0.01) == []

@@ -42,7 +42,7 @@ def test_batcher_coalesces_pending_users_and_reopens_in_flight_ones():
 
 
 def test_batcher_hands_out_full_batches_without_waiting():
-    b = RefreshBatcher(max_size=3, max_wait_s=3600)
+    b = RefreshBatcher(max_size=3, max_wait_s=3600, adaptive=False)  # the fixed-wait mode
     for i in range(7):
         b.submit(f"u{i}", i)
     assert [r.user_id for r in b.next_batch(timeout=5)] == ["u0", "u1", "u2"]
