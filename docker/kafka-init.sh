@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One-shot topic setup for docker-compose.yml (the `kafka-init` service, apache/kafka image).
 #
-# Creates the events topic and the dead-letter topic, applies their retention and compression,
-# then checks that both exist with the partitions asked for. Any failure exits non-zero, so the
+# Creates the events topic, the backfill refresh topic and the dead-letter topic, applies their retention and compression,
+# then checks that each exists with the partitions asked for. Any failure exits non-zero, so the
 # workers, which wait for `service_completed_successfully`, never start against a broker that
 # lacks a topic (auto-create is off). `--if-not-exists` keeps an existing topic as it is: a
 # larger KAFKA_PARTITIONS later is reported here, not applied (see docs/operations.md).
@@ -12,6 +12,7 @@ KAFKA_BIN=${KAFKA_BIN:-/opt/kafka/bin}
 BOOTSTRAP=${KAFKA_BOOTSTRAP:-kafka:9092}
 EVENTS_TOPIC=${EVENTS_TOPIC:-user-events}
 DEAD_LETTER_TOPIC=${DEAD_LETTER_TOPIC:-user-events-dlq}
+REFRESH_TOPIC=${REFRESH_TOPIC:-user-refresh}  # backfill refresh requests; empty: none
 PARTITIONS=${KAFKA_PARTITIONS:-12}
 RETENTION_MS=${KAFKA_RETENTION_MS:-86400000}           # 1 day
 RETENTION_BYTES=${KAFKA_RETENTION_BYTES:-1073741824}   # 1 GiB per partition
@@ -55,4 +56,7 @@ ensure_topic() {  # name partitions
 
 ensure_topic "$EVENTS_TOPIC" "$PARTITIONS"
 ensure_topic "$DEAD_LETTER_TOPIC" 1
+if [[ -n "$REFRESH_TOPIC" ]]; then
+  ensure_topic "$REFRESH_TOPIC" "$PARTITIONS"
+fi
 log "done"

@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EVENTS_TOPIC = "user-events"
 DEAD_LETTER_TOPIC = "user-events-dlq"
+REFRESH_TOPIC = "user-refresh"  # backfill refresh requests
 REDIS_HELP = (
     f"{REDIS_INSTALL_HINT} (or `make system-deps`), or point the demo at a running Redis "
     "with --redis-url redis://HOST:PORT/0"
@@ -145,6 +146,7 @@ class LocalStack:
                 self.broker = KafkaBroker(o.kafka_port).start()
                 self.broker.create_topic(EVENTS_TOPIC, o.partitions, exist_ok=True)
                 self.broker.create_topic(DEAD_LETTER_TOPIC, 1, exist_ok=True)
+                self.broker.create_topic(REFRESH_TOPIC, o.partitions, exist_ok=True)
             log.info("redis %s, kafka %s", self.redis_url, self.kafka_bootstrap)
             # Both services load their model at the same time; then wait for both.
             for i in range(o.upstream_workers):
@@ -183,6 +185,7 @@ class LocalStack:
             "UPSTREAM_KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap,
             "UPSTREAM_EVENTS_TOPIC": EVENTS_TOPIC,
             "UPSTREAM_DEAD_LETTER_TOPIC": DEAD_LETTER_TOPIC,
+            "UPSTREAM_REFRESH_TOPIC": REFRESH_TOPIC,
             "UPSTREAM_REDIS_URL": self.redis_url,
             "UPSTREAM_CHECKPOINT_PATH": str(o.upstream_checkpoint),
             "UPSTREAM_METRICS_HOST": LOOPBACK,

@@ -202,6 +202,7 @@ def test_kafka_runs_the_image_command_and_topics_come_from_init(
     env = _env(init)
     assert env["EVENTS_TOPIC"] == _env(services["upstream"])["UPSTREAM_EVENTS_TOPIC"]
     assert env["DEAD_LETTER_TOPIC"] == _env(services["upstream"])["UPSTREAM_DEAD_LETTER_TOPIC"]
+    assert env["REFRESH_TOPIC"] == _env(services["upstream"])["UPSTREAM_REFRESH_TOPIC"]
     assert int(env["KAFKA_RETENTION_MS"]) <= 7 * 24 * 3600 * 1000
     assert int(env["KAFKA_RETENTION_BYTES"]) > 0 and env["KAFKA_COMPRESSION"] == "zstd"
     for name in ("upstream", "producer"):

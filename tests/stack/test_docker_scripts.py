@@ -80,8 +80,9 @@ def test_kafka_init_creates_both_topics_with_retention_and_compression(kafka_bin
     state = kafka_bin.parent / "state"
     assert (state / "user-events").read_text().strip() == "6"
     assert (state / "user-events-dlq").read_text().strip() == "1"
+    assert (state / "user-refresh").read_text().strip() == "6"  # keyed by user, like events
     calls = (state / "calls").read_text()
-    for topic in ("user-events", "user-events-dlq"):
+    for topic in ("user-events", "user-events-dlq", "user-refresh"):
         assert f"--create --if-not-exists --topic {topic}" in calls
         assert f"--entity-name {topic} --add-config" in calls  # configs kept current
     assert "retention.ms=86400000" in calls and "compression.type=zstd" in calls
