@@ -10,6 +10,7 @@ produces the same vector, and at-least-once delivery can only ever rewrite ident
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -47,15 +48,15 @@ def resolve_autocast(mode: str, device: torch.device) -> torch.dtype | None:
 
 
 def length_groups(lengths: Sequence[int]) -> list[list[int]]:
-    """Row indices grouped by history length into power-of-two buckets, longest first.
+    """Row indices grouped by history length into sqrt(2)-wide buckets, longest first.
 
     A group's rows are padded only to its own longest history, so within a group padding is
-    under half of the positions; the extra forward per bucket is cheap next to attention
+    under 30% of the positions; the extra forward per bucket is cheap next to attention
     over padding (cost grows faster than linearly in T).
     """
     buckets: dict[int, list[int]] = {}
     for i, n in enumerate(lengths):
-        buckets.setdefault(max(0, n - 1).bit_length(), []).append(i)
+        buckets.setdefault(int(2 * math.log2(n)) if n > 1 else -1, []).append(i)
     return [buckets[k] for k in sorted(buckets, reverse=True)]
 
 
