@@ -1,4 +1,4 @@
-"""The training loop: AdamW, seeded shuffles, per-epoch validation NE, early stopping.
+"""The training loop: AdamW (decay on weight matrices only), seeded shuffles, early stopping.
 
 The model returns logits; this loop owns the loss (``losses.multitask_bce``) and the metrics
 (NE per head, paper eq. 2, and AUC as a sanity check).
@@ -107,6 +107,28 @@ def evaluate(model, batch_fn: BatchFn, n: int, weights, batch_size=512, device=N
     return metrics(*predict(model, batch_fn, n, batch_size, device), weights)
 
 
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: decay only the >= 2-D weight matrices (as nanoGPT's configure_optimizers).
+
+    Embedding tables (``nn.Embedding`` / ``nn.EmbeddingBag``), norm gains and biases are never
+    decayed: decay pulls rarely-seen ids towards zero and fights the norms' scale.
+    """
+    tables = {
+        id(m.weight)
+        for m in model.modules()
+        if isinstance(m, torch.nn.Embedding | torch.nn.EmbeddingBag)
+    }
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if not p.requires_grad:
+            continue
+        (decay if p.dim() >= 2 and id(p) not in tables else no_decay).append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
 def fit(
     model: torch.nn.Module,
     train_fn: BatchFn,
@@ -123,7 +145,7 @@ def fit(
     model.to(device)
     torch.manual_seed(tc.seed)
     rng = np.random.default_rng(tc.seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    opt = torch.optim.AdamW(param_groups(model, tc.weight_decay), lr=tc.lr)
     rows = n_train if not tc.max_train_rows else min(n_train, tc.max_train_rows)
     steps_per_epoch = max(1, math.ceil(rows / tc.batch_size))
     total = steps_per_epoch * tc.epochs
