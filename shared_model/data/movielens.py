@@ -111,10 +111,11 @@ def load_movielens(data_dir: str | Path = DATA_DIR) -> MovieLens:
     movie_ids = np.array([int(r["movieId"]) for r in movies], np.int64)
     row_of = {int(m): i for i, m in enumerate(movie_ids)}
     ratings = _read_csv(data_dir / "ratings.csv")
-    tags = _read_csv(data_dir / "tags.csv")
+    tags_csv = data_dir / "tags.csv"  # optional; may be empty
+    tags = _read_csv(tags_csv) if tags_csv.exists() else []
     r_ts = np.array([int(r["timestamp"]) for r in ratings], np.int64) * 1000
     t_ts = np.array([int(r["timestamp"]) for r in tags], np.int64) * 1000
-    first = min(r_ts.min(), t_ts.min())
+    first = int(np.concatenate([r_ts, t_ts]).min())
     shift = max(0, math.ceil((MIN_TIMESTAMP_MS - first) / MS_PER_DAY)) * MS_PER_DAY
     users = [int(r["userId"]) for r in ratings] + [int(r["userId"]) for r in tags]
     return MovieLens(
