@@ -28,14 +28,19 @@ from loadtests.reports.dashboards import DASHBOARDS, panel_queries
 from loadtests.stack.demo import (
     TrafficOptions,
     histogram_quantile,
+    merged_scrape,
     publish_events,
     send_rank_requests,
+    total,
     users_with_history,
     wait_for_worker,
 )
 from loadtests.stack.local_stack import LocalStack, StackOptions
 from loadtests.stack.polling import wait_for
 from loadtests.stack.servers import PROMETHEUS_INSTALL_HINT, PrometheusServer
+from shared_model.checkpoint import load_checkpoint
+from upstream_service.backfill import run_backfill
+from upstream_service.settings import Settings as UpstreamSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 TRAFFIC = TrafficOptions(events=1500, rate=1000, users=100, requests=60, candidates=20)
@@ -81,6 +86,20 @@ def driven_stack(
             wait_for(prometheus.targets_up, 30, "Prometheus to scrape every target", 0.5)
             publish_events(stack, TRAFFIC, progress=False)
             wait_for_worker(stack, TRAFFIC.events, timeout=120)
+            # A backfill of the served upstream version (the rollout path), so the Backfill
+            # panel has data: every user with a history gets a refresh request.
+            version = load_checkpoint(checkpoints[0], stage="upstream").model_version
+            settings = UpstreamSettings(
+                kafka_bootstrap_servers=stack.kafka_bootstrap, redis_url=stack.redis_url
+            )
+            stats = run_backfill(settings, version, show_progress=False)
+            assert stats.published > 0
+
+            def backfill_written() -> bool:
+                m = merged_scrape(stack.upstream_metrics_urls)
+                return total(m, "upstream_backfill_lag_seconds_count") >= stats.published
+
+            wait_for(backfill_written, 120, "the worker to write every backfilled user", 0.2)
             client = redis.Redis.from_url(stack.redis_url)
             try:
                 users = users_with_history(client)
