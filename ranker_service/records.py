@@ -13,7 +13,6 @@ Shape legend: R records read, T kept (most recent), E content width, U embedding
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -21,11 +20,11 @@ import numpy as np
 import torch
 
 from shared_model.contract import (
-    EMBEDDING_RECORD_VERSION,
     HISTORY_RECORD_VERSION,
     ActionType,
     ContractError,
     EmbeddingDType,
+    parse_embedding_header,
 )
 from shared_model.features import EventBatch
 
@@ -44,10 +43,6 @@ _HISTORY_HEADER_FIELDS = [
 HISTORY_HEADER_SIZE = np.dtype(_HISTORY_HEADER_FIELDS).itemsize  # 40
 _ACTION_CODES = np.array(sorted(int(a) for a in ActionType), dtype=np.uint8)
 
-# contract._EMB_HEADER "<4sBBHIqqI": magic, version, dtype, model_version length, dim,
-# computed_at_ms, newest_event_ms, history_length; then model_version (utf-8), then dim values.
-_EMB_HEADER = struct.Struct("<4sBBHIqqI")
-_EMB_MAGIC = b"LLEM"
 _EMB_NUMPY = {EmbeddingDType.FLOAT16: np.dtype("<f2"), EmbeddingDType.FLOAT32: np.dtype("<f4")}
 
 
@@ -224,26 +219,11 @@ class EmbeddingArray:
 
 def decode_embedding(raw: bytes, expected_dim: int | None = None) -> EmbeddingArray:
     """``EmbeddingRecord.decode`` with ``np.frombuffer``: same checks, same ContractErrors."""
-    if len(raw) < _EMB_HEADER.size:
-        raise ContractError(f"embedding record too short: {len(raw)} bytes")
-    magic, version, dtype, vlen, dim, computed, newest, hist = _EMB_HEADER.unpack_from(raw)
-    if magic != _EMB_MAGIC:
-        raise ContractError(f"embedding record has bad magic {magic!r}")
-    if version != EMBEDDING_RECORD_VERSION:
-        raise ContractError(f"embedding record has unknown contract version {version}")
-    try:
-        dt = EmbeddingDType(dtype)
-    except ValueError:
-        raise ContractError(f"embedding record has unknown dtype code {dtype}") from None
-    if expected_dim is not None and dim != expected_dim:
-        raise ContractError(f"embedding dim {dim} != expected {expected_dim}")
-    expected_len = _EMB_HEADER.size + vlen + dim * dt.itemsize
-    if len(raw) != expected_len:
-        raise ContractError(f"embedding record length {len(raw)} != {expected_len}")
-    start = _EMB_HEADER.size
-    model_version = bytes(raw[start : start + vlen]).decode("utf-8", errors="strict")
-    values = np.frombuffer(raw, dtype=_EMB_NUMPY[dt], count=dim, offset=start + vlen)
+    h = parse_embedding_header(raw, expected_dim)
+    values = np.frombuffer(raw, dtype=_EMB_NUMPY[h.dtype], count=h.dim, offset=h.values_offset)
     vector = values.astype(np.float32)  # float16 and float32 are exact in float32
     if not np.isfinite(vector).all():
         raise ContractError("embedding record contains non-finite values")
-    return EmbeddingArray(vector, model_version, computed, newest, hist, dt)
+    return EmbeddingArray(
+        vector, h.model_version, h.computed_at_ms, h.newest_event_ms, h.history_length, h.dtype
+    )

@@ -361,6 +361,43 @@ _EMB_HEADER = struct.Struct("<4sBBHIqqI")
 
 
 @dataclass(frozen=True)
+class EmbeddingHeader:
+    """An embedding record's checked header: where its ``dim`` values start, and its fields."""
+
+    dtype: EmbeddingDType
+    model_version: str
+    dim: int
+    values_offset: int  # byte offset of the first vector value
+    computed_at_ms: int
+    newest_event_ms: int
+    history_length: int
+
+
+def parse_embedding_header(raw: bytes, expected_dim: int | None = None) -> EmbeddingHeader:
+    """Every check of an embedding record but the values' finiteness; ContractError if bad.
+    Shared by ``EmbeddingRecord.decode`` and the ranker's vectorised decoder."""
+    if len(raw) < _EMB_HEADER.size:
+        raise ContractError(f"embedding record too short: {len(raw)} bytes")
+    magic, version, dtype, vlen, dim, computed, newest, hist = _EMB_HEADER.unpack_from(raw)
+    if magic != _EMB_MAGIC:
+        raise ContractError(f"embedding record has bad magic {magic!r}")
+    if version != EMBEDDING_RECORD_VERSION:
+        raise ContractError(f"embedding record has unknown contract version {version}")
+    try:
+        dt = EmbeddingDType(dtype)
+    except ValueError:
+        raise ContractError(f"embedding record has unknown dtype code {dtype}") from None
+    if expected_dim is not None and dim != expected_dim:
+        raise ContractError(f"embedding dim {dim} != expected {expected_dim}")
+    expected_len = _EMB_HEADER.size + vlen + dim * dt.itemsize
+    if len(raw) != expected_len:
+        raise ContractError(f"embedding record length {len(raw)} != {expected_len}")
+    start = _EMB_HEADER.size
+    model_version = bytes(raw[start : start + vlen]).decode("utf-8", errors="strict")
+    return EmbeddingHeader(dt, model_version, dim, start + vlen, computed, newest, hist)
+
+
+@dataclass(frozen=True)
 class EmbeddingRecord:
     """The upstream user embedding with the metadata the ranker needs to trust it."""
 
@@ -388,28 +425,13 @@ class EmbeddingRecord:
 
     @classmethod
     def decode(cls, raw: bytes, expected_dim: int | None = None) -> EmbeddingRecord:
-        if len(raw) < _EMB_HEADER.size:
-            raise ContractError(f"embedding record too short: {len(raw)} bytes")
-        magic, version, dtype, vlen, dim, computed, newest, hist = _EMB_HEADER.unpack_from(raw)
-        if magic != _EMB_MAGIC:
-            raise ContractError(f"embedding record has bad magic {magic!r}")
-        if version != EMBEDDING_RECORD_VERSION:
-            raise ContractError(f"embedding record has unknown contract version {version}")
-        try:
-            dt = EmbeddingDType(dtype)
-        except ValueError:
-            raise ContractError(f"embedding record has unknown dtype code {dtype}") from None
-        if expected_dim is not None and dim != expected_dim:
-            raise ContractError(f"embedding dim {dim} != expected {expected_dim}")
-        expected_len = _EMB_HEADER.size + vlen + dim * dt.itemsize
-        if len(raw) != expected_len:
-            raise ContractError(f"embedding record length {len(raw)} != {expected_len}")
-        start = _EMB_HEADER.size
-        model_version = raw[start : start + vlen].decode("utf-8", errors="strict")
-        vector = struct.unpack_from(f"<{dim}{dt.struct_code}", raw, start + vlen)
+        h = parse_embedding_header(raw, expected_dim)
+        vector = struct.unpack_from(f"<{h.dim}{h.dtype.struct_code}", raw, h.values_offset)
         if not all(math.isfinite(x) for x in vector):
             raise ContractError("embedding record contains non-finite values")
-        return cls(vector, model_version, computed, newest, hist, dt)
+        return cls(
+            vector, h.model_version, h.computed_at_ms, h.newest_event_ms, h.history_length, h.dtype
+        )
 
 
 # ----------------------------------------------------------------------------------------------

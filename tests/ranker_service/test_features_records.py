@@ -15,7 +15,6 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ranker_service import records
 from ranker_service.features import decode_history, history_events, user_events
 from ranker_service.records import (
     HISTORY_HEADER_SIZE,
@@ -25,7 +24,6 @@ from ranker_service.records import (
 )
 from shared_model.config import tiny_config
 from shared_model.contract import (
-    _EMB_HEADER,
     _HISTORY_HEADER,
     ActionType,
     EmbeddingDType,
@@ -45,7 +43,6 @@ f32 = st.floats(width=32, allow_nan=True, allow_infinity=True)
 def test_layout_matches_the_contract() -> None:
     assert _HISTORY_HEADER.size == HISTORY_HEADER_SIZE
     assert history_dtype(E).itemsize == _HISTORY_HEADER.size + 2 * E
-    assert records._EMB_HEADER.format == _EMB_HEADER.format
 
 
 @st.composite
