@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -68,6 +69,19 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 LAG_UPDATE_INTERVAL_S = 1.0
+
+# Test hook, never set in production (tests/upstream_service/test_crash_recovery.py): with
+# LLATTE_TEST_HOLD_BEFORE_WRITE=<dir>, once <dir>/arm exists the encoder thread stops for good
+# between a batch's encode and its embedding write (after creating <dir>/held), so a test can
+# SIGKILL the worker with that refresh deterministically in flight.
+_HOLD_BEFORE_WRITE = os.environ.get("LLATTE_TEST_HOLD_BEFORE_WRITE")
+
+
+def _test_hold_before_write() -> None:
+    if _HOLD_BEFORE_WRITE and os.path.exists(os.path.join(_HOLD_BEFORE_WRITE, "arm")):
+        with open(os.path.join(_HOLD_BEFORE_WRITE, "held"), "w"):
+            pass
+        threading.Event().wait()
 
 
 class ShutdownAbortedError(RuntimeError):
@@ -442,6 +456,7 @@ class Worker:
             encoded = enc.encode([r.user_id for r, _ in todo], [h.records for _, h in todo])
             m.encode_seconds.observe(time.perf_counter() - began)
             items = [(e.user_id, e.record) for e in encoded]
+            _test_hold_before_write()
             written = self._retry(
                 lambda: self.embeddings.write(items), "embedding_write", m.redis_errors
             )
