@@ -15,12 +15,31 @@ from ranker_service.metrics import Metrics
 from ranker_service.middleware import BodySizeLimit, RankMetrics
 from ranker_service.ranking import RankInputError
 from ranker_service.routes import admin, health, metrics, rank
+from ranker_service.schemas import RankRequest
 from ranker_service.settings import Settings, get_settings
 
 
 def _operation_id(route: APIRoute) -> str:
     """OpenAPI operation ids are the handler names: rank, readyz, reload, ..."""
     return route.name
+
+
+def _declare_rank_request(app: FastAPI) -> None:
+    """Put RankRequest (and the models it nests) into the OpenAPI components: the rank route
+    reads its body itself (routes/rank.py) and only refers to the schema by name."""
+    generate = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            doc = generate()  # caches itself in app.openapi_schema, which is completed here
+            schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+            request = RankRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+            for name, schema in request.pop("$defs", {}).items():
+                schemas.setdefault(name, schema)
+            schemas["RankRequest"] = request
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -39,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(admin.router)
+    _declare_rank_request(app)
     # One error body (ranker_service.errors.ErrorResponse) for every 4xx.
     app.add_exception_handler(RankInputError, rank_input_error)
     app.add_exception_handler(RequestValidationError, validation_error)

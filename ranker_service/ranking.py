@@ -257,7 +257,7 @@ class RankingService:
         return RankResponse(
             model_version=bundle.model_version,
             candidates=[
-                ScoredCandidate(
+                ScoredCandidate.model_construct(  # our own floats: nothing to validate
                     ad_id=request.candidates[i].ad_id,
                     p_ctr=probs[i][0],
                     p_cvr=probs[i][1],
