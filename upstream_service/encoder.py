@@ -9,29 +9,43 @@ produces the same vector, and at-least-once delivery can only ever rewrite ident
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from shared_model.checkpoint import load_checkpoint
 from shared_model.config import LLaTTEConfig
-from shared_model.contract import EmbeddingDType, EmbeddingRecord, HistoryRecord, stable_hash
+from shared_model.contract import (
+    ActionType,
+    EmbeddingDType,
+    EmbeddingRecord,
+    HistoryRecord,
+    stable_hash,
+)
 from shared_model.features import (
     UPSTREAM_DEVICE,  # shared with training
     Context,
     EventBatch,
 )
+from shared_model.flops import sequence_flops
 from shared_model.inference import encode_user
 from shared_model.upstream import UpstreamModel
 
 log = logging.getLogger(__name__)
 
 FLOAT16_MAX = 65504.0
+# The fixed cost of one forward (kernel launches, per-op dispatch), as the FLOPs it could have
+# done instead: what a length group must save in padding to be worth running apart. Measured by
+# ``UserEncoder.calibrate`` when loaded from a checkpoint; these defaults keep tests
+# deterministic (CPU: ~2 ms at ~30 GFLOP/s; CUDA: ~2 ms of launches at ~300 TFLOP/s).
+DEFAULT_GROUP_OVERHEAD_FLOPS = {"cpu": 6e7, "cuda": 6e11}
+# On CUDA, rows per forward at most, so that the host builds the next chunk's features (and
+# copies them on a side stream) while the device computes this one.
+CUDA_CHUNK_ROWS = 64
 
 
 def resolve_device(name: str) -> torch.device:
@@ -47,17 +61,62 @@ def resolve_autocast(mode: str, device: torch.device) -> torch.dtype | None:
     return None
 
 
-def length_groups(lengths: Sequence[int]) -> list[list[int]]:
-    """Row indices grouped by history length into sqrt(2)-wide buckets, longest first.
+def history_flops(config: LLaTTEConfig, n: int) -> int:
+    """Sequence FLOPs of one user encoded at history length n (no padding beyond n)."""
+    n = max(1, min(n, config.max_seq_len))
+    pyramid = [min(p, n) for p in config.pyramid]
+    return sequence_flops(dataclasses.replace(config, max_seq_len=n, pyramid=pyramid)).total
 
-    A group's rows are padded only to its own longest history, so within a group padding is
-    under 30% of the positions; the extra forward per bucket is cheap next to attention
-    over padding (cost grows faster than linearly in T).
+
+def length_groups(
+    lengths: Sequence[int],
+    cost: Callable[[int], float] | None = None,
+    overhead: float = 0.0,
+) -> list[list[int]]:
+    """Row indices partitioned into length groups, longest first, at the least estimated cost.
+
+    A group runs as one forward padded to its longest history, so it costs
+    ``overhead + rows * cost(longest)``. With users sorted by length the best groups are
+    contiguous runs, found exactly by dynamic programming over the cut points (O(B^2)).
+    The default ``cost`` is quadratic in length (attention) plus linear (projections, FFN).
+
+    Args:
+        lengths: valid history length of each row (0 = no history).
+        cost: cost of one row padded to a length, in the unit of ``overhead``.
+        overhead: fixed cost of one forward.
+    Returns:
+        groups of row indices covering every row once, longest group first.
     """
-    buckets: dict[int, list[int]] = {}
-    for i, n in enumerate(lengths):
-        buckets.setdefault(int(2 * math.log2(n)) if n > 1 else -1, []).append(i)
-    return [buckets[k] for k in sorted(buckets, reverse=True)]
+    if not lengths:
+        return []
+    cost = cost or (lambda n: n + n * n / 1000)
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])  # longest first
+    longest = [max(1, lengths[i]) for i in order]
+    row_cost = {n: cost(n) for n in set(longest)}
+    B = len(order)
+    best = [0.0] + [float("inf")] * B  # best[j]: least cost of the first j rows
+    cut = [0] * (B + 1)
+    for j in range(1, B + 1):
+        for i in range(j):  # the last group is order[i:j], padded to longest[i]
+            c = best[i] + overhead + (j - i) * row_cost[longest[i]]
+            if c < best[j]:
+                best[j], cut[j] = c, i
+    groups, j = [], B
+    while j > 0:
+        groups.append(order[cut[j] : j])
+        j = cut[j]
+    return groups[::-1]
+
+
+def _probe_record(i: int) -> HistoryRecord:
+    """A synthetic event for calibration (its values do not matter, only the shapes)."""
+    return HistoryRecord(
+        timestamp_ms=1_700_000_000_000 + 60_000 * i,
+        action_type=ActionType.CLICK,
+        item_hash=i,
+        surface_hash=0,
+        event_hash=i,
+    )
 
 
 @dataclass(frozen=True)
@@ -69,6 +128,10 @@ class EncodedUser:
 class UserEncoder:
     """The upstream model on one device, turning B histories into B embedding records.
 
+    On CUDA the host side is overlapped with the device: features are built into pinned
+    memory and copied on a side stream (``non_blocking``) while the previous chunk computes,
+    and the vectors come back to the host once per call. The CPU path is the reference.
+
     Args:
         model: an UpstreamModel in eval mode on ``device``.
         config: its config (``max_seq_len`` bounds T).
@@ -76,6 +139,8 @@ class UserEncoder:
         history_length: T events read per user; defaults to ``config.max_seq_len``.
         dtype: the stored vector's dtype.
         autocast_dtype: e.g. torch.bfloat16 on a GPU; None = float32.
+        group_overhead_flops: fixed cost of one forward in FLOPs (see ``length_groups``);
+            None = the device's default, ``calibrate()`` measures it.
     """
 
     def __init__(
@@ -86,6 +151,7 @@ class UserEncoder:
         history_length: int | None = None,
         dtype: EmbeddingDType = EmbeddingDType.FLOAT16,
         autocast_dtype: torch.dtype | None = None,
+        group_overhead_flops: float | None = None,
     ) -> None:
         if not config.is_upstream:
             raise ValueError("UserEncoder needs an upstream-stage model")
@@ -101,6 +167,14 @@ class UserEncoder:
         self.dtype = dtype
         self.autocast_dtype = autocast_dtype
         self.device = next(model.parameters()).device
+        self.cuda = self.device.type == "cuda"
+        self.group_overhead_flops = (
+            group_overhead_flops
+            if group_overhead_flops is not None
+            else DEFAULT_GROUP_OVERHEAD_FLOPS["cuda" if self.cuda else "cpu"]
+        )
+        self._copy_stream = torch.cuda.Stream(self.device) if self.cuda else None
+        self._row_flops: dict[int, int] = {}
 
     @classmethod
     def from_checkpoint(
@@ -111,10 +185,12 @@ class UserEncoder:
         history_length: int | None = None,
         dtype: EmbeddingDType = EmbeddingDType.FLOAT16,
     ) -> UserEncoder:
+        from shared_model.checkpoint import load_checkpoint  # safetensors only when loading
+
         dev = resolve_device(device)
         ckpt = load_checkpoint(path, stage="upstream", device=dev)
         log.info("loaded %s from %s on %s", ckpt.model_version, path, dev)
-        return cls(
+        encoder = cls(
             ckpt.model,
             ckpt.config,
             ckpt.model_version,
@@ -122,10 +198,49 @@ class UserEncoder:
             dtype,
             resolve_autocast(autocast, dev),
         )
+        encoder.calibrate()
+        return encoder
 
     @property
     def dim(self) -> int:
         return self.config.d_summary
+
+    def row_flops(self, length: int) -> int:
+        """FLOPs of one row padded to ``length`` events (cached per length)."""
+        if (flops := self._row_flops.get(length)) is None:
+            flops = self._row_flops[length] = history_flops(self.config, length)
+        return flops
+
+    def calibrate(self, seconds: float = 0.1) -> float:
+        """Measure the fixed cost of a forward (one 1-event user) against the time of a
+        longer one, in FLOPs; sets and returns ``group_overhead_flops``."""
+        T = self.history_length if self.cuda else min(self.history_length, 128)
+        rows = 32 if self.cuda else 4
+        short = [[_probe_record(0)]]
+        full = [[_probe_record(i) for i in range(T)]] * rows
+
+        def timed(histories) -> float:
+            """The fastest of a few calls: preemption by other processes only adds time."""
+            users = [f"calibrate-{i}" for i in range(len(histories))]
+            self.embed(users, histories)  # warm-up
+            fastest, calls, began = float("inf"), 0, time.perf_counter()
+            while calls < 3 or time.perf_counter() - began < seconds:
+                start = time.perf_counter()
+                self.embed(users, histories)
+                fastest = min(fastest, time.perf_counter() - start)
+                calls += 1
+            return fastest
+
+        fixed_s, full_s = timed(short), timed(full)
+        rate = rows * self.row_flops(T) / max(full_s - fixed_s, 1e-9)
+        self.group_overhead_flops = max(0.0, fixed_s * rate - self.row_flops(1))
+        log.info(
+            "encoder calibrated: %.1f ms per forward, %.1f GFLOP/s, overhead %.2g FLOPs",
+            1000 * fixed_s,
+            rate / 1e9,
+            self.group_overhead_flops,
+        )
+        return self.group_overhead_flops
 
     def context(self, user_ids: Sequence[str], histories: Sequence[list[HistoryRecord]]) -> Context:
         newest = [h[-1] if h else None for h in histories]
@@ -137,6 +252,25 @@ class UserEncoder:
             device_hash=torch.full((B,), stable_hash(UPSTREAM_DEVICE)),  # (B,)
         )
 
+    def plan(
+        self, lengths: Sequence[int], length_aware: bool = True
+    ) -> list[tuple[list[int], int]]:
+        """(rows, padded length) per forward. Length-aware: the least-cost length groups, each
+        cut to its longest history; else one group padded to T. On CUDA groups are split into
+        chunks of at most ``CUDA_CHUNK_ROWS`` rows, to overlap host work with device work."""
+        if not lengths:
+            return []
+        if length_aware:
+            groups = length_groups(lengths, self.row_flops, self.group_overhead_flops)
+        else:
+            groups = [list(range(len(lengths)))]
+        limit = CUDA_CHUNK_ROWS if self.cuda else len(lengths)
+        return [
+            (chunk, self.history_length if not length_aware else max(1, lengths[group[0]]))
+            for group in groups
+            for chunk in (group[k : k + limit] for k in range(0, len(group), limit))
+        ]
+
     def embed(
         self,
         user_ids: Sequence[str],
@@ -145,29 +279,42 @@ class UserEncoder:
     ) -> torch.Tensor:
         """B histories (oldest first) -> (B, U) float32 on the CPU.
 
-        ``length_aware`` sorts the users into length groups and runs each group cut to its
-        longest valid history; ``False`` is the reference that pads every user to T.
+        ``length_aware`` runs least-cost length groups, each cut to its longest valid
+        history; ``False`` is the reference that pads every user to T.
         """
         histories = [list(h)[-self.history_length :] for h in histories]
-        if not length_aware:
-            return self._embed_padded(user_ids, histories, self.history_length)
-        out = torch.empty(len(histories), self.dim)
-        for rows in length_groups([len(h) for h in histories]):
-            length = max(1, max(len(histories[i]) for i in rows))
-            out[rows] = self._embed_padded(
-                [user_ids[i] for i in rows], [histories[i] for i in rows], length
-            )
-        return out
+        plan = self.plan([len(h) for h in histories], length_aware)
+        out = torch.empty(len(histories), self.dim, device=self.device)  # (B, U)
+        staged = []  # host buffers and device copies live until the final sync
+        for rows, length in plan:
+            group = [histories[i] for i in rows]
+            events = EventBatch.from_records(group, length, self.config.content_dim)  # (G, L)
+            ctx = self.context([user_ids[i] for i in rows], group)
+            if self.cuda:
+                events, ctx = self._to_device(events, ctx, staged)
+            emb = encode_user(self.model, events, ctx, autocast_dtype=self.autocast_dtype)
+            out[torch.tensor(rows, device=self.device)] = emb  # (G, U)
+        return out.cpu()
 
-    def _embed_padded(
-        self, user_ids: Sequence[str], histories: Sequence[list[HistoryRecord]], length: int
-    ) -> torch.Tensor:
-        """Histories left-padded to ``length`` -> (B, U). Valid rows never read padding, so
-        any length >= the longest history gives the same vectors."""
-        events = EventBatch.from_records(histories, length, self.config.content_dim)
-        ctx = self.context(user_ids, histories)
-        emb = encode_user(self.model, events, ctx, autocast_dtype=self.autocast_dtype)  # (B, U)
-        return emb.cpu()
+    def _to_device(self, events: EventBatch, ctx: Context, staged: list) -> tuple:
+        """Pinned host tensors -> device, copied on the side stream; the compute stream waits
+        for the copy (not for the host), so the copy overlaps the previous chunk's compute."""
+        compute = torch.cuda.current_stream(self.device)
+        moved = []
+        with torch.cuda.stream(self._copy_stream):
+            for obj in (events, ctx):
+                fields = {}
+                for f in dataclasses.fields(obj):
+                    value = getattr(obj, f.name)
+                    if isinstance(value, torch.Tensor):
+                        host = value.pin_memory()
+                        value = host.to(self.device, non_blocking=True)
+                        value.record_stream(compute)  # the allocator must not reuse it early
+                        staged.append(host)
+                    fields[f.name] = value
+                moved.append(dataclasses.replace(obj, **fields))
+        compute.wait_stream(self._copy_stream)
+        return moved[0], moved[1]
 
     def encode(
         self,

@@ -4,6 +4,7 @@ history, equal to the reference that pads every user to T."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import pytest
 import torch
@@ -56,10 +57,33 @@ def test_length_aware_equals_padded_reference(pyramid: list[int]) -> None:
 def test_length_groups_cover_every_row_once_longest_first() -> None:
     groups = length_groups(LENGTHS)
     assert sorted(i for g in groups for i in g) == list(range(len(LENGTHS)))
-    for group in groups:
-        longest = max(LENGTHS[i] for i in group)
-        # every row but a lone short one wastes under half its group's positions
-        assert all(2 * LENGTHS[i] > longest or longest <= 1 for i in group)
     longest_per_group = [max(LENGTHS[i] for i in g) for g in groups]
     assert longest_per_group == sorted(longest_per_group, reverse=True)
+    # each group is a run of the users sorted by length (no shorter user skips a longer group)
+    for longer, shorter in itertools.pairwise(groups):
+        assert min(LENGTHS[i] for i in longer) >= max(LENGTHS[i] for i in shorter)
     assert length_groups([]) == []
+
+
+def _cost(lengths: list[int], groups: list[list[int]], overhead: float) -> float:
+    return sum(overhead + len(g) * max(1, max(lengths[i] for i in g)) ** 2 for g in groups)
+
+
+@pytest.mark.parametrize("overhead", [0.0, 50.0, 1e9])
+def test_length_groups_are_the_least_cost_partition(overhead: float) -> None:
+    """Against brute force over every way to cut the sorted users into runs."""
+    lengths = [0, 3, 16, 7, 2, 20, 9, 5]
+    groups = length_groups(lengths, cost=lambda n: n * n, overhead=overhead)
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    best = min(
+        _cost(
+            lengths, [order[a:b] for a, b in itertools.pairwise([0, *cuts, len(order)])], overhead
+        )
+        for k in range(len(order))
+        for cuts in itertools.combinations(range(1, len(order)), k)
+    )
+    assert _cost(lengths, groups, overhead) == best
+    if overhead == 0:
+        assert len(groups) == len(set(lengths))  # no fixed cost: one group per distinct length
+    if overhead == 1e9:
+        assert len(groups) == 1  # a forward costs more than any padding
