@@ -15,6 +15,7 @@ import random
 import re
 import signal
 import uuid
+from pathlib import Path
 
 import pytest
 import redis
@@ -75,11 +76,15 @@ def all_seen(client: redis.Redis, conversions: dict[str, int]) -> bool:
     return all(newest_seen(client, u) >= t for u, t in conversions.items())
 
 
+def durable_history(client: redis.Redis, e: UserEvent) -> bool:
+    member = e.to_history_record().encode()
+    return client.zscore(history_key(e.user_id, source_of(e.action_type)), member) is not None
+
+
 def durable(client: redis.Redis, e: UserEvent) -> bool:
     """The event's effects are in Redis: its history member, and for a conversion an
     embedding that saw it."""
-    member = e.to_history_record().encode()
-    if client.zscore(history_key(e.user_id, source_of(e.action_type)), member) is None:
+    if not durable_history(client, e):
         return False
     return e.action_type.name != "CONVERSION" or newest_seen(client, e.user_id) >= e.timestamp_ms
 
@@ -89,9 +94,99 @@ def durable(client: redis.Redis, e: UserEvent) -> bool:
 # ------------------------------------------------------------------------------------------
 
 
+def hold_env(env: dict[str, str], hold_dir: Path) -> dict[str, str]:
+    """The worker's test hook: once ``hold_dir/arm`` exists, the encoder stops for good between
+    a batch's encode and its embedding write (and creates ``hold_dir/held``)."""
+    return {**env, "LLATTE_TEST_HOLD_BEFORE_WRITE": str(hold_dir)}
+
+
+def settle_commits(producer, topic: str, client: redis.Redis, prefix: str) -> list:
+    """Return once the consumer thread finished a poll-process-commit round *after* the one
+    that found the current state: two non-trigger events sent one after the other; when the
+    second one's history append is visible, the commit that followed the first poll is done."""
+    sent = []
+    for i in range(2):
+        e = event(f"{prefix}-{i}", "view", BASE_MS + 900_000 + i)
+        send_events(producer, topic, [e])
+        wait_for(lambda e=e: durable_history(client, e), 30, f"sentinel {e.user_id} appended")
+        sent.append(e)
+    return sent
+
+
+def check_committed_are_durable(
+    bootstrap: str, group: str, topic: str, partitions: int, placed: dict, client: redis.Redis
+) -> tuple[int, int]:
+    """With no worker running Redis is frozen: every committed event must have its effects
+    there. Returns (committed events checked, events not yet durable)."""
+    committed = committed_offsets(bootstrap, group, topic, partitions)
+    checked, outstanding = 0, 0
+    for (p, offset), e in placed.items():
+        if offset < committed[p]:
+            checked += 1
+            assert durable(client, e), f"offset {p}@{offset} committed before {e} was durable"
+        elif not durable(client, e):
+            outstanding += 1
+    return checked, outstanding
+
+
+@pytest.mark.slow
+def test_sigkill_between_encode_and_write_loses_no_acknowledged_event(
+    kafka_broker, redis_server, redis_client, checkpoints, new_topic, producer_for, tmp_path
+) -> None:
+    partitions = 2
+    topic = new_topic(kafka_broker, partitions=partitions)
+    env = upstream_env(
+        bootstrap=kafka_broker.bootstrap,
+        redis_url=redis_server.url,
+        topic=topic,
+        checkpoint=checkpoints.upstream,
+        batch_max_size="4",
+    )
+    group = env["UPSTREAM_GROUP_ID"]
+    producer = producer_for(kafka_broker.bootstrap)
+    rng = random.Random(17)
+    before, during = user_stream(20, rng, prefix="a"), user_stream(20, rng, prefix="b")
+    placed: dict[tuple[int, int], UserEvent] = {}
+
+    worker = UpstreamProcess(hold_env(env, tmp_path), name="upstream-hold")
+    with worker:
+        worker.wait_worker_ready()
+        placed.update(zip(send_events(producer, topic, before), before, strict=True))
+        wait_for(lambda: all_seen(redis_client, last_conversions(before)), 60, "first users")
+        # One conversion alone in its poll, so its refresh is all its offsets wait for.
+        (tmp_path / "arm").touch()
+        held = [event("held", "conversion", BASE_MS + 500_000)]
+        placed.update(zip(send_events(producer, topic, held), held, strict=True))
+        wait_for(lambda: (tmp_path / "held").exists(), 60, "a batch held before its write")
+        # More work piles up behind the held batch: appended, refreshes pending.
+        placed.update(zip(send_events(producer, topic, during), during, strict=True))
+        wait_for(lambda: all(durable_history(redis_client, e) for e in during), 60, "appends")
+        sentinels = settle_commits(producer, topic, redis_client, "sentinel")
+        worker.kill(signal.SIGKILL)
+        worker.wait(timeout=10)
+    assert worker.returncode == -signal.SIGKILL
+    checked, outstanding = check_committed_are_durable(
+        kafka_broker.bootstrap, group, topic, partitions, placed, redis_client
+    )
+    assert checked >= len(before)  # the first users' events were acknowledged by a commit
+    assert outstanding > 0  # the held batch's conversions were encoded but never written
+    assert newest_seen(redis_client, "held") == -1  # encoded, never written
+
+    restarted = UpstreamProcess(env, name="upstream-after-hold")
+    with restarted:
+        restarted.wait_worker_ready()
+        wait_for(
+            lambda: all_seen(redis_client, last_conversions(before + held + during)),
+            90,
+            "every user's embedding to see their newest conversion after the restart",
+        )
+        assert restarted.stop(timeout=30) == 0, restarted.log_tail()
+    assert all(durable(redis_client, e) for e in [*before, *held, *during, *sentinels])
+
+
 @pytest.mark.slow
 def test_repeated_sigkill_loses_nothing_and_offsets_never_run_ahead(
-    kafka_broker, redis_server, redis_client, checkpoints, new_topic, producer_for
+    kafka_broker, redis_server, redis_client, checkpoints, new_topic, producer_for, tmp_path
 ) -> None:
     rng = random.Random(20240611)
     partitions = 2
@@ -112,31 +207,41 @@ def test_repeated_sigkill_loses_nothing_and_offsets_never_run_ahead(
     kills, checked = 0, 0
 
     for round_ in range(3):
-        worker = UpstreamProcess(env, name=f"upstream-kill-{round_}")
+        hold = tmp_path / f"round-{round_}"
+        hold.mkdir()
+        worker = UpstreamProcess(hold_env(env, hold), name=f"upstream-kill-{round_}")
         with worker:
             worker.wait_worker_ready()
-            # Publish while the worker runs, and kill it after a random number of its writes.
+            # Publish while the worker runs; after a random number of its writes, freeze the
+            # encoder between an encode and its write, let the consumer commit what it may,
+            # and kill it: every kill happens with a refresh in flight.
             sent = chunks.pop(0) if chunks else []
             placed.update(zip(send_events(producer, topic, sent), sent, strict=True))
-            target = rng.randint(1, 12)
+            # (A chunk cut from the interleaved stream holds few complete users.)
+            target = rng.randint(0, len(last_conversions(sent)))
             worker.wait_until(
                 lambda w=worker, t=target: (
                     metric(w.metrics(), "upstream_embeddings_written_total") >= t
-                    or all_seen(redis_client, last_conversions(list(placed.values())))
                 ),
                 timeout=60,
                 what=f"{target} embedding writes",
             )
+            (hold / "arm").touch()
+            # One conversion alone in its poll: its offsets wait for nothing but its refresh.
+            late = [event(f"late-{round_}", "conversion", BASE_MS + 800_000 + round_)]
+            placed.update(zip(send_events(producer, topic, late), late, strict=True))
+            stream += late
+            wait_for(lambda h=hold: (h / "held").exists(), 60, "a batch held before its write")
+            settle_commits(producer, topic, redis_client, f"sentinel{round_}")
             worker.kill(signal.SIGKILL)
             worker.wait(timeout=10)
         assert worker.returncode == -signal.SIGKILL
         kills += 1
-        # Nothing runs now, so Redis is frozen: every committed offset must be covered by it.
-        committed = committed_offsets(kafka_broker.bootstrap, group, topic, partitions)
-        for (p, offset), e in placed.items():
-            if offset < committed[p]:
-                checked += 1
-                assert durable(redis_client, e), f"offset {p}@{offset} committed before {e}"
+        n, outstanding = check_committed_are_durable(
+            kafka_broker.bootstrap, group, topic, partitions, placed, redis_client
+        )
+        checked += n
+        assert outstanding > 0, "the kill found no work in flight"
 
     rest = [e for chunk in chunks for e in chunk]
     placed.update(zip(send_events(producer, topic, rest), rest, strict=True))
@@ -152,8 +257,10 @@ def test_repeated_sigkill_loses_nothing_and_offsets_never_run_ahead(
         assert final.stop(timeout=30) == 0, final.log_tail()
     committed = committed_offsets(kafka_broker.bootstrap, group, topic, partitions)
     ends = {p: 1 + max(o for (q, o) in placed if q == p) for p in range(partitions)}
-    assert committed == ends  # a graceful stop commits everything
+    # A graceful stop commits everything (the sentinels come after the placed events).
+    assert all(committed[p] >= ends[p] for p in range(partitions)), (committed, ends)
     assert all(durable(redis_client, e) for e in stream)
+    assert checked > 0
     print(
         f"\nsigkill: {kills} kills, {len(stream)} events, {len(conversions)} users, "
         f"{checked} committed offsets checked against Redis at kill time"
