@@ -42,11 +42,12 @@ ScoreInput = tuple[EventBatch, Context, Candidates, UpstreamFeature]  # one user
 @dataclass
 class Prepared:
     """A job's model inputs, built in the inference thread, plus whatever the caller needs
-    back (``state``)."""
+    back (``state``), and the autocast dtype to score them in (None: float32)."""
 
     model: torch.nn.Module
     inputs: ScoreInput
     state: Any = None
+    autocast_dtype: torch.dtype | None = None
 
 
 @dataclass
@@ -73,15 +74,19 @@ class _Job:
     submitted: float
 
 
-ScoreMany = Callable[[torch.nn.Module, Sequence[ScoreInput]], list[torch.Tensor]]
+ScoreMany = Callable[..., list[torch.Tensor]]  # (model, inputs, autocast_dtype) -> probs
 
 
-def _score_many(model: torch.nn.Module, inputs: Sequence[ScoreInput]) -> list[torch.Tensor]:
-    return score_many(model, inputs)
+def _score_many(
+    model: torch.nn.Module, inputs: Sequence[ScoreInput], autocast_dtype: torch.dtype | None
+) -> list[torch.Tensor]:
+    return score_many(model, inputs, autocast_dtype=autocast_dtype)
 
 
-def _score_one(model: torch.nn.Module, inputs: ScoreInput) -> torch.Tensor:
-    return score(model, *inputs, shared=True)
+def _score_one(
+    model: torch.nn.Module, inputs: ScoreInput, autocast_dtype: torch.dtype | None
+) -> torch.Tensor:
+    return score(model, *inputs, shared=True, autocast_dtype=autocast_dtype)
 
 
 class MicroBatcher:
@@ -158,19 +163,20 @@ class MicroBatcher:
                 continue
             ready.append((job, prepared, time.thread_time() - cpu))
         # A reload may land between two submits: score each model's jobs together.
-        by_model: dict[int, list[tuple[_Job, Prepared, float]]] = {}
+        by_model: dict[tuple, list[tuple[_Job, Prepared, float]]] = {}
         for item in ready:
-            by_model.setdefault(id(item[1].model), []).append(item)
+            key = (id(item[1].model), item[1].autocast_dtype)
+            by_model.setdefault(key, []).append(item)
         for group in by_model.values():
             self._score_group(group, started)
 
     def _score_group(self, group: list[tuple[_Job, Prepared, float]], started: float) -> None:
         queued = [started - job.submitted for job, _, _ in group]
-        model = group[0][1].model
+        model, autocast = group[0][1].model, group[0][1].autocast_dtype
         if len(group) > 1:
             cpu, start = time.thread_time(), time.perf_counter()
             try:
-                probs = self._score_many(model, [p.inputs for _, p, _ in group])
+                probs = self._score_many(model, [p.inputs for _, p, _ in group], autocast)
             except Exception:  # one bad request: score each alone, below
                 probs = None
             else:
@@ -184,7 +190,7 @@ class MicroBatcher:
         for (job, p, prep_cpu), q in zip(group, queued, strict=True):
             cpu, start = time.thread_time(), time.perf_counter()
             try:
-                pr = _score_one(model, p.inputs)
+                pr = _score_one(model, p.inputs, autocast)
             except Exception as e:  # delivered to that request alone
                 job.future.set_exception(e)
                 continue

@@ -31,7 +31,7 @@ from shared_model.checkpoint import CheckpointError, load_checkpoint
 from shared_model.config import LLaTTEConfig
 from shared_model.contract import ActionType, HistoryRecord, stable_hash
 from shared_model.features import Candidates, Context, EventBatch, UpstreamFeature
-from shared_model.inference import score, score_many
+from shared_model.inference import resolve_autocast, score, score_many
 from shared_model.ranker import RankerModel
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,7 @@ class ModelBundle:
     model_version: str
     upstream_model_version: str | None  # the upstream the ranker was trained with
     path: Path
+    autocast_dtype: torch.dtype | None = None  # settings.autocast resolved; None = float32
 
 
 def configure_torch(settings: Settings) -> None:
@@ -68,7 +69,10 @@ def load_bundle(path: Path, settings: Settings) -> ModelBundle:
             path,
         )
         upstream = None
-    bundle = ModelBundle(ckpt.model, ckpt.config, ckpt.model_version, upstream, Path(path))
+    autocast = resolve_autocast(settings.autocast, torch.device(settings.device))
+    bundle = ModelBundle(
+        ckpt.model, ckpt.config, ckpt.model_version, upstream, Path(path), autocast
+    )
     warm_up(bundle, settings.warmup_candidates)
     return bundle
 
@@ -106,14 +110,17 @@ def warm_up(bundle: ModelBundle, candidate_counts: list[int]) -> None:
             UpstreamFeature.absent(1, cfg.d_upstream),
             UpstreamFeature(torch.randn(1, cfg.d_upstream, generator=g), torch.ones(1, dtype=bool)),
         ):
-            score(bundle.model, events, ctx, cands, upstream, shared=True)
+            score(bundle.model, events, ctx, cands, upstream, autocast_dtype=bundle.autocast_dtype)
         # The micro-batched path (two users' prefixes in one pass) has its own shapes.
-        score_many(bundle.model, [(events, ctx, cands, upstream)] * 2)
+        score_many(
+            bundle.model, [(events, ctx, cands, upstream)] * 2, autocast_dtype=bundle.autocast_dtype
+        )
     log.info(
-        "warmed up %s with %s candidates in %.2fs",
+        "warmed up %s with %s candidates in %.2fs (%s)",
         bundle.model_version,
         candidate_counts,
         time.perf_counter() - start,
+        bundle.autocast_dtype or torch.float32,
     )
 
 

@@ -114,6 +114,7 @@ def _prepare_in_worker(
         bundle.model,
         (events, ctx, cands, decision.feature),
         _Features(decision, history_length, corrupt, lookups),
+        bundle.autocast_dtype,
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -48,6 +48,11 @@ class Settings(BaseSettings):
     # --- model --------------------------------------------------------------------------------
     checkpoint_path: Path = Path("artifacts/demo/online")
     device: str = "cpu"
+    # bf16 autocast for scoring: "none" (float32, the reference), "bf16", or "auto": bf16 on a
+    # GPU and on a CPU with native bf16 matmul (AVX512-BF16 / AMX), float32 elsewhere. On
+    # such a CPU bf16 cuts the model step by about a third (docs/benchmarks/ranker.md); on
+    # one without (AVX2-only) it is several times slower. Probabilities move by ~1e-3.
+    autocast: Literal["auto", "bf16", "none"] = "none"
     # 1 intra-op thread on a 2-core box: the other core runs the event loop (JSON, validation,
     # Redis I/O). Two intra-op threads fight the loop for the cores and, under load, show
     # 10-100x latency spikes (OpenMP workers spinning on a busy core); see docs/benchmarks.

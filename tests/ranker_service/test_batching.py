@@ -257,3 +257,29 @@ def test_concurrent_requests_batched_by_the_service_equal_one_at_a_time(
     assert _metric(metrics, "ranker_model_batch_size_sum") == 2 * k
     assert _metric(metrics, "ranker_model_batch_size_count") == k + 1
     assert _metric(metrics, 'ranker_stage_cpu_seconds_total{stage="score"}') > 0
+
+
+def test_bf16_jobs_are_scored_in_bf16_and_apart_from_float32_jobs(
+    executor, model, tiny_cfg
+) -> None:
+    """A bf16 job gets the offline bf16 scores; queued with float32 jobs, each keeps its own
+    precision (the batcher groups by model and dtype)."""
+    recorder = _Recorder()
+    batcher = MicroBatcher(executor, max_requests=8, observe=recorder)
+    inputs = [_inputs(tiny_cfg, i, 3) for i in range(4)]
+    dtypes = [torch.bfloat16, None, torch.bfloat16, None]
+    release = _hold(executor)
+    futures = [
+        batcher.submit(lambda x=x, d=d: Prepared(model, x, None, d))
+        for x, d in zip(inputs, dtypes, strict=True)
+    ]
+    wait_for(lambda: batcher.pending == 4, timeout=10, what="four jobs queued")
+    release.set()
+    for f, x, d in zip(futures, inputs, dtypes, strict=True):
+        probs = f.result(30).probs
+        expected = score(model, *x, autocast_dtype=d)
+        atol = 2e-2 if d is torch.bfloat16 else 1e-5
+        torch.testing.assert_close(probs, expected, rtol=0, atol=atol)
+        if d is torch.bfloat16:  # not the float32 scores: it really ran in bf16
+            assert not torch.equal(probs, score(model, *x))
+    assert sorted(recorder.sizes) == [2, 2]
