@@ -126,7 +126,8 @@ def bench_scoring(result: Result, device, dtype, rate: float, ns: list[int], qui
         f_shared = scoring_flops(cfg, n, shared=True) / rate
         f_naive = scoring_flops(cfg, n, shared=False) / rate
         table.add(n, 1e3 * t_shared, 1e3 * t_p99, 1e3 * t_naive, t_naive / t_shared,
-                  1e3 * f_shared, t_shared / f_shared, 1e3 * f_naive, t_naive / f_naive)  # fmt: skip
+                  1e3 * f_shared, t_shared / f_shared, 1e3 * f_naive,
+                  t_naive / f_naive)  # fmt: skip
         result.data.setdefault("scoring", []).append(
             {"n": n, "shared_s": t_shared, "shared_p99_s": t_p99, "naive_s": t_naive}
         )
@@ -142,7 +143,7 @@ def scoring_plot(result: Result) -> None:
     rows = result.data.get("scoring", [])
     result.data.setdefault("plots", []).append(
         {
-            "file": "model-scoring.png",
+            "file": f"{result.benchmark}-scoring.png",
             "title": "online score(): one user, N candidates",
             "xlabel": "candidates N",
             "ylabel": "ms",
@@ -176,9 +177,9 @@ def bench_encode(result: Result, device, dtype, rate: float, batches: list[int],
         table.add(b, T, 1e3 * t, b / t, b / floor, t / floor, 100 * floor / t)
         result.data.setdefault("encode", []).append({"batch": b, "T": T, "seconds": t})
     plots = result.data.setdefault("plots", [])
-    spec = next((p for p in plots if p["file"] == "model-encode.png"), None)
+    spec = next((p for p in plots if p["file"] == f"{result.benchmark}-encode.png"), None)
     if spec is None:
-        spec = {"file": "model-encode.png", "title": "upstream encode_user()",
+        spec = {"file": f"{result.benchmark}-encode.png", "title": "upstream encode_user()",
                 "xlabel": "batch", "ylabel": "users / s", "x": batches, "series": {},
                 "logx": True}  # fmt: skip
         plots.append(spec)
@@ -221,9 +222,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
+    # One page per device: a GPU run does not replace the CPU figures.
     result = Result(
-        benchmark="model",
-        title="Model micro-benchmark",
+        benchmark="model" if device.type == "cpu" else f"model-{device.type}",
+        title="Model micro-benchmark" + ("" if device.type == "cpu" else f" ({device.type})"),
         command=command_line("loadtests.bench.model", sys.argv[1:] if argv is None else argv),
         description=(
             "Online scoring latency (shared-sequence vs naive per-candidate) and upstream "
