@@ -5,29 +5,26 @@ else ``online_config()`` with random weights; Redis seeded with the load-test po
 steps the arrival rate with N = 100 candidates per request. At each rate it runs one Locust step
 with constant arrivals and one with Poisson arrivals, back to back in alternating order, so the
 machine's background load drifts into both alike. Reports, per arrival kind, the highest rate
-whose P99 is under ``--p99-ms`` with no errors (and every lower rate too), writes
-``capacity.json``, a Markdown table and a P99-vs-rate plot.
+whose P99 is under ``--p99-ms`` with no errors (and every lower rate too), and writes one
+result JSON (``loadtests.bench.common`` schema, default ``docs/benchmarks/results/<name>.json``)
+with the steps' table and a P99-vs-rate plot that ``python -m loadtests.reports.render`` draws.
 
-    python -m loadtests.locust.capacity --rates 4,8,12,16,20 --step-seconds 20 \\
-        --out-dir docs/benchmarks --run-dir runs/capacity
+    python -m loadtests.locust.capacity --rates 4,8,12,16,20 --step-seconds 20
 
-The load generator (Locust, one process) runs on the same 2 cores as the ranker and Redis.
+The load generator (Locust, one process) runs on the same machine as the ranker and Redis.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import os
-import platform
-import subprocess
 import sys
-import time
 from dataclasses import asdict
 from pathlib import Path
 
+from loadtests.bench.common import Result, command_line, machine_info
 from loadtests.locust.run import Summary, build_parser, run_locust
 from loadtests.locust.traffic import Population
 from loadtests.stack.local_ranker import LocalRanker
@@ -36,17 +33,6 @@ log = logging.getLogger("loadtests.locust.capacity")
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KINDS = ("constant", "poisson")
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return platform.processor() or platform.machine()
-    for line in out.splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return platform.machine()
 
 
 def capacity(steps: list[dict], kind: str, p99_ms: float, misses_allowed: int = 1) -> float | None:
@@ -68,59 +54,50 @@ def capacity(steps: list[dict], kind: str, p99_ms: float, misses_allowed: int = 
     return best
 
 
-def markdown(result: dict) -> str:
-    p99 = result["p99_ms_bound"]
-    lines = [
-        "| rate (req/s) | arrival | requests | errors | achieved req/s | P50 ms | P95 ms "
-        f"| P99 ms | late arrivals | P99 < {p99:g} ms | load avg |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|:---:|---:|",
-    ]
-    for step in sorted(result["steps"], key=lambda s: (s["rate"], s["arrival"])):
+DESCRIPTION = """\
+One ranker (uvicorn, the service defaults), redis-server and the Locust load generator on the
+same machine. Each step: open-loop arrivals (``loadtests.locust.arrivals``) for the stated
+seconds, N candidates per request, users drawn from the load-test population (60% fresh
+embedding, 20% stale, 20% never seen), a share of requests with inline events. At each rate
+the constant and Poisson steps run back to back, in alternating order, so background load
+falls on both alike. The capacity is the highest rate that met the bound without errors,
+scanning up and stopping at two consecutive misses (a lone miss below a passing rate, usually
+one stalled request in a short step, is shown but tolerated). "late arrivals" is the share of
+requests sent more than 10 ms after their due time because every Locust user was busy (the
+run was then partly closed-loop and the real tail is worse than shown). The load average is
+the 1-minute one at the start of the step."""
+
+
+def steps_table(result: Result, steps: list[dict], p99_ms: float, note: str) -> None:
+    table = result.table(
+        f"P99 against the offered rate ({note})",
+        ["rate (req/s)", "arrival", "requests", "errors", "achieved req/s", "P50 ms", "P95 ms",
+         "P99 ms", "late arrivals", f"P99 < {p99_ms:g} ms", "load avg"],
+    )  # fmt: skip
+    for step in sorted(steps, key=lambda s: (s["rate"], s["arrival"])):
         s = step["summary"]
-        ok = "yes" if s["p99_ms"] <= p99 and s["failures"] == 0 else "no"
-        lines.append(
-            f"| {step['rate']:g} | {step['arrival']} | {s['requests']} | {s['failures']} "
-            f"| {s['throughput_rps']:.1f} | {s['p50_ms']:.0f} | {s['p95_ms']:.0f} "
-            f"| {s['p99_ms']:.0f} | {100 * s['late_share']:.0f}% | {ok} "
-            f"| {step['load_average'][0]:.1f} |"
-        )
-    lines.append("")
-    for kind in KINDS:
-        cap = result["capacity"][kind]
-        lines.append(
-            f"* **{kind}**: highest rate with P99 < {p99:g} ms: "
-            + (f"**{cap:g} req/s**" if cap is not None else "none of the rates tried")
-        )
-    return "\n".join(lines)
+        ok = s["p99_ms"] <= p99_ms and s["failures"] == 0
+        table.add(step["rate"], step["arrival"], s["requests"], s["failures"],
+                  s["throughput_rps"], s["p50_ms"], s["p95_ms"], s["p99_ms"],
+                  f"{100 * s['late_share']:.0f}%", "yes" if ok else "no",
+                  step["load_average"][0])  # fmt: skip
 
 
-def plot(result: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    for kind, marker in zip(KINDS, ("o", "s"), strict=True):
-        steps = sorted(
-            (s for s in result["steps"] if s["arrival"] == kind), key=lambda s: s["rate"]
-        )
-        ax.plot(
-            [s["rate"] for s in steps],
-            [s["summary"]["p99_ms"] for s in steps],
-            marker=marker,
-            label=f"{kind} arrivals",
-        )
-    ax.axhline(result["p99_ms_bound"], color="grey", linestyle="--", label="P99 bound")
-    ax.set_yscale("log")
-    ax.set_xlabel("offered rate (requests/s), N = 100 candidates")
-    ax.set_ylabel("P99 latency (ms, log)")
-    ax.set_title("Ranker P99 vs offered rate (2 shared cores)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+def p99_plot(name: str, steps: list[dict], p99_ms: float) -> dict:
+    """The render's plot spec: P99 against the rate, one series per arrival kind."""
+    rates = sorted({s["rate"] for s in steps})
+    p99 = {(s["arrival"], s["rate"]): s["summary"]["p99_ms"] for s in steps}
+    series = {f"{kind} arrivals": [p99.get((kind, r)) for r in rates] for kind in KINDS}
+    series[f"P99 bound ({p99_ms:g} ms)"] = [p99_ms] * len(rates)
+    return {
+        "file": f"{name}.png",
+        "title": "Ranker P99 vs offered rate",
+        "xlabel": "offered rate (requests/s)",
+        "ylabel": "P99 latency (ms, log)",
+        "x": rates,
+        "series": series,
+        "logy": True,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,9 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--population-users", type=int, default=500)
     p.add_argument("--inline-share", type=float, default=0.1)
     p.add_argument("--run-dir", type=Path, default=REPO_ROOT / "runs" / "capacity")
-    p.add_argument("--out", dest="out_dir", type=Path, help="write NAME.json/-table.md/.png here")
-    p.add_argument("--out-dir", dest="out_dir", type=Path, help=argparse.SUPPRESS)  # old name
-    p.add_argument("--name", default="capacity", help="file stem of the outputs")
+    p.add_argument("--out", type=Path, help="result JSON (default: results/NAME.json)")
+    p.add_argument("--name", default="capacity", help="the benchmark's name (its page)")
     p.add_argument(
         "--random-weights",
         action="store_true",
@@ -146,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     rates = [float(r) for r in args.rates.split(",")]
     population = Population(users=args.population_users)
     steps: list[dict] = []
+    machine = machine_info()
     misses = dict.fromkeys(KINDS, 0)
     ranker_under_test = LocalRanker(args.run_dir, population, use_trained=not args.random_weights)
     with ranker_under_test as ranker:
@@ -185,28 +162,34 @@ def main(argv: list[str] | None = None) -> int:
                 log.info("%s %.0f/s: P99 %.0f ms, %d errors", kind, rate, summary.p99_ms,
                          summary.failures)  # fmt: skip
         note = ranker.checkpoint_note
-    result = {
-        "command": "python -m loadtests.locust.capacity "
-        + " ".join(sys.argv[1:] if argv is None else argv),
-        "machine": f"{cpu_model()}, {os.cpu_count()} cores (shared), Python "
-        f"{platform.python_version()}",
+    caps = {kind: capacity(steps, kind, args.p99_ms) for kind in KINDS}
+    result = Result(
+        args.name,
+        f"Ranker capacity: highest rate with P99 < {args.p99_ms:g} ms "
+        f"(N = {args.candidates} candidates)",
+        command_line("loadtests.locust.capacity", sys.argv[1:] if argv is None else argv),
+        description=DESCRIPTION,
+        machine=machine,
+    )
+    label = f"ranker: {note}; {args.step_seconds} s per step"
+    if args.step_seconds < 20:
+        label += "; a short run: a P99 over so few requests is noisy"
+    steps_table(result, steps, args.p99_ms, label)
+    result.summary = [
+        f"{kind}: highest rate with P99 < {args.p99_ms:g} ms: "
+        + (f"{caps[kind]:g} req/s" if caps[kind] is not None else "none of the rates tried")
+        for kind in KINDS
+    ]
+    result.data = {
         "checkpoint": note,
         "candidates": args.candidates,
         "p99_ms_bound": args.p99_ms,
         "step_seconds": args.step_seconds,
-        "finished": time.strftime("%Y-%m-%d %H:%M %Z"),
         "steps": steps,
-        "capacity": {kind: capacity(steps, kind, args.p99_ms) for kind in KINDS},
+        "capacity": caps,
+        "plots": [p99_plot(args.name, steps, args.p99_ms)],
     }
-    table = markdown(result)
-    print(table)
-    out_dir = args.out_dir or args.run_dir
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = args.name
-    (out_dir / f"{stem}.json").write_text(json.dumps(result, indent=2))
-    (out_dir / f"{stem}-table.md").write_text(table + "\n")
-    plot(result, out_dir / f"{stem}.png")
-    print(f"wrote {out_dir}/{stem}.json, {stem}-table.md, {stem}.png")
+    result.write(args.out)
     return 0
 
 
