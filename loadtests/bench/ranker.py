@@ -51,6 +51,7 @@ from shared_model.contract import (
     stable_hash,
 )
 from shared_model.flops import scoring_flops
+from shared_model.inference import cpu_has_native_bf16
 
 UPSTREAM_VERSION = "bench-upstream-v1"
 SLO_MS = 50.0
@@ -118,7 +119,9 @@ def request_bodies(cfg: LLaTTEConfig, users: int, n: int, count: int) -> list[by
 # ------------------------------------------------------------------------------------------
 
 
-def start_ranker(name: str, redis_url: str, ckpt: Path, batch: int) -> tuple[ServiceProcess, str]:
+def start_ranker(
+    name: str, redis_url: str, ckpt: Path, batch: int, autocast: str = "none"
+) -> tuple[ServiceProcess, str]:
     port = free_port()
     env = {
         "RANKER_REDIS_URL": redis_url,
@@ -126,6 +129,7 @@ def start_ranker(name: str, redis_url: str, ckpt: Path, batch: int) -> tuple[Ser
         "RANKER_LOG_LEVEL": "WARNING",
         "RANKER_BATCH_MAX_REQUESTS": str(batch),
         "RANKER_WARMUP_CANDIDATES": "[1,100]",
+        "RANKER_AUTOCAST": autocast,
     }
     proc = ServiceProcess(
         "uvicorn", "ranker_service.main:app", "--host", LOOPBACK, "--port", str(port),
@@ -232,6 +236,48 @@ async def open_loop(url: str, bodies: list[bytes], rate: float, seconds: float, 
     return latencies, failures
 
 
+def stage_table(result: Result, seq: dict, n: int, T: int, label: str) -> tuple[float, float]:
+    """Per-stage server CPU at one request in flight -> (total, score) seconds per request."""
+    total = seq["total"]
+    stages = dict(seq["stages"])
+    other = total - sum(stages.values())
+    wall = seq["wall_ms"]
+    t = result.table(
+        f"Server CPU per request, one in flight (N = {n}, T = {T}{label})",
+        ["stage", "CPU ms / request", "share"],
+        note="Process CPU from /proc; stages from ranker_stage_cpu_seconds; 'other' is HTTP, "
+        f"validation, JSON and the framework. Wall p50 {percentile(wall, 50):.1f} ms, "
+        f"p99 {percentile(wall, 99):.1f} ms.",
+    )
+    for stage in ("redis", "features", "score", "respond"):
+        v = stages.get(stage, 0.0)
+        t.add(stage, v * 1000, f"{100 * v / total:.1f}%")
+    t.add("other", other * 1000, f"{100 * other / total:.1f}%")
+    t.add("total", total * 1000, "100%")
+    return total, stages.get("score", 0.0)
+
+
+def best_rate(
+    runs: dict[float, tuple[list[float], int]], url: str, bodies: list[bytes], round_s: float
+) -> tuple[float | None, float | None]:
+    """The highest rate with P99 < SLO and no failure, and the P99 of a new run at half it."""
+    sustained = [r for r, (lat, fail) in runs.items() if percentile(lat, 99) < SLO_MS and not fail]
+    if not sustained:
+        return None, None
+    best = max(sustained)
+    lat, _ = asyncio.run(open_loop(url, bodies, best / 2, round_s, seed=99))
+    return best, percentile(lat, 99)
+
+
+def rate_line(label: str, best: float | None, half: float | None, rates: list[float]) -> str:
+    if best is None:
+        return f"highest Poisson rate with P99 < {SLO_MS:.0f} ms{label}: none of {rates}"
+    return (
+        f"highest Poisson rate with P99 < {SLO_MS:.0f} ms{label}: {best:g} req/s "
+        f"(P99 at {best / 2:g} req/s: {half:.1f} ms)"
+    )
+
+
 # ------------------------------------------------------------------------------------------
 # the run
 # ------------------------------------------------------------------------------------------
@@ -245,7 +291,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rates", default="2,5,10,15,20,25,30", help="Poisson req/s")
     parser.add_argument("--round-s", type=float, default=12.0, help="seconds per rate")
     parser.add_argument("--out", type=Path, default=None, help="result JSON path")
+    parser.add_argument(
+        "--bf16", choices=["auto", "yes", "no"], default="auto",
+        help="also measure a bf16 ranker (RANKER_AUTOCAST=bf16); auto: when the CPU "
+        "multiplies bf16 natively (AVX512-BF16/AMX), where it is faster than float32",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    with_bf16 = args.bf16 == "yes" or (args.bf16 == "auto" and cpu_has_native_bf16())
     torch.set_num_threads(1)  # the floor at the ranker's thread count
 
     cfg = tiny_config("online") if args.quick else online_config()
@@ -262,6 +314,7 @@ def main(argv: list[str] | None = None) -> None:
         description=(__doc__ or "").split("\n\n", 2)[2].strip(),
     )
     rate_flops = matmul_rate(seconds=1.0)
+    rate_bf16 = matmul_rate(dtype="bfloat16", seconds=1.0) if with_bf16 else None
     procs: list[ServiceProcess] = []
     with tempfile.TemporaryDirectory(prefix="bench-ranker-") as tmp, RedisServer() as rd:
         ckpt = Path(tmp) / "online"
@@ -275,18 +328,28 @@ def main(argv: list[str] | None = None) -> None:
             procs.append(single)
             peer, url_p = start_peer(rd.url, ckpt)
             procs.append(peer)
+            if with_bf16:
+                bf16, url_h = start_ranker("ranker-bf16", rd.url, ckpt, batch=8, autocast="bf16")
+                procs.append(bf16)
 
             # 1. CPU by stage at one request in flight (the micro-batched server: alone).
             seq = sequential_cpu(batched, url_b, bodies, reps)
+            seq_bf16 = sequential_cpu(bf16, url_h, bodies, reps) if with_bf16 else None
             # 2. saturation with and without micro-batching
+            servers = [("single", url_s), ("batched", url_b)]
+            servers += [("batched bf16", url_h)] if with_bf16 else []
             sat = {
                 name: asyncio.run(closed_loop(url, bodies, sat_clients, sat_s))
-                for name, url in (("single", url_s), ("batched", url_b))
+                for name, url in servers
             }
-            # 3. Poisson rates: ours, then the peer until it no longer keeps up
-            ours, theirs = {}, {}
+            # 3. Poisson rates: ours (float32, then bf16), then the peer until it no longer
+            # keeps up
+            ours, ours_bf16, theirs = {}, {}, {}
             for i, rate in enumerate(rates):
                 ours[rate] = asyncio.run(open_loop(url_b, bodies, rate, round_s, seed=i))
+            if with_bf16:
+                for i, rate in enumerate(rates):
+                    ours_bf16[rate] = asyncio.run(open_loop(url_h, bodies, rate, round_s, seed=i))
             peer_sustains: list[float] = []
             for i, rate in enumerate(rates):
                 lat, fail = asyncio.run(open_loop(url_p, bodies, rate, round_s, seed=i))
@@ -296,12 +359,10 @@ def main(argv: list[str] | None = None) -> None:
                 if fail or percentile(lat, 50) >= 1000 * round_s / 4:
                     break
                 peer_sustains.append(rate)
-            sustained = [r for r in rates if percentile(ours[r][0], 99) < SLO_MS and not ours[r][1]]
-            best = max(sustained) if sustained else None
-            half = None
-            if best is not None:
-                lat, fail = asyncio.run(open_loop(url_b, bodies, best / 2, round_s, seed=99))
-                half = percentile(lat, 99)
+            best, half = best_rate(ours, url_b, bodies, round_s)
+            best_bf16, half_bf16 = (
+                best_rate(ours_bf16, url_h, bodies, round_s) if with_bf16 else (None, None)
+            )
         finally:
             for p in reversed(procs):
                 p.stop()
@@ -314,33 +375,25 @@ def main(argv: list[str] | None = None) -> None:
         history_per_source=per_source,
         matmul_flops_per_s=rate_flops,
     )
-    total = seq["total"]
-    stages = dict(seq["stages"])
-    other = total - sum(stages.values())
-    t = result.table(
-        f"Server CPU per request, one in flight (N = {n}, T = {cfg.max_seq_len})",
-        ["stage", "CPU ms / request", "share"],
-        note="Process CPU from /proc; stages from ranker_stage_cpu_seconds; 'other' is HTTP, "
-        "validation, JSON and the framework. Wall p50 "
-        f"{percentile(seq['wall_ms'], 50):.1f} ms, p99 {percentile(seq['wall_ms'], 99):.1f} ms.",
-    )
-    for stage in ("redis", "features", "score", "respond"):
-        v = stages.get(stage, 0.0)
-        t.add(stage, v * 1000, f"{100 * v / total:.1f}%")
-    t.add("other", other * 1000, f"{100 * other / total:.1f}%")
-    t.add("total", total * 1000, "100%")
-    score_s = stages.get("score", 0.0)
     floor_s = scoring_flops(cfg, n, shared=True) / rate_flops
+    total, score_s = stage_table(result, seq, n, cfg.max_seq_len, "")
+    if seq_bf16 is not None:
+        total_bf16, score_bf16 = stage_table(result, seq_bf16, n, cfg.max_seq_len, ", bf16")
+        floor_bf16 = scoring_flops(cfg, n, shared=True) / rate_bf16
+        result.data["matmul_bf16_flops_per_s"] = rate_bf16
     t2 = result.table(
         "Saturation (closed loop)", ["server", "clients", "req/s"],
         note="The same ranker, micro-batching on (batch_max_requests 8) and off (1).",
     )  # fmt: skip
     t2.add("one at a time", sat_clients, sat["single"])
     t2.add("micro-batched", sat_clients, sat["batched"])
+    if with_bf16:
+        t2.add("micro-batched, bf16", sat_clients, sat["batched bf16"])
     t3 = result.table(
         f"Poisson arrivals, {round_s:.0f} s per rate: this ranker vs the LitServe peer",
-        ["req/s", "ours p50 ms", "ours p99 ms", "ours failed", "peer p50 ms", "peer p99 ms",
-         "peer failed", "ours / peer p99"],
+        ["req/s", "ours p50 ms", "ours p99 ms", "ours failed"]
+        + (["bf16 p50 ms", "bf16 p99 ms", "bf16 failed"] if with_bf16 else [])
+        + ["peer p50 ms", "peer p99 ms", "peer failed", "ours / peer p99"],
         note="The peer: LitServe dynamic batching (max 8, 5 ms), plain redis-py WITHSCORES, "
         "one independent row per candidate; '-' where a lower rate already overloaded it "
         "(its median waited a quarter of the round or more).",
@@ -350,6 +403,9 @@ def main(argv: list[str] | None = None) -> None:
         lat, fail = ours[rate]
         p99 = percentile(lat, 99)
         row = [rate, percentile(lat, 50), p99, fail]
+        if with_bf16:
+            hlat, hfail = ours_bf16[rate]
+            row += [percentile(hlat, 50), percentile(hlat, 99), hfail]
         if rate in theirs:
             plat, pfail = theirs[rate]
             pp99 = percentile(plat, 99)
@@ -361,18 +417,14 @@ def main(argv: list[str] | None = None) -> None:
         t3.add(*row)
     result.data["poisson"] = {
         "ours": {str(r): ours[r][0] for r in rates},
+        "ours_bf16": {str(r): ours_bf16[r][0] for r in ours_bf16},
         "peer": {str(r): theirs[r][0] for r in theirs},
     }
     result.summary += [
         f"non-model share: {100 * (total - score_s) / total:.1f}%",
         f"model vs floor: {score_s / floor_s:.2f}x",
         f"batched saturation gain: {sat['batched'] / sat['single']:.2f}x",
-        (
-            f"highest Poisson rate with P99 < {SLO_MS:.0f} ms: {best:g} req/s "
-            f"(P99 at {best / 2:g} req/s: {half:.1f} ms)"
-            if best is not None
-            else f"highest Poisson rate with P99 < {SLO_MS:.0f} ms: none of {rates}"
-        ),
+        rate_line("", best, half, rates),
         "ours / peer P99 at the rates the peer sustains: "
         + (
             ", ".join(f"{x:.3f}x" for x in ratios)
@@ -381,6 +433,16 @@ def main(argv: list[str] | None = None) -> None:
             f"{t3.rows[0][-1]:.3f}x)"
         ),
     ]
+    if with_bf16:
+        result.summary += [
+            f"bf16: non-model share {100 * (total_bf16 - score_bf16) / total_bf16:.1f}%, "
+            f"model step {1e3 * score_bf16:.1f} ms vs {1e3 * score_s:.1f} ms float32 "
+            f"({score_s / score_bf16:.2f}x), {score_bf16 / floor_bf16:.2f}x its floor at the "
+            f"bf16 matmul rate ({rate_bf16 / 1e9:.0f} vs {rate_flops / 1e9:.0f} GFLOP/s fp32)",
+            f"bf16 saturation: {sat['batched bf16']:.1f} req/s "
+            f"({sat['batched bf16'] / sat['single']:.2f}x one-at-a-time float32)",
+            rate_line(", bf16", best_bf16, half_bf16, rates),
+        ]
     result.write(args.out)
 
 
