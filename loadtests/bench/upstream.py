@@ -1,33 +1,45 @@
-"""``python -m loadtests.bench.upstream``: upstream encode cost on a realistic length mix.
+"""``python -m loadtests.bench.upstream``: upstream encode cost on realistic length mixes.
 
-Users' history lengths are drawn log-uniform in [10, T] (a heavy-tailed mix: most users are
-short, a few are long). One batch of B such users is encoded two ways in the same run:
-padded to T (the reference) and length-aware (``UserEncoder.embed``: users in length buckets,
-each cut to its longest history). Reported: users/s, real (non-padding) events/s, and the
-time against the FLOPs floor of the real tokens (``shared_model.flops`` at each user's true
-length, over ``matmul_rate`` measured in the same run).
+CPU (the default): one batch of B users is encoded two ways in the same run, padded to T
+(the reference) and length-aware (``UserEncoder.embed``: least-cost length groups, each cut to
+its longest history), for two length mixes: log-uniform in [10, T] (heavy-tailed: most users
+short, a few long) and the synthetic world's users after ``--world-days`` days of activity
+(``shared_model.data.synthetic``, their real events, capped at T). Reported: users/s, real
+(non-padding) events/s, and the time against the FLOPs floor of the real tokens
+(``shared_model.flops`` at each user's true length, over ``matmul_rate`` measured in the same
+run).
+
+Batch-size sweep (``--batch-sizes``, for a GPU: ``--device cuda --dtype bf16``): every user
+has T events; per batch size, the model step alone (inputs already on the device) as users/s
+and MFU against the matmul rate of that dtype measured in the same run, and the whole encoder
+(features built on the host, on CUDA into pinned memory copied on a side stream, then the
+model) as users/s. Needs only torch (and numpy for the synthetic world).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import math
 import random
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from loadtests.bench.common import Result, command_line, matmul_rate
-from shared_model.checkpoint import build_model
 from shared_model.config import LLaTTEConfig
 from shared_model.contract import ActionType, EmbeddingDType, HistoryRecord, stable_hash
-from shared_model.flops import sequence_flops
-from upstream_service.encoder import UserEncoder
+from shared_model.features import EventBatch
+from shared_model.inference import encode_user
+from shared_model.upstream import UpstreamModel
+from upstream_service.encoder import UserEncoder, history_flops
 
 CONFIGS = Path(__file__).resolve().parents[2] / "shared_model" / "configs"
+DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 
 
 def log_uniform_lengths(rng: random.Random, n: int, low: int, high: int) -> list[int]:
@@ -49,70 +61,184 @@ def history(rng: random.Random, n: int, content_dim: int, end_ms: int) -> list[H
     ]
 
 
-def real_token_flops(cfg: LLaTTEConfig, n: int) -> int:
-    """Sequence FLOPs of one user encoded at its true length n (no padding)."""
-    n = max(1, n)
-    pyramid = [min(p, n) for p in cfg.pyramid]
-    return sequence_flops(dataclasses.replace(cfg, max_seq_len=n, pyramid=pyramid)).total
+def world_histories(n_users: int, days: float, content_dim: int, T: int) -> list[list]:
+    """The synthetic world's first n_users users: their events over ``days``, the last T."""
+    from shared_model.data.synthetic import (  # numpy; only this workload needs it
+        DEFAULT_START_MS,
+        MS_PER_DAY,
+        SyntheticWorld,
+        WorldConfig,
+    )
+
+    world = SyntheticWorld(WorldConfig(seed=0, n_users=n_users, content_dim=content_dim))
+    per_user: list[list[HistoryRecord]] = [[] for _ in range(n_users)]
+    for raw in world.stream_raw(DEFAULT_START_MS, int(days * MS_PER_DAY)):
+        per_user[raw.user].append(world.to_user_event(raw).to_history_record())
+    return [h[-T:] for h in per_user]
 
 
-def seconds_per_call(fn, min_seconds: float) -> float:
+def seconds_per_call(fn: Callable[[], object], min_seconds: float, sync=lambda: None) -> float:
     fn()  # warm-up
+    sync()
     calls, began = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - began) < min_seconds or calls < 2:
+    while time.perf_counter() - began < min_seconds or calls < 2:
         fn()
         calls += 1
-    return elapsed / calls
+        if calls % 4 == 0:
+            sync()
+    sync()
+    return (time.perf_counter() - began) / calls
+
+
+def length_mix_table(result, encoder, cfg, name, histories, rate, min_seconds) -> float:
+    """Padded vs length-aware on one mix; returns the speedup (and fills the table)."""
+    lengths = [len(h) for h in histories]
+    users = [f"u{i}" for i in range(len(histories))]
+    floor_s = sum(history_flops(cfg, n) for n in lengths) / rate
+    table = result.table(
+        f"{name}: B = {len(lengths)}, lengths {min(lengths)}-{max(lengths)} "
+        f"(mean {sum(lengths) / len(lengths):.0f}, T = {cfg.max_seq_len})",
+        ["path", "ms/batch", "users/s", "real events/s", "x real-token floor", "forwards"],
+    )
+    timings = {}
+    for path, aware in (("padded to T", False), ("length-aware", True)):
+        s = seconds_per_call(lambda a=aware: encoder.embed(users, histories, a), min_seconds)
+        timings[path] = s
+        forwards = len(encoder.plan(lengths, aware))
+        table.add(path, 1000 * s, len(lengths) / s, sum(lengths) / s, s / floor_s, forwards)
+    result.data[name] = {"lengths": lengths, "floor_s": floor_s, **timings}
+    return timings["padded to T"] / timings["length-aware"], timings["length-aware"] / floor_s
+
+
+def run_length_mixes(args, result: Result, cfg: LLaTTEConfig, encoder: UserEncoder) -> None:
+    T = cfg.max_seq_len
+    rng = random.Random(0)
+    now = int(time.time() * 1000)
+    lengths = log_uniform_lengths(rng, args.batch, args.min_length, T)
+    mixes = {
+        f"log-uniform {args.min_length}-{T}": [
+            history(rng, n, cfg.content_dim, now) for n in lengths
+        ]
+    }
+    if args.world_days > 0:
+        mixes[f"synthetic world, {args.world_days:g} days"] = world_histories(
+            args.batch, args.world_days, cfg.content_dim, T
+        )
+    rate = matmul_rate()
+    encoder.calibrate()
+    ratios = {
+        name: length_mix_table(result, encoder, cfg, name, hs, rate, args.min_seconds)
+        for name, hs in mixes.items()
+    }
+    (_, (speedup, floor)), *others = ratios.items()
+    result.summary = [
+        f"length-aware speedup: {speedup:.2f}x",
+        f"real-token floor ratio: {floor:.2f}x",
+        *(
+            f"{name}: length-aware speedup {s:.2f}x, floor ratio {f:.2f}x"
+            for name, (s, f) in others
+        ),
+        f"matmul floor: {rate / 1e9:.1f} GFLOP/s float32, {torch.get_num_threads()} threads",
+    ]
+    result.data.update(matmul_flops=rate, group_overhead_flops=encoder.group_overhead_flops)
+
+
+def run_sweep(args, result: Result, cfg: LLaTTEConfig, encoder: UserEncoder) -> None:
+    device = encoder.device
+    T = cfg.max_seq_len
+    matmul_dtype = "bfloat16" if args.dtype == "bf16" else "float32"
+    rate = matmul_rate(str(device), matmul_dtype, n=8192 if encoder.cuda else 1024, seconds=1.0)
+    flops_per_user = history_flops(cfg, T)
+    rng = random.Random(0)
+    now = int(time.time() * 1000)
+    sizes = [int(b) for b in args.batch_sizes.split(",")]
+    pool = [history(rng, T, cfg.content_dim, now) for _ in range(max(sizes))]
+
+    def sync() -> None:
+        if encoder.cuda:
+            torch.cuda.synchronize(device)
+
+    table = result.table(
+        f"T = {T} for every user, {args.config.name}, {args.dtype} on {device}",
+        ["batch", "model ms", "model users/s", "MFU", "encoder users/s", "encoder events/s"],
+        note="model = the forward on inputs already on the device; encoder = features from "
+        "history records on the host, pinned copies on a side stream, forward, vectors back.",
+    )
+    best = 0.0
+    for B in sizes:
+        users, histories = [f"u{i}" for i in range(B)], pool[:B]
+        events = EventBatch.from_records(histories, T, cfg.content_dim).to(device)
+        ctx = encoder.context(users, histories).to(device)
+        model_s = seconds_per_call(
+            lambda e=events, c=ctx: encode_user(encoder.model, e, c, encoder.autocast_dtype),
+            args.min_seconds,
+            sync,
+        )
+        encoder_s = seconds_per_call(
+            lambda u=users, h=histories: encoder.embed(u, h), args.min_seconds / 2, sync
+        )
+        mfu = B * flops_per_user / model_s / rate
+        best = max(best, mfu)
+        table.add(
+            B, 1000 * model_s, B / model_s, f"{100 * mfu:.1f}%", B / encoder_s, B * T / encoder_s
+        )
+    # The same users through the float32 CPU reference (a short and a full history).
+    reference = UserEncoder(copy.deepcopy(encoder.model).float().cpu(), cfg, "bench")
+    users, histories = ["a", "b"], [pool[0][-37:], pool[1]]
+    want = reference.embed(users, histories, length_aware=False)
+    got = encoder.embed(users, histories)
+    error = ((got - want).norm(dim=-1) / want.norm(dim=-1)).max().item()
+    result.summary = [
+        f"best MFU: {100 * best:.1f}% of the measured {args.dtype} matmul rate",
+        f"{args.dtype} on {device} vs the float32 CPU reference: relative error {error:.2g}",
+        f"matmul rate: {rate / 1e12:.2f} TFLOP/s {matmul_dtype} (same run)",
+        f"FLOPs per user at T = {T}: {flops_per_user / 1e9:.1f} GFLOP",
+    ]
+    result.data.update(
+        matmul_flops=rate, flops_per_user=flops_per_user, batch_sizes=sizes, relative_error=error
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--config", type=Path, default=CONFIGS / "upstream.json")
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--min-length", type=int, default=10)
-    p.add_argument("--min-seconds", type=float, default=3.0)
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="autocast dtype")
+    p.add_argument("--history-length", type=int, help="T (default: the config's max_seq_len)")
+    p.add_argument("--batch", type=int, default=32, help="users per batch of the length mixes")
+    p.add_argument("--batch-sizes", help="sweep these batch sizes at T instead (e.g. 8,16,32)")
+    p.add_argument("--min-length", type=int, default=10, help="shortest log-uniform length")
+    p.add_argument("--world-days", type=float, default=7.0, help="0 skips the world mix")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--min-seconds", type=float, default=3.0, help="timing per measurement")
     p.add_argument("--quick", action="store_true", help="demo config, short timings")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
     if args.quick:
         args.config = CONFIGS / "demo_upstream.json"
         args.min_seconds = min(args.min_seconds, 0.2)
+        args.world_days = min(args.world_days, 1.0)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     cfg = LLaTTEConfig.from_json(args.config)
+    if args.history_length:
+        T = args.history_length
+        cfg = dataclasses.replace(cfg, max_seq_len=T, pyramid=[min(p, T) for p in cfg.pyramid])
+    device = torch.device(args.device)
     torch.manual_seed(0)
-    model = build_model(cfg)
-    encoder = UserEncoder(model, cfg, "bench", dtype=EmbeddingDType.FLOAT32)
-    T = cfg.max_seq_len
-    rng = random.Random(0)
-    lengths = log_uniform_lengths(rng, args.batch, args.min_length, T)
-    now = int(time.time() * 1000)
-    users = [f"u{i}" for i in range(args.batch)]
-    histories = [history(rng, n, cfg.content_dim, now) for n in lengths]
-    rate = matmul_rate()
-    floor_s = sum(real_token_flops(cfg, n) for n in lengths) / rate
-
+    model = UpstreamModel(cfg).to(device)
+    encoder = UserEncoder(
+        model, cfg, "bench", dtype=EmbeddingDType.FLOAT32, autocast_dtype=DTYPES[args.dtype]
+    )
+    sweep = args.batch_sizes is not None
     result = Result(
-        "upstream",
-        "Upstream encode on a heavy-tailed length mix",
+        f"upstream-{device.type}-sweep" if sweep else "upstream",
+        f"Upstream encode, {args.dtype} on {device.type.upper()}: "
+        + ("batch sizes at full length" if sweep else "padded vs length-aware length mixes"),
         command_line("loadtests.bench.upstream", argv if argv is not None else sys.argv[1:]),
         description=__doc__.split("\n\n", 1)[1].strip(),
     )
-    table = result.table(
-        f"B = {args.batch}, lengths log-uniform in [{args.min_length}, {T}] "
-        f"(mean {sum(lengths) / len(lengths):.0f}), {args.config.name}, float32",
-        ["path", "ms/batch", "users/s", "real events/s", "x real-token floor"],
-    )
-    timings = {}
-    for name, aware in (("padded to T", False), ("length-aware", True)):
-        s = seconds_per_call(lambda a=aware: encoder.embed(users, histories, a), args.min_seconds)
-        timings[name] = s
-        table.add(name, 1000 * s, args.batch / s, sum(lengths) / s, s / floor_s)
-    speedup = timings["padded to T"] / timings["length-aware"]
-    result.summary = [
-        f"length-aware speedup: {speedup:.2f}x",
-        f"real-token floor ratio: {timings['length-aware'] / floor_s:.2f}x",
-        f"matmul floor: {rate / 1e9:.1f} GFLOP/s float32",
-    ]
-    result.data = {"lengths": lengths, "matmul_flops": rate, "floor_s": floor_s, **timings}
+    (run_sweep if sweep else run_length_mixes)(args, result, cfg, encoder)
     result.write(args.out)
     return 0
 
