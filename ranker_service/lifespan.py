@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from ranker_service.metrics import Metrics
-from ranker_service.model_runner import ModelRunner
+from ranker_service.model_runner import ModelRunner, freeze_long_lived_objects
 from ranker_service.ranking import RankingService
 from ranker_service.settings import Settings
 from ranker_service.state import AppState
@@ -30,6 +30,7 @@ def make_lifespan(settings: Settings, metrics: Metrics):
             # A checkpoint that does not load fails startup: better no server than a wrong one.
             bundle = await runner.start()
             metrics.set_model(bundle.model_version, bundle.upstream_model_version or "")
+            log.info("%d startup objects frozen out of the cyclic GC", freeze_long_lived_objects())
             yield
         finally:
             runner.shutdown()

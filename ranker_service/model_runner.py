@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import Callable
@@ -124,6 +125,20 @@ def warm_up(bundle: ModelBundle, candidate_counts: list[int]) -> None:
     )
 
 
+def freeze_long_lived_objects() -> int:
+    """Take every object alive now out of the cyclic collector's walks; returns how many.
+
+    After startup ~200k tracked objects (torch, FastAPI, the loaded model) live for the
+    process's lifetime, and a full collection walks all of them: measured 100-220 ms, paid by
+    whichever request's allocation triggers it. ``gc.freeze()`` moves them to the permanent
+    generation (objects are still freed by reference counting), so collections walk only what
+    requests allocate. Called once the model is loaded and warm, and again after a reload.
+    """
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
+
+
 class ModelRunner:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -157,6 +172,7 @@ class ModelRunner:
         async with self._reload_lock:
             bundle = await asyncio.to_thread(self._load_in_side_thread, path)
             old, self.bundle = self.bundle, bundle
+            freeze_long_lived_objects()  # the new model's objects too (cheap: the rest is frozen)
         log.info("reloaded %s -> %s from %s", old and old.model_version, bundle.model_version, path)
         return bundle
 
@@ -177,4 +193,11 @@ class ModelRunner:
         self._executor.shutdown(wait=True, cancel_futures=True)
 
 
-__all__ = ["CheckpointError", "ModelBundle", "ModelRunner", "load_bundle", "warm_up"]
+__all__ = [
+    "CheckpointError",
+    "ModelBundle",
+    "ModelRunner",
+    "freeze_long_lived_objects",
+    "load_bundle",
+    "warm_up",
+]
