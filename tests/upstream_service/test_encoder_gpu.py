@@ -48,7 +48,7 @@ def batch():
     cfg = tiny_config("upstream")
     model = UpstreamModel(cfg).eval()
     n_users = CUDA_CHUNK_ROWS + 7
-    lengths = [(7 * u) % (cfg.max_seq_len + 5) for u in range(n_users)]
+    lengths = [(5 * u) % (cfg.max_seq_len + 5) for u in range(n_users)]
     users = [f"user-{u}" for u in range(n_users)]
     histories = [_history(u, n, cfg.content_dim) for u, n in enumerate(lengths)]
     cpu = UserEncoder(model, cfg, "v1", dtype=EmbeddingDType.FLOAT32)
