@@ -19,6 +19,7 @@ import functools
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -40,14 +41,7 @@ from ranker_service.features import (
 )
 from ranker_service.metrics import Metrics
 from ranker_service.model_runner import ModelBundle, ModelRunner
-from ranker_service.schemas import (
-    RankRequest,
-    RankResponse,
-    ScoredCandidate,
-    Timing,
-    UpstreamInfo,
-    UpstreamStatus,
-)
+from ranker_service.schemas import HistorySource, RankRequest, UpstreamStatus
 from ranker_service.settings import Settings
 from ranker_service.store import FeatureStore, FetchOutcome, UserData
 from shared_model.contract import (
@@ -58,6 +52,9 @@ from shared_model.contract import (
 )
 
 log = logging.getLogger(__name__)
+
+
+RankResult = dict[str, Any]  # the JSON of a RankResponse, as plain data
 
 
 class RankInputError(ValueError):
@@ -163,7 +160,7 @@ class RankingService:
         except ContractError as e:
             raise RankInputError(str(e)) from None
 
-    async def rank(self, request: RankRequest, started: float) -> RankResponse:
+    async def rank(self, request: RankRequest, started: float) -> RankResult:
         bundle = self.runner.bundle
         if bundle is None:  # the route's readiness dependency normally prevents this
             raise RuntimeError("no model loaded")
@@ -219,7 +216,7 @@ class RankingService:
         scored: Scored,
         inline: bool,
         started: float,
-    ) -> RankResponse:
+    ) -> RankResult:
         features: _Features = scored.prepared.state
         m, d = self.metrics, features.decision
         m.candidates.observe(len(request.candidates))
@@ -250,34 +247,40 @@ class RankingService:
         scores = ranking_scores(scored.probs, [c.bid for c in request.candidates])
         order = sorted(range(len(scores)), key=lambda i: -scores[i])  # stable: ties keep order
         if inline:
-            history_source = "inline"
+            history_source = HistorySource.INLINE
         elif data.outcome is FetchOutcome.OK:
-            history_source = "redis"
+            history_source = HistorySource.REDIS
         else:
-            history_source = "none"
-        return RankResponse(
-            model_version=bundle.model_version,
-            candidates=[
-                ScoredCandidate.model_construct(  # our own floats: nothing to validate
-                    ad_id=request.candidates[i].ad_id,
-                    p_ctr=probs[i][0],
-                    p_cvr=probs[i][1],
-                    score=scores[i],
-                )
+            history_source = HistorySource.NONE
+        cands = request.candidates
+        # The JSON of a RankResponse as plain data (orjson writes it in one pass); no model
+        # object per candidate. tests/ranker_service/test_openapi.py holds real responses to
+        # the RankResponse schema.
+        return {
+            "model_version": bundle.model_version,
+            "candidates": [
+                {
+                    "ad_id": cands[i].ad_id,
+                    "p_ctr": probs[i][0],
+                    "p_cvr": probs[i][1],
+                    "score": scores[i],
+                }
                 for i in order
             ],
-            upstream=UpstreamInfo(
-                status=UpstreamStatus.USED if d.used else UpstreamStatus.ABSENT,
-                outcome=d.outcome,
-                age_ms=d.age_ms,
-                model_version=d.model_version,
-            ),
-            history_source=history_source,
-            history_length=features.history_length,
-            degraded=degraded,
-            timing=Timing(
-                redis_ms=data.seconds * 1000,
-                model_ms=scored.model_s * 1000,
-                total_ms=(time.perf_counter() - started) * 1000,
-            ),
-        )
+            "upstream": {
+                "status": UpstreamStatus.USED if d.used else UpstreamStatus.ABSENT,
+                "outcome": d.outcome,
+                "age_ms": d.age_ms,
+                "model_version": d.model_version,
+            },
+            "history_source": history_source,
+            "history_length": features.history_length,
+            "degraded": [
+                {"feature": x.feature, "reason": x.reason, "count": x.count} for x in degraded
+            ],
+            "timing": {
+                "redis_ms": data.seconds * 1000,
+                "model_ms": scored.model_s * 1000,
+                "total_ms": (time.perf_counter() - started) * 1000,
+            },
+        }
