@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import redis
 import torch
 from fastapi.testclient import TestClient
 
+from loadtests.stack.polling import wait_for
 from loadtests.stack.servers import LOOPBACK, RedisServer
 from ranker_service.main import create_app
 from shared_model.config import LLaTTEConfig
@@ -118,19 +120,33 @@ def test_reload_swaps_model_without_dropping_requests(
             r = client.post("/v1/rank", json=rank_body(3, tiny_cfg))
             return r.status_code, r.json()["model_version"]
 
+        # Hold the inference thread, so requests that took the old model queue for it while
+        # the reload runs: the overlap is forced, not hoped for.
+        state = client.app.state.ranker
+        release, held = threading.Event(), threading.Event()
+        state.runner.executor.submit(lambda: (held.set(), release.wait(60)))
+        wait_for(held.is_set, timeout=10, what="the inference thread is held")
         with ThreadPoolExecutor(4) as pool:
-            during = pool.map(rank_once, range(24))
-            reload = client.post(
-                "/admin/reload",
-                json={"checkpoint_path": str(second_checkpoint_dir)},
-                headers=auth,
-            )
-            results = list(during)
+            try:
+                during = [pool.submit(rank_once, i) for i in range(4)]
+                wait_for(
+                    lambda: state.ranking.batcher.pending >= 4,
+                    timeout=30,
+                    what="4 requests queued for the held model thread",
+                )
+                reload = client.post(
+                    "/admin/reload",
+                    json={"checkpoint_path": str(second_checkpoint_dir)},
+                    headers=auth,
+                )
+            finally:
+                release.set()
+            results = [f.result() for f in during]
         assert reload.status_code == 200, reload.text
         new = reload.json()["model_version"]
         assert new != old and reload.json()["previous_model_version"] == old
-        assert all(status == 200 for status, _ in results)
-        assert {version for _, version in results} <= {old, new}
+        # Requests in flight during the reload finish on the model they started with.
+        assert results == [(200, old)] * 4
         after = client.post("/v1/rank", json=rank_body(3, tiny_cfg)).json()
         assert after["model_version"] == new
         assert f'model_version="{new}"' in client.get("/metrics").text
