@@ -132,3 +132,14 @@ def rank_body(n: int, cfg: LLaTTEConfig, user_id: str = "u1", **extra: object) -
     }
     body.update(extra)
     return body
+
+
+def metric_value(text: str, name: str, labels: dict[str, str] | None = None) -> float:
+    """One sample's value in a /metrics page (0 when the sample is absent)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == (labels or {}):
+                return sample.value
+    return 0.0

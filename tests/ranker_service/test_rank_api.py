@@ -26,6 +26,7 @@ from tests.ranker_service.helpers import (
     NOW_MS,
     UPSTREAM_VERSION,
     make_history,
+    metric_value,
     rank_body,
     write_content,
     write_embedding,
@@ -148,11 +149,12 @@ def test_corrupt_history_members_are_skipped(
     history = make_history(5, tiny_cfg.content_dim)
     write_history(redis_client, "u1", history)
     redis_client.zadd(history_key("u1", "eng"), {b"\x07not-a-record": NOW_MS - 1})
+    name = "ranker_history_corrupt_records_total"
+    before = metric_value(client.get("/metrics").text, name)
     out = _rank(client, rank_body(2, tiny_cfg))
     assert out["history_source"] == "redis"
     assert out["history_length"] == 5
-    metrics = client.get("/metrics").text
-    assert "ranker_history_corrupt_records_total" in metrics
+    assert metric_value(client.get("/metrics").text, name) == before + 1
 
 
 # ------------------------------------------------------------------------------------------
