@@ -1,6 +1,6 @@
 """Cross-request micro-batching for the inference thread.
 
-When requests queue for the one inference thread (see model_runner), scoring them one at a time
+When requests queue for the inference thread (see model_runner), scoring them one at a time
 pays the fixed per-op cost of every small kernel once per request. The batcher scores what has
 queued in one ``score_many``: the users' prefixes in one ``encode_history`` and all candidates
 in one ``decode_queries``, each candidate attending only to its own user's prefix.
@@ -14,7 +14,9 @@ How it gathers without adding latency:
   return at once);
 - ``max_wait_s`` > 0 lets a drain wait for companions, but never longer than that since the
   oldest job in the batch was submitted (0, the default, never waits);
-- ``max_requests`` <= 1 disables batching: every job is scored alone, as before.
+- ``max_requests`` <= 1 disables batching: every job is scored alone, as before;
+- with several inference threads (``settings.inference_threads``), each drain takes its own
+  jobs from the deque, so batches run side by side.
 
 Isolation: a job whose preparation (decode, tensors) raises fails alone; when ``score_many``
 raises for a batch, every job in it is retried alone with ``score``, so one bad request never

@@ -1,11 +1,13 @@
-"""The model off the event loop: one dedicated inference thread, hot-swappable checkpoints.
+"""The model off the event loop: dedicated inference thread(s), hot-swappable checkpoints.
 
-Why one thread: the 2-core box serves one request's model pass at a time with one intra-op
+Why one intra-op thread: the 2-core box serves one request's model pass with one intra-op
 thread (see settings.torch_threads), leaving the other core to the event loop, which keeps
-accepting, parsing and validating requests and reading Redis meanwhile. A process pool would
-add a pickle round trip of the inputs and outputs per request and a copy of the weights per
-process, for no gain on two cores. Requests queue for the thread in arrival order, and those
-that queued while it was busy are scored together (ranker_service.batching).
+accepting, parsing and validating requests and reading Redis meanwhile; OpenMP workers
+spanning both cores spin on each other under load. ``settings.inference_threads`` > 1 runs
+that many model calls side by side instead (different batches, one intra-op thread each).
+A process pool would add a pickle round trip of the inputs and outputs per request and a
+copy of the weights per process. Requests queue for the threads in arrival order, and those
+that queued while they were busy are scored together (ranker_service.batching).
 
 Reload: the new checkpoint is loaded and warmed in a separate short-lived thread while the old
 one keeps serving, then the ``bundle`` reference is swapped. A request captures the bundle once,
@@ -144,7 +146,7 @@ class ModelRunner:
         self.settings = settings
         configure_torch(settings)
         self._executor = ThreadPoolExecutor(
-            max_workers=1,
+            max_workers=settings.inference_threads,
             thread_name_prefix="ranker-model",
             # Intra-op settings are per OS thread for OpenMP: set them in the worker too.
             initializer=torch.set_num_threads,
@@ -182,7 +184,8 @@ class ModelRunner:
 
     @property
     def executor(self) -> ThreadPoolExecutor:
-        """The inference thread (one worker): the batcher schedules its drains here."""
+        """The inference threads (settings.inference_threads workers): the batcher schedules
+        its drains here."""
         return self._executor
 
     async def run(self, fn: Callable[..., R], *args: object) -> R:

@@ -225,7 +225,9 @@ def test_concurrent_requests_batched_by_the_service_equal_one_at_a_time(
             write_embedding(redis_client, user, torch.randn(tiny_cfg.d_upstream).tolist())
         bodies.append(rank_body(3 + u, tiny_cfg, user_id=user))
 
-    settings = ranker_settings(redis_server.url, checkpoint_dir, batch_max_requests=8)
+    settings = ranker_settings(
+        redis_server.url, checkpoint_dir, batch_max_requests=8, inference_threads=1
+    )
     with TestClient(create_app(settings)) as client:
         alone = [client.post("/v1/rank", json=b).json() for b in bodies]
         runner = client.app.state.ranker.runner
@@ -283,3 +285,29 @@ def test_bf16_jobs_are_scored_in_bf16_and_apart_from_float32_jobs(
         if d is torch.bfloat16:  # not the float32 scores: it really ran in bf16
             assert not torch.equal(probs, score(model, *x))
     assert sorted(recorder.sizes) == [2, 2]
+
+
+def test_a_second_inference_thread_scores_while_the_first_is_busy(
+    redis_server: RedisServer, redis_client: redis.Redis, checkpoint_dir: Path, tiny_cfg
+) -> None:
+    """inference_threads=2: with one thread held, a request is still scored (on the other)."""
+    settings = ranker_settings(redis_server.url, checkpoint_dir, inference_threads=2)
+    body = rank_body(3, tiny_cfg, user_id="lane-user")
+    with TestClient(create_app(settings)) as client:
+        release = _hold(client.app.state.ranker.runner.executor)
+        answered, responses = threading.Event(), []
+
+        def send() -> None:
+            responses.append(client.post("/v1/rank", json=body))
+            answered.set()
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        try:
+            # The held job lets go after 30 s: an answer before then came from the other thread.
+            assert answered.wait(20), "the request waited for the held inference thread"
+        finally:
+            release.set()
+            sender.join(30)
+    assert responses[0].status_code == 200, responses[0].text
+    assert len(responses[0].json()["candidates"]) == 3
