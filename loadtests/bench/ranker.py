@@ -120,7 +120,7 @@ def request_bodies(cfg: LLaTTEConfig, users: int, n: int, count: int) -> list[by
 
 
 def start_ranker(
-    name: str, redis_url: str, ckpt: Path, batch: int, autocast: str = "none"
+    name: str, redis_url: str, ckpt: Path, batch: int, autocast: str = "none", threads: int = 1
 ) -> tuple[ServiceProcess, str]:
     port = free_port()
     env = {
@@ -130,6 +130,7 @@ def start_ranker(
         "RANKER_BATCH_MAX_REQUESTS": str(batch),
         "RANKER_WARMUP_CANDIDATES": "[1,100]",
         "RANKER_AUTOCAST": autocast,
+        "RANKER_INFERENCE_THREADS": str(threads),
     }
     proc = ServiceProcess(
         "uvicorn", "ranker_service.main:app", "--host", LOOPBACK, "--port", str(port),
@@ -296,7 +297,13 @@ def main(argv: list[str] | None = None) -> None:
         help="also measure a bf16 ranker (RANKER_AUTOCAST=bf16); auto: when the CPU "
         "multiplies bf16 natively (AVX512-BF16/AMX), where it is faster than float32",
     )  # fmt: skip
+    parser.add_argument(
+        "--inference-threads", type=int, default=1,
+        help="RANKER_INFERENCE_THREADS of the micro-batched rankers (the one-at-a-time ranker "
+        "keeps 1; with more, the saturation table also shows micro-batching on one thread)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    threads = args.inference_threads
     with_bf16 = args.bf16 == "yes" or (args.bf16 == "auto" and cpu_has_native_bf16())
     torch.set_num_threads(1)  # the floor at the ranker's thread count
 
@@ -322,14 +329,19 @@ def main(argv: list[str] | None = None) -> None:
         seed_redis(rd.client(), cfg, users, per_source)
         bodies = request_bodies(cfg, users, n, 32)
         try:
-            batched, url_b = start_ranker("ranker-batched", rd.url, ckpt, batch=8)
+            batched, url_b = start_ranker("ranker-batched", rd.url, ckpt, 8, threads=threads)
             procs.append(batched)
+            if threads > 1:
+                one_lane, url_1 = start_ranker("ranker-batched-1", rd.url, ckpt, batch=8)
+                procs.append(one_lane)
             single, url_s = start_ranker("ranker-single", rd.url, ckpt, batch=1)
             procs.append(single)
             peer, url_p = start_peer(rd.url, ckpt)
             procs.append(peer)
             if with_bf16:
-                bf16, url_h = start_ranker("ranker-bf16", rd.url, ckpt, batch=8, autocast="bf16")
+                bf16, url_h = start_ranker(
+                    "ranker-bf16", rd.url, ckpt, 8, autocast="bf16", threads=threads
+                )
                 procs.append(bf16)
 
             # 1. CPU by stage at one request in flight (the micro-batched server: alone).
@@ -337,6 +349,7 @@ def main(argv: list[str] | None = None) -> None:
             seq_bf16 = sequential_cpu(bf16, url_h, bodies, reps) if with_bf16 else None
             # 2. saturation with and without micro-batching
             servers = [("single", url_s), ("batched", url_b)]
+            servers += [("batched 1 thread", url_1)] if threads > 1 else []
             servers += [("batched bf16", url_h)] if with_bf16 else []
             sat = {
                 name: asyncio.run(closed_loop(url, bodies, sat_clients, sat_s))
@@ -374,6 +387,7 @@ def main(argv: list[str] | None = None) -> None:
         candidates=n,
         history_per_source=per_source,
         matmul_flops_per_s=rate_flops,
+        inference_threads=threads,
     )
     floor_s = scoring_flops(cfg, n, shared=True) / rate_flops
     total, score_s = stage_table(result, seq, n, cfg.max_seq_len, "")
@@ -383,10 +397,13 @@ def main(argv: list[str] | None = None) -> None:
         result.data["matmul_bf16_flops_per_s"] = rate_bf16
     t2 = result.table(
         "Saturation (closed loop)", ["server", "clients", "req/s"],
-        note="The same ranker, micro-batching on (batch_max_requests 8) and off (1).",
+        note="The same ranker, micro-batching on (batch_max_requests 8) and off (1); "
+        f"micro-batched rankers on {threads} inference thread(s) unless the row says one.",
     )  # fmt: skip
     t2.add("one at a time", sat_clients, sat["single"])
     t2.add("micro-batched", sat_clients, sat["batched"])
+    if threads > 1:
+        t2.add("micro-batched, 1 thread", sat_clients, sat["batched 1 thread"])
     if with_bf16:
         t2.add("micro-batched, bf16", sat_clients, sat["batched bf16"])
     t3 = result.table(
@@ -423,7 +440,13 @@ def main(argv: list[str] | None = None) -> None:
     result.summary += [
         f"non-model share: {100 * (total - score_s) / total:.1f}%",
         f"model vs floor: {score_s / floor_s:.2f}x",
-        f"batched saturation gain: {sat['batched'] / sat['single']:.2f}x",
+        f"batched saturation gain: {sat['batched'] / sat['single']:.2f}x"
+        + (
+            f" ({threads} inference threads; on one: "
+            f"{sat['batched 1 thread'] / sat['single']:.2f}x)"
+            if threads > 1
+            else ""
+        ),
         rate_line("", best, half, rates),
         "ours / peer P99 at the rates the peer sustains: "
         + (
