@@ -2,9 +2,11 @@
 
 The ranker runs as a real uvicorn process; schemathesis reads ``/openapi.json`` from it and
 generates schema-valid (positive) and schema-breaking (negative) requests for every operation.
-Every answer must be below 500, and every 4xx must carry a JSON message. Then the size limits
-are checked over a real socket: a declared and a chunked oversized body (413), too many
-candidates and too many inline events (422), and the server answers normally afterwards.
+Every answer must be below 500 and match its declared schema, every 4xx must carry a JSON
+message, and every accepted ranking must rank exactly the candidates asked for, best first.
+Then the size limits are checked over a real socket: a declared and a chunked oversized body
+(413), too many candidates and too many inline events (422), and the server answers normally
+afterwards.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
-from schemathesis.checks import not_a_server_error
+from schemathesis.checks import not_a_server_error, response_schema_conformance
 
 from shared_model.config import tiny_config
 from tests.ranker_service.helpers import rank_body
@@ -29,6 +31,7 @@ CFG = tiny_config("online")
 EXAMPLES = {"/v1/rank": 150, "/admin/reload": 40}  # per generation mode; others get 15
 MAX_BODY = 64 * 1024
 TRIED: Counter[str] = Counter()
+ACCEPTED: Counter[str] = Counter()  # 200s whose body was checked
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +52,20 @@ def rejection_has_a_message(ctx, response, case) -> None:
             assert all(d.get("msg") and d.get("loc") is not None for d in detail), detail
 
 
+def accepted_rankings_are_consistent(ctx, response, case) -> None:
+    """Every 200 from /v1/rank ranks exactly the candidates asked for, best score first."""
+    if case.path != "/v1/rank" or response.status_code != 200:
+        return
+    payload = json.loads(response.content)
+    asked = [c["ad_id"] for c in case.body["candidates"]]
+    ranked = payload["candidates"]
+    assert sorted(c["ad_id"] for c in ranked) == sorted(asked), (asked, ranked)
+    scores = [c["score"] for c in ranked]
+    assert scores == sorted(scores, reverse=True), scores
+    assert payload["history_length"] >= 0
+    ACCEPTED[case.path] += 1
+
+
 def fuzz_operation(op, mode: GenerationMode, n: int, base: str, statuses: Counter) -> None:
     @settings(
         max_examples=n,
@@ -62,7 +79,15 @@ def fuzz_operation(op, mode: GenerationMode, n: int, base: str, statuses: Counte
         response = case.call(base_url=base)
         statuses[(op.path, response.status_code)] += 1
         TRIED[f"{op.label} {mode.value}"] += 1
-        case.validate_response(response, checks=[not_a_server_error, rejection_has_a_message])
+        case.validate_response(
+            response,
+            checks=[
+                not_a_server_error,
+                rejection_has_a_message,
+                response_schema_conformance,
+                accepted_rankings_are_consistent,
+            ],
+        )
 
     try:
         fuzz()
@@ -87,6 +112,7 @@ def test_every_operation_from_the_openapi_schema(ranker: RankerProcess) -> None:
     # The rank endpoint saw both acceptances and rejections: the fuzzer reached the model.
     rank_statuses = {s for (p, s) in statuses if p == "/v1/rank"}
     assert 422 in rank_statuses
+    assert ACCEPTED["/v1/rank"] == statuses[("/v1/rank", 200)] > 0
     print(f"\nschemathesis: {sum(TRIED.values())} requests {dict(TRIED)}")
     print(f"statuses: {dict(sorted(statuses.items()))}")
 

@@ -9,6 +9,7 @@ API and must return at least one series with a finite value. Also: the demo CLI,
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -110,14 +111,30 @@ def driven_stack(
             # second half increases them (on a busy machine one burst can fit between scrapes).
             half = dataclasses.replace(TRAFFIC, requests=TRAFFIC.requests // 2)
             first = send_rank_requests(stack, half, users)
-            time.sleep(2.5)  # >= 2 scrape intervals
+            scraped_all_requests(stack, prometheus)
             second = send_rank_requests(stack, half, users)
             for ranking in (first, second):
                 assert ranking.errors == 0 and ranking.used_upstream > 0
-            time.sleep(3)  # a few more scrapes after the last request
+            scraped_all_requests(stack, prometheus)
             yield stack, prometheus
         finally:
             prometheus.stop()
+
+
+REQUESTS_SERIES = "ranker_request_duration_seconds_count"
+
+
+def scraped_all_requests(stack: LocalStack, prometheus: PrometheusServer) -> None:
+    """Poll until Prometheus holds a sample of the ranker's request count taken after every
+    request so far (the ranker's own /metrics says how many there were)."""
+    served = total(merged_scrape([f"{stack.ranker_url}/metrics"]), REQUESTS_SERIES)
+    assert served > 0
+
+    def scraped() -> bool:
+        result = prometheus.query(f"sum({REQUESTS_SERIES})")
+        return bool(result) and float(result[0]["value"][1]) >= served
+
+    wait_for(scraped, 60, "Prometheus to scrape the ranker after the last request", 0.2)
 
 
 def _dashboard_queries() -> list[tuple[str, str]]:
@@ -207,7 +224,9 @@ def test_demo_cli_cleans_up_on_sigterm(checkpoints: tuple[Path, Path], tmp_path:
         assert children, "the demo started no process"
         demo.send_signal(signal.SIGTERM)
         assert demo.wait(60) == 130
-        time.sleep(0.5)
+        # Exited children of other parents are reaped by init: give that a moment, by polling.
+        with contextlib.suppress(TimeoutError):
+            wait_for(lambda: not any(_alive(p) for p in children), 10, "children gone", 0.1)
         alive = [pid for pid in children if _alive(pid)]
         assert not alive, f"left running: {alive}"
     finally:
