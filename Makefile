@@ -34,7 +34,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_GET := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
 
 .PHONY: help venv system-deps test lint fmt bench-model bench train demo stack ranker up down \
-	docs loadtest bench-report
+	docs loadtest bench-report mutation
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -69,6 +69,13 @@ test: venv system-deps  ## run the test suite (fails when no test is collected)
 	@rc=0; $(PY) -m pytest -q $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5)" >&2; fi; \
 	exit $$rc
+
+# Slow (tens of minutes on 2 cores): never part of `make test`. MUTATION_ARGS=offsets losses
+# picks targets; --survivors retests only the last run's survivors (tests/mutation/run.py).
+MUTATION_ARGS ?=
+mutation: venv system-deps  ## mutation-test the modules that carry the guarantees; score per module
+	$(PY) -c 'import mutmut' 2>/dev/null || $(PY) -m pip install --quiet -e '.[$(EXTRAS),mutation]'
+	$(PY) -m tests.mutation.run $(MUTATION_ARGS)
 
 lint: venv  ## ruff check and ruff format --check over the repo
 	$(PY) -m ruff check .

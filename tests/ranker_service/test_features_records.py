@@ -31,6 +31,7 @@ from shared_model.contract import (
     HistoryRecord,
 )
 from shared_model.features import EventBatch
+from tests.mutation import examples
 
 CFG = tiny_config("online")
 E = CFG.content_dim
@@ -96,7 +97,7 @@ def _same(a: float, b: float) -> bool:
     return (math.isnan(a) and math.isnan(b)) or a == b
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.lists(members(), max_size=30))
 def test_columns_accept_reject_and_values_equal_the_reference(raw: list[bytes]) -> None:
     expected = [r for r in map(_reference, raw) if r is not None]
@@ -123,7 +124,7 @@ def _assert_batches_equal(fast: EventBatch, reference: EventBatch) -> None:
             assert torch.equal(a.isnan(), b.isnan()), f.name
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     eng=st.lists(members(), max_size=20),
     imp=st.lists(members(), max_size=20),
@@ -186,7 +187,7 @@ def embedding_members(draw: st.DrawFn) -> bytes:
     return raw
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(raw=embedding_members(), expected_dim=st.sampled_from([None, 1, 3, 6]))
 def test_embedding_decode_equals_the_reference(raw: bytes, expected_dim: int | None) -> None:
     try:

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from shared_model import contract as c
 from shared_model.contract import ActionType, EmbeddingDType, EmbeddingRecord, HistoryRecord
+from tests.mutation import examples
 
 I64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 TIMESTAMPS = st.integers(min_value=c.MIN_TIMESTAMP_MS, max_value=c.MIN_TIMESTAMP_MS + 50)
@@ -39,7 +40,7 @@ def _oldest_first(rs: list[HistoryRecord]) -> list[HistoryRecord]:
 SOURCES = st.lists(st.lists(records(), max_size=12).map(_oldest_first), min_size=1, max_size=3)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(sources=SOURCES, limit=st.integers(min_value=-2, max_value=40))
 def test_merge_keeps_the_newest_limit_events_in_order(sources, limit):
     merged = c.merge_histories(*sources, limit=limit)
@@ -55,7 +56,7 @@ def test_merge_keeps_the_newest_limit_events_in_order(sources, limit):
         assert all(_key(r) <= _key(merged[0]) for r in dropped.elements())
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(sources=SOURCES, limit=st.integers(min_value=1, max_value=40))
 def test_merge_ignores_how_events_are_split_into_sources(sources, limit):
     everything = [r for src in sources for r in src]
@@ -67,7 +68,7 @@ def test_merge_ignores_how_events_are_split_into_sources(sources, limit):
     assert [_key(r) for r in merged] == [_key(r) for r in reversed_sources]
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(rec=records(timestamps=I64))
 def test_history_record_round_trips(rec):
     raw = rec.encode()
@@ -78,7 +79,7 @@ def test_history_record_round_trips(rec):
     assert struct.unpack_from("<q", raw, 4)[0] == rec.timestamp_ms
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     dtype=st.sampled_from(list(EmbeddingDType)),
     data=st.data(),

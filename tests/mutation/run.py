@@ -1,0 +1,300 @@
+"""Mutation testing of the modules that carry the system's guarantees (`make mutation`).
+
+Each target is one source file, optionally narrowed to the functions that carry the guarantee,
+with the fast tests that guard it. A target runs in its own scratch copy of the repository
+(``.mutation/<target>/``), where mutmut writes its ``mutants/`` tree, so mutated source never
+appears in the checkout. The score per target is killed (or timed out) over all mutants less
+those listed in ``EQUIVALENT`` with the reason no test can tell them apart.
+
+    python -m tests.mutation.run                 # every target
+    python -m tests.mutation.run losses offsets  # some of them
+    python -m tests.mutation.run --report        # scores of the last runs, nothing rerun
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRATCH = ROOT / ".mutation"
+PACKAGES = ("shared_model", "upstream_service", "ranker_service", "loadtests")
+
+
+@dataclass(frozen=True)
+class Target:
+    source: str  # the file mutated
+    tests: tuple[str, ...]  # the pytest selection run against each mutant
+    functions: tuple[str, ...] = ()  # mutant-name globs; empty = every function of the file
+    note: str = ""
+    extra_pytest_args: tuple[str, ...] = field(default=())
+
+
+TARGETS: dict[str, Target] = {
+    "contract": Target(
+        "shared_model/contract.py",
+        (
+            "tests/shared_model/test_contract.py",
+            "tests/shared_model/test_contract_golden.py",
+            "tests/shared_model/test_contract_properties.py",
+            "tests/shared_model/test_contract_mutation.py",
+        ),
+        functions=(
+            "x_stable_hash__*",
+            "xǁHistoryRecordǁ*",
+            "x_merge_histories__*",
+            "x_parse_embedding_header__*",
+            "xǁEmbeddingRecordǁ*",
+            "xǁEmbeddingDTypeǁ*",
+            "x__tag__*",
+            "x_*_key__*",
+            "x_user_of_key__*",
+            "x_*_pattern__*",
+            "x__check_model_version__*",
+            "xǁRefreshRequestǁ*",
+        ),
+        note="codecs, header parser, keys, history merge",
+    ),
+    "offsets": Target(
+        "upstream_service/offsets.py",
+        ("tests/upstream_service/test_units.py", "tests/upstream_service/test_offsets.py"),
+    ),
+    "worker_refresh": Target(
+        "upstream_service/worker.py",
+        ("tests/upstream_service/test_refresh_unit.py",),
+        functions=("xǁWorkerǁ_refresh__*", "xǁWorkerǁ_commit__*", "xǁWorkerǁ_retry__*"),
+        note="the refresh path and offset commits (_refresh, _commit, _retry)",
+    ),
+    "embedding_store": Target(
+        "upstream_service/embedding_store.py",
+        (
+            "tests/upstream_service/test_units.py",
+            "tests/upstream_service/test_versioned_read.py",
+            "tests/upstream_service/test_refresh_unit.py",
+        ),
+        note="the write-if-newer script's caller",
+    ),
+    "records": Target(
+        "ranker_service/records.py",
+        (
+            "tests/ranker_service/test_features_records.py",
+            "tests/ranker_service/test_features.py",
+        ),
+    ),
+    "features": Target(
+        "ranker_service/features.py",
+        (
+            "tests/ranker_service/test_features.py",
+            "tests/ranker_service/test_features_records.py",
+            "tests/ranker_service/test_features_mutation.py",
+        ),
+        functions=(
+            "x_decide_embedding__*",
+            "xǁEmbeddingDecisionǁ*",
+            "x_history_events__*",
+            "x_user_events__*",
+            "x_inline_history__*",
+            "x_resolve_content__*",
+            "x_build_candidates__*",
+            "x_request_context__*",
+            "x_ranking_scores__*",
+        ),
+        note="the embedding decision and feature building (not the input checks)",
+    ),
+    "losses": Target(
+        "shared_model/losses.py",
+        ("tests/shared_model/test_losses.py", "tests/shared_model/test_losses_edges.py"),
+    ),
+    "mla": Target(
+        "shared_model/modules/mla.py",
+        ("tests/shared_model/test_mla.py",),
+        functions=(
+            "xǁMultiHeadLatentAttentionǁ_fold__*",
+            "xǁMultiHeadLatentAttentionǁfolded_weights__*",
+            "xǁMultiHeadLatentAttentionǁ_absorbed__*",
+            "xǁMultiHeadLatentAttentionǁ_up_kv__*",
+        ),
+        note="the absorbed path and its weight folding",
+    ),
+}
+
+# Mutants no test can kill because they do not change behaviour, each with the reason.
+# Keys are mutmut's mutant names; a listed name that no longer exists is reported.
+EQUIVALENT: dict[str, str] = {
+    "shared_model.losses.x_auc__mutmut_7": (
+        "`n_pos == 0 and n_neg == 0`: with one class the rank statistic is 0/0, nan anyway"
+    ),
+    "shared_model.losses.x_multitask_bce__mutmut_16": "device=None: the same tensor on CPU",
+    "shared_model.losses.x_multitask_bce__mutmut_19": "device dropped: the same tensor on CPU",
+    "shared_model.losses.x_normalized_entropy__mutmut_10": (
+        "`numel() == 1` instead of 0: an empty batch is nan through the mean anyway, and one "
+        "label is a single class (nan by the p check)"
+    ),
+}
+
+
+def _module_name(source: str) -> str:
+    return source.removesuffix(".py").replace("/", ".")
+
+
+def _prepare(name: str, target: Target) -> Path:
+    work = SCRATCH / name
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".hypothesis", "mutants")
+    for package in (*PACKAGES, "tests"):
+        shutil.copytree(ROOT / package, work / package, ignore=ignore)
+    # pyproject keeps pytest's settings; mutmut's settings go in setup.cfg (read when
+    # pyproject has no [tool.mutmut]).
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    pyproject = re.sub(r"(?ms)^\[tool\.mutmut\].*?(?=^\[|\Z)", "", pyproject)
+    (work / "pyproject.toml").write_text(pyproject)
+    _prepare_config(work, target)
+    return work
+
+
+def _prepare_config(work: Path, target: Target) -> None:
+    tests = [t for t in target.tests if (ROOT / t).exists()]
+    selection = "\n    ".join(
+        [*tests, "-x", "-q", "-p", "no:cacheprovider", *target.extra_pytest_args]
+    )
+    (work / "setup.cfg").write_text(
+        "[mutmut]\n"
+        "source_paths =\n"
+        + "".join(f"    {p}\n" for p in PACKAGES)
+        + f"only_mutate =\n    {target.source}\n"
+        f"pytest_add_cli_args_test_selection =\n    {selection}\n"
+        "process_isolation = forkserver\n"
+        "timeout_multiplier = 5.0\n"
+        "timeout_constant = 20.0\n"
+        "use_git_change_detection = false\n"
+    )
+
+
+def _mutmut(work: Path, *args: str, check: bool = True) -> str:
+    mutmut = Path(sys.executable).with_name("mutmut")
+    cmd = ["nice", "-n", "10", str(mutmut), *args]
+    # One thread per mutant process: tiny models, and a shared machine.
+    # Hypothesis tests run a tenth of their examples (tests.mutation.examples).
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "LLATTE_MUTATION": "1"}
+    done = subprocess.run(cmd, cwd=work, text=True, capture_output=True, env=env)
+    if check and done.returncode != 0:
+        sys.stderr.write(done.stdout[-4000:] + done.stderr[-4000:])
+        raise SystemExit(f"mutmut {' '.join(args)} failed in {work} (exit {done.returncode})")
+    return done.stdout
+
+
+def results(work: Path) -> dict[str, str]:
+    """Mutant name -> status of the last run in ``work``."""
+    out = _mutmut(work, "results", "--all", "true")
+    found = {}
+    for line in out.splitlines():
+        m = re.match(r"\s+(\S+): (.+)$", line)
+        if m:
+            found[m.group(1)] = m.group(2).strip()
+    return found
+
+
+def _selected(target: Target, statuses: dict[str, str]) -> dict[str, str]:
+    if not target.functions:
+        return statuses
+    module = _module_name(target.source)
+    pats = [
+        re.compile(re.escape(module) + r"\." + re.escape(f).replace(r"\*", ".*"))
+        for f in target.functions
+    ]
+    return {k: v for k, v in statuses.items() if any(p.fullmatch(k) for p in pats)}
+
+
+def run(name: str, target: Target) -> None:
+    work = _prepare(name, target)
+    module = _module_name(target.source)
+    patterns = [f"{module}.{f}" for f in target.functions]
+    print(f"[{name}] mutating {target.source} in {work}", flush=True)
+    _mutmut(work, "run", "--max-children", "1", *patterns, check=False)
+    _save(work, _selected(target, results(work)))
+
+
+def rerun_survivors(name: str, target: Target) -> None:
+    """Retest only the last run's survivors against the current tests (tests only added since:
+    a killed mutant stays killed)."""
+    work = SCRATCH / name
+    previous = _load(work)
+    survivors = score(name, target)[3]
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".hypothesis")
+    for tests in (work / "tests", work / "mutants" / "tests"):
+        shutil.copytree(ROOT / "tests", tests, ignore=ignore, dirs_exist_ok=True)
+    _prepare_config(work, target)
+    shutil.copy2(work / "setup.cfg", work / "mutants" / "setup.cfg")
+    print(f"[{name}] retesting {len(survivors)} survivors", flush=True)
+    if survivors:
+        _mutmut(work, "run", "--max-children", "1", *survivors, check=False)
+    # mutmut forgets the other results when the tests changed: keep them from the last run.
+    now = results(work)
+    previous.update({k: now[k] for k in survivors if now.get(k, "not checked") != "not checked"})
+    _save(work, previous)
+
+
+def _save(work: Path, statuses: dict[str, str]) -> None:
+    (work / "results.json").write_text(json.dumps(statuses, indent=0, sort_keys=True))
+
+
+def _load(work: Path) -> dict[str, str]:
+    return json.loads((work / "results.json").read_text())
+
+
+def score(name: str, target: Target) -> tuple[int, int, int, list[str]]:
+    """(killed, non-equivalent total, equivalent, survivor names) of the last run."""
+    statuses = _load(SCRATCH / name)
+    killed = sum(s in ("killed", "timeout") for s in statuses.values())
+    equivalent = [k for k in statuses if k in EQUIVALENT]
+    survivors = [
+        k for k, s in statuses.items() if s not in ("killed", "timeout") and k not in EQUIVALENT
+    ]
+    return killed, len(statuses) - len(equivalent), len(equivalent), sorted(survivors)
+
+
+def report(names: list[str]) -> None:
+    print(f"{'target':<16} {'killed':>7} {'of':>5} {'equiv':>6} {'score':>7}  scope")
+    for name in names:
+        target = TARGETS[name]
+        if not (SCRATCH / name / "results.json").exists():
+            print(f"{name:<16} (not run)")
+            continue
+        killed, total, equivalent, survivors = score(name, target)
+        pct = 100.0 * killed / total if total else float("nan")
+        scope = target.note or "whole file"
+        print(f"{name:<16} {killed:>7} {total:>5} {equivalent:>6} {pct:>6.1f}%  {scope}")
+        for survivor in survivors:
+            print(f"    survived: {survivor}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("targets", nargs="*", help=f"some of: {' '.join(TARGETS)}")
+    parser.add_argument("--report", action="store_true", help="only print the last scores")
+    parser.add_argument(
+        "--survivors", action="store_true", help="retest only the last run's survivors"
+    )
+    args = parser.parse_args(argv)
+    names = args.targets or list(TARGETS)  # cheapest first
+    unknown = set(names) - TARGETS.keys()
+    if unknown:
+        parser.error(f"unknown targets {sorted(unknown)}; known: {' '.join(TARGETS)}")
+    if not args.report:
+        for name in names:
+            (rerun_survivors if args.survivors else run)(name, TARGETS[name])
+    report(names)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
