@@ -8,7 +8,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # Touched after a successful install: the venv is rebuilt only when pyproject.toml changes.
 VENV_STAMP := $(VENV)/.installed
-EXTRAS := dev,loadtest,plots,bench
+EXTRAS := dev,loadtest,plots,bench,experiments
 PYTEST_ARGS ?=
 # `make system-deps WITH_PROMETHEUS=1` also installs prometheus, `WITH_COMPOSE=1` Debian's
 # docker-compose (it validates docker-compose.yml without an engine); `make test` sets both.

@@ -192,6 +192,7 @@ def genre_vectors(ml: MovieLens) -> np.ndarray:
 
 def movielens_dataset(
     ml: MovieLens | None = None,
+    data_dir: str | Path | None = None,
     content: str = "minilm",
     content_dim: int = 64,
     negatives: int = 4,
@@ -201,8 +202,11 @@ def movielens_dataset(
     seed: int = 0,
     max_rows_per_split: int = 0,
 ) -> Dataset:
-    """The next-interaction task as a Dataset (content ``minilm``, ``genres`` or ``none``)."""
-    ml = ml or load_movielens()
+    """The next-interaction task as a Dataset (content ``minilm``, ``genres`` or ``none``).
+
+    ``data_dir``: any folder in the ml-latest-small layout (default: the vendored one).
+    """
+    ml = ml or load_movielens(data_dir or DATA_DIR)
     n_items = len(ml.movie_ids)
     if content == "minilm":
         vecs = minilm_vectors(ml)
@@ -281,6 +285,9 @@ def movielens_dataset(
         "content": content,
         "time_shift_ms": ml.time_shift_ms,
         "n_events": len(event_log),
+        "n_items": n_items,
+        "n_users": ml.n_users,
+        "data_dir": str(data_dir or DATA_DIR),
     }
     return Dataset("movielens", event_log, candidates, train, val, test, meta)
 

@@ -1,12 +1,20 @@
 """Train the upstream encoder, then the ranker on its (stale) embeddings; write checkpoints.
 
     python -m shared_model.training --out artifacts/demo            # the demo models (minutes)
+    python -m shared_model.training --out runs/ml --data-dir DIR --world '{"content": "genres"}'
     python -m shared_model.training --out runs/big --days 30 --world '{"n_users": 5000}' \\
         --upstream-config shared_model/configs/upstream.json \\
         --online-config shared_model/configs/online.json --train '{"epochs": 10}'
 
+``--data-dir`` reads any MovieLens-format folder (ratings.csv, movies.csv, optional tags.csv);
+the configs are fitted to the data (content and float widths, id tables sized to the
+catalogue; every change is logged and recorded in the checkpoint's config).
+
 Writes ``OUT/upstream/`` and ``OUT/online/`` (shared_model checkpoint format; the online one
-records ``upstream_model_version``) and ``OUT/metrics.json``. Uses a GPU when present.
+records ``upstream_model_version``), ``OUT/metrics.json`` (test NE and AUC per head of the
+upstream model, the ranker with and without the upstream embedding, and the popularity
+baseline on the same rows, plus the training curves) and ``OUT/curves.png`` when matplotlib
+is installed. Uses a GPU when present (``--device``).
 """
 
 from __future__ import annotations
@@ -23,7 +31,8 @@ from shared_model.checkpoint import save_checkpoint
 from shared_model.config import LLaTTEConfig
 from shared_model.data.samples import Dataset
 from shared_model.training import pipeline
-from shared_model.training.trainer import TrainConfig, device_auto
+from shared_model.training.adapt import fit_to_data
+from shared_model.training.trainer import HEADS, EvalResult, TrainConfig, device_auto
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 log = logging.getLogger("shared_model.training")
@@ -35,7 +44,9 @@ def _json_arg(text: str | None, default: Path | None = None) -> dict:
     return json.loads(text if text.lstrip().startswith("{") else Path(text).read_text())
 
 
-def load_dataset(name: str, world: dict, days: float, seed: int) -> Dataset:
+def load_dataset(
+    name: str, world: dict, days: float, seed: int, data_dir: Path | None = None
+) -> Dataset:
     if name == "synthetic":
         from shared_model.data.synthetic import SyntheticWorld, WorldConfig
         from shared_model.data.synthetic_dataset import synthetic_dataset
@@ -49,11 +60,36 @@ def load_dataset(name: str, world: dict, days: float, seed: int) -> Dataset:
         from shared_model.data.movielens import movielens_dataset
 
         return movielens_dataset(
+            data_dir=data_dir,
             content=world.get("content", "minilm"),
             content_dim=world.get("content_dim", 64),
+            negatives=world.get("negatives", 4),
             seed=seed,
         )
     raise ValueError(f"unknown dataset {name!r}")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return device_auto()
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device")
+    return torch.device(name)
+
+
+def results_table(results: dict[str, EvalResult]) -> str:
+    """Markdown table: one row per model, test NE and AUC per head."""
+    cols = ["model", "NE mean"] + [f"{m} {h}" for m in ("NE", "AUC") for h in HEADS]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for name, r in results.items():
+        cells = [
+            name,
+            f"{r.ne_mean:.4f}",
+            *(f"{x:.4f}" for x in r.ne),
+            *(f"{x:.3f}" for x in r.auc),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -63,7 +99,15 @@ def main(argv: list[str] | None = None) -> dict:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--dataset", choices=["synthetic", "movielens"], default="synthetic")
+    p.add_argument(
+        "--dataset",
+        choices=["synthetic", "movielens"],
+        default=None,
+        help="default: movielens with --data-dir, else synthetic",
+    )
+    p.add_argument(
+        "--data-dir", type=Path, default=None, help="a MovieLens-format folder (movielens)"
+    )
     p.add_argument(
         "--world", help="WorldConfig JSON or path (synthetic) / loader options", default=None
     )
@@ -73,17 +117,23 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--train", default=None, help="TrainConfig JSON or path")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast for the forward passes")
     args = p.parse_args(argv)
+    args.dataset = args.dataset or ("movielens" if args.data_dir else "synthetic")
+    if args.data_dir and args.dataset != "movielens":
+        raise SystemExit("--data-dir reads a MovieLens-format folder: use --dataset movielens")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(args.threads)
-    device = device_auto()
+    device = resolve_device(args.device)
     start = time.perf_counter()
 
     world = _json_arg(
         args.world, CONFIGS / "demo_world.json" if args.dataset == "synthetic" else None
     )
+    train = _json_arg(args.train, CONFIGS / "demo_train.json")
     tc = TrainConfig.from_dict(
-        {**_json_arg(args.train, CONFIGS / "demo_train.json"), "seed": args.seed}
+        {**train, "seed": args.seed, "bf16": args.bf16 or train.get("bf16", False)}
     )
     up_cfg = LLaTTEConfig.from_json(args.upstream_config)
     on_cfg = LLaTTEConfig.from_json(args.online_config)
@@ -91,7 +141,12 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(
             f"online d_upstream {on_cfg.d_upstream} != upstream d_summary {up_cfg.d_summary}"
         )
-    ds = load_dataset(args.dataset, world, args.days, args.seed)
+    ds = load_dataset(args.dataset, world, args.days, args.seed, args.data_dir)
+    for stage, path in (("upstream", args.upstream_config), ("online", args.online_config)):
+        cfg, notes = fit_to_data(up_cfg if stage == "upstream" else on_cfg, ds)
+        if notes:
+            log.warning("%s config %s fitted to the data: %s", stage, path, "; ".join(notes))
+        up_cfg, on_cfg = (cfg, on_cfg) if stage == "upstream" else (up_cfg, cfg)
     log.info(
         "%s: %d events, rows train/val/test %d/%d/%d on %s",
         ds.name,
@@ -125,10 +180,26 @@ def main(argv: list[str] | None = None) -> dict:
     }
     on_version = save_checkpoint(args.out / "online", on.model, on_cfg, on_meta)
 
+    # The same ranker without the upstream embedding (what the upstream buys) and the
+    # popularity baseline, on the same test rows.
+    bare = pipeline.train_ranker(ds, on_cfg, tc, pipeline.upstream_tables(ds, None), device)
+    log.info("ranker without upstream: test %s", bare.test)
+    from shared_model.experiments.baselines import fit_baselines
+
+    test = {
+        "upstream": up.test,
+        "ranker (upstream embedding)": on.test,
+        "ranker (no upstream)": bare.test,
+        "popularity": fit_baselines(ds, args.seed, names=("popularity",))["popularity"],
+    }
     metrics = {
         "dataset": ds.name,
+        "data_dir": ds.meta.get("data_dir"),
+        "rows": {"train": len(ds.train), "val": len(ds.val), "test": len(ds.test)},
         "device": str(device),
+        "bf16": tc.bf16,
         "seconds": round(time.perf_counter() - start, 1),
+        "test": {name: r.to_dict() for name, r in test.items()},
         "upstream": {
             "model_version": up_version,
             "val": up.val.to_dict(),
@@ -142,8 +213,23 @@ def main(argv: list[str] | None = None) -> dict:
             "test": on.test.to_dict(),
             "history": on.fit.history,
         },
+        "online_no_upstream": {"val": bare.val.to_dict(), "history": bare.fit.history},
     }
     (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    print(f"test rows: {len(ds.test)} ({ds.name})\n{results_table(test)}")
+    try:
+        from shared_model.experiments.plots import plot_curves
+
+        plot_curves(
+            args.out / "curves.png",
+            {
+                "upstream": up.fit.history,
+                "ranker": on.fit.history,
+                "ranker, no upstream": bare.fit.history,
+            },
+        )
+    except ImportError:  # matplotlib is optional (the 'plots' extra)
+        log.info("matplotlib not installed: no curves.png")
     log.info(
         "wrote %s/upstream (%s) and %s/online (%s) in %.0fs",
         args.out,

@@ -22,7 +22,7 @@ from shared_model.data.samples import (
     Impressions,
     UpstreamTable,
     build_upstream_table,
-    impression_batch,
+    context_for,
 )
 from shared_model.features import UpstreamFeature
 from shared_model.ranker import RankerModel
@@ -30,6 +30,7 @@ from shared_model.training.trainer import (
     EvalResult,
     FitResult,
     TrainConfig,
+    autocast,
     device_auto,
     evaluate,
     fit,
@@ -47,17 +48,36 @@ class StageResult:
     test: EvalResult
 
 
+def _rows_fn(ds: Dataset, imps: Impressions, length: int):
+    """idx -> (histories, context, candidates, labels), as ``samples.impression_batch`` but
+    with every row's history end found once per split instead of once per batch."""
+    ends = ds.log.history_end(imps.user, imps.time_ms)
+
+    def rows(idx: np.ndarray):
+        users, times = imps.user[idx], imps.time_ms[idx]
+        events = ds.log.gather(users, ends[idx], length)
+        ctx = context_for(ds.log, users, times, imps.surface_hash[idx])
+        cands = ds.candidates.take(imps.ad[idx])
+        return events, ctx, cands, torch.from_numpy(imps.labels[idx])
+
+    return rows
+
+
 def _upstream_fn(ds: Dataset, imps: Impressions, length: int):
+    rows = _rows_fn(ds, imps, length)
+
     def batch(idx: np.ndarray):
-        events, ctx, cands, y = impression_batch(ds, imps, idx, length)
+        events, ctx, cands, y = rows(idx)
         return (events, ctx, cands), y
 
     return batch
 
 
 def _ranker_fn(ds: Dataset, imps: Impressions, length: int, table: UpstreamTable | None, dim: int):
+    rows = _rows_fn(ds, imps, length)
+
     def batch(idx: np.ndarray):
-        events, ctx, cands, y = impression_batch(ds, imps, idx, length)
+        events, ctx, cands, y = rows(idx)
         up = UpstreamFeature.absent(len(idx), dim) if table is None else table.feature(idx)
         return (events, ctx, cands, up), y
 
@@ -92,12 +112,14 @@ def train_upstream(
         desc=f"upstream L{cfg.n_layers} d{cfg.d_model} T{T}",
         device=device,
     )
-    test = evaluate(model, _upstream_fn(ds, ds.test, T), len(ds.test), cfg.task_weights)
+    test = evaluate(
+        model, _upstream_fn(ds, ds.test, T), len(ds.test), cfg.task_weights, bf16=tc.bf16
+    )
     return StageResult(model, res, res.best, test)
 
 
 def upstream_tables(
-    ds: Dataset, upstream: UpstreamModel | None, mode: str = "stale"
+    ds: Dataset, upstream: UpstreamModel | None, mode: str = "stale", bf16: bool = False
 ) -> dict[str, UpstreamTable | None]:
     """Embeddings for the train / val / test rows as the ranker will see them."""
     if upstream is None or mode == "none":
@@ -108,7 +130,8 @@ def upstream_tables(
 
     @torch.no_grad()
     def embed(events, ctx):
-        return upstream.embed(events.to(device), ctx.to(device)).float()
+        with autocast(device, bf16):
+            return upstream.embed(events.to(device), ctx.to(device)).float()
 
     return {
         split: build_upstream_table(
@@ -146,6 +169,10 @@ def train_ranker(
         device=device,
     )
     test = evaluate(
-        model, _ranker_fn(ds, ds.test, T, tables["test"], U), len(ds.test), cfg.task_weights
+        model,
+        _ranker_fn(ds, ds.test, T, tables["test"], U),
+        len(ds.test),
+        cfg.task_weights,
+        bf16=tc.bf16,
     )
     return StageResult(model, res, res.best, test)

@@ -1,5 +1,11 @@
 """The training loop: AdamW (decay on weight matrices only), seeded shuffles, early stopping.
 
+The learning rate warms up linearly over the first ``warmup`` fraction of the planned steps,
+then follows a cosine to nearly zero (OneCycle); validation mean NE is measured
+``evals_per_epoch`` times an epoch and training stops after ``patience`` evaluations without a
+new best, restoring the best weights. ``bf16`` runs the forward passes under bf16 autocast
+(CUDA or CPU); the loss and the metrics stay in fp32.
+
 The model returns logits; this loop owns the loss (``losses.multitask_bce``) and the metrics
 (NE per head, paper eq. 2, and AUC as a sanity check).
 """
@@ -33,6 +39,9 @@ class TrainConfig:
     evals_per_epoch: int = 1
     max_train_rows: int = 0  # 0 = all; else a seeded subsample per run
     grad_clip: float = 1.0
+    warmup: float = 0.1  # fraction of the planned steps spent warming the learning rate up
+    final_div: float = 1e3  # the cosine ends at lr / (25 * final_div)
+    bf16: bool = False  # bf16 autocast for the forward passes
     seed: int = 0
     progress: bool = True
 
@@ -80,16 +89,27 @@ def _to(inputs: tuple, device: torch.device) -> tuple:
     return tuple(x.to(device) for x in inputs)
 
 
+def autocast(device: torch.device, bf16: bool):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+
+
 @torch.no_grad()
 def predict(
-    model: torch.nn.Module, batch_fn: BatchFn, n: int, batch_size: int, device: torch.device
+    model: torch.nn.Module,
+    batch_fn: BatchFn,
+    n: int,
+    batch_size: int,
+    device: torch.device,
+    bf16: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """-> probabilities (n, 2) and labels (n, 2), in row order."""
     model.eval()
     probs, labels = [], []
     for lo in range(0, n, batch_size):
         inputs, y = batch_fn(np.arange(lo, min(lo + batch_size, n)))
-        probs.append(torch.sigmoid(model(*_to(inputs, device)).float()).cpu())
+        with autocast(device, bf16):
+            logits = model(*_to(inputs, device))
+        probs.append(torch.sigmoid(logits.float()).cpu())
         labels.append(y)
     return torch.cat(probs), torch.cat(labels)
 
@@ -102,9 +122,11 @@ def metrics(probs: torch.Tensor, labels: torch.Tensor, weights: list[float]) -> 
     return EvalResult(ne, au, loss, len(labels))
 
 
-def evaluate(model, batch_fn: BatchFn, n: int, weights, batch_size=512, device=None) -> EvalResult:
+def evaluate(
+    model, batch_fn: BatchFn, n: int, weights, batch_size=512, device=None, bf16: bool = False
+) -> EvalResult:
     device = device or next(model.parameters()).device
-    return metrics(*predict(model, batch_fn, n, batch_size, device), weights)
+    return metrics(*predict(model, batch_fn, n, batch_size, device, bf16), weights)
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -151,7 +173,13 @@ def fit(
     total = steps_per_epoch * tc.epochs
     if total >= 20:
         sched = torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=tc.lr, total_steps=total, pct_start=0.1, anneal_strategy="cos"
+            opt,
+            max_lr=tc.lr,
+            total_steps=total,
+            pct_start=tc.warmup,
+            anneal_strategy="cos",
+            cycle_momentum=False,
+            final_div_factor=tc.final_div,
         )
     else:  # too few steps for a warm-up phase (OneCycleLR divides by its length)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
@@ -161,6 +189,7 @@ def fit(
     best, best_state, best_epoch, bad = None, None, 0.0, 0
     history: list[dict] = []
     start, step = time.perf_counter(), 0
+    train_loss, train_steps = 0.0, 0  # since the last evaluation
     bar = tqdm(total=total, desc=desc, disable=not tc.progress, leave=False, dynamic_ncols=True)
     try:
         for epoch in range(tc.epochs):
@@ -168,8 +197,9 @@ def fit(
             model.train()
             for k in range(steps_per_epoch):
                 inputs, y = train_fn(np.sort(order[k * tc.batch_size : (k + 1) * tc.batch_size]))
-                logits = model(*_to(inputs, device))
-                loss = multitask_bce(logits, y.to(device), weights)
+                with autocast(device, tc.bf16):
+                    logits = model(*_to(inputs, device))
+                loss = multitask_bce(logits.float(), y.to(device), weights)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if tc.grad_clip:
@@ -177,14 +207,24 @@ def fit(
                 opt.step()
                 sched.step()
                 step += 1
+                train_loss, train_steps = train_loss + loss.item(), train_steps + 1
                 bar.update()
                 bar.set_postfix(loss=f"{loss.item():.4f}")
                 if k + 1 not in eval_at:
                     continue
-                res = evaluate(model, val_fn, n_val, weights, device=device)
+                res = evaluate(model, val_fn, n_val, weights, device=device, bf16=tc.bf16)
                 model.train()
                 ep = epoch + (k + 1) / steps_per_epoch
-                history.append({"epoch": ep, "step": step, **res.to_dict()})
+                history.append(
+                    {
+                        "epoch": ep,
+                        "step": step,
+                        "lr": sched.get_last_lr()[0],
+                        "train_loss": train_loss / train_steps,
+                        **res.to_dict(),
+                    }
+                )
+                train_loss, train_steps = 0.0, 0
                 bar.set_description(f"{desc} val NE {res.ne_mean:.4f}")
                 if best is None or res.ne_mean < best.ne_mean:
                     best, best_epoch, bad = res, ep, 0
