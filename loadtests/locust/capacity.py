@@ -77,7 +77,7 @@ def steps_table(result: Result, steps: list[dict], p99_ms: float, note: str) -> 
     for step in sorted(steps, key=lambda s: (s["rate"], s["arrival"])):
         s = step["summary"]
         ok = s["p99_ms"] <= p99_ms and s["failures"] == 0
-        table.add(step["rate"], step["arrival"], s["requests"], s["failures"],
+        table.add(f"{step['rate']:g}", step["arrival"], s["requests"], s["failures"],
                   s["throughput_rps"], s["p50_ms"], s["p95_ms"], s["p99_ms"],
                   f"{100 * s['late_share']:.0f}%", "yes" if ok else "no",
                   step["load_average"][0])  # fmt: skip
