@@ -183,7 +183,8 @@ def run_sweep(args, result: Result, cfg: LLaTTEConfig, encoder: UserEncoder) -> 
         f"T = {T} for every user, {args.config.name}, {args.dtype} on {device}",
         ["batch", "model ms", "model users/s", "MFU", "encoder users/s", "encoder events/s"],
         note="model = the forward on inputs already on the device; encoder = features from "
-        "history records on the host, pinned copies on a side stream, forward, vectors back.",
+        "history records built on the host (on CUDA: pinned, copied on a side stream while the "
+        "previous chunk computes), forward, vectors back on the host.",
     )
     best = 0.0
     for B in sizes:
