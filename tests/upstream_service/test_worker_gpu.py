@@ -28,11 +28,11 @@ def test_worker_on_cuda_writes_bf16_embeddings(start_worker, send, redis_client,
     assert encoder.device.type == "cuda" and encoder.autocast_dtype is torch.bfloat16
     users = [f"gpu-{i}" for i in range(5)]
     events = {
-        u: [make_event(u, "view", BASE_MS + 10 * i + j) for j in range(3 * i)]
+        u: [make_event(u, "view", BASE_MS + 100 * i + j) for j in range(3 * i)]
         for i, u in enumerate(users)
     }
     for i, u in enumerate(users):
-        events[u].append(make_event(u, "conversion", BASE_MS + 10 * i + 9))
+        events[u].append(make_event(u, "conversion", BASE_MS + 100 * i + 99))
         send(*events[u])
     records = {
         u: wait_for(lambda u=u: _embedding(redis_client, u), 60, f"{u}'s embedding") for u in users
