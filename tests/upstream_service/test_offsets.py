@@ -59,13 +59,13 @@ def test_resolving_an_unknown_chunk_is_ignored():
     assert t.take_committable() == {}
 
 
-def test_forget_a_partition_some_chunks_do_not_hold():
+def test_forget_a_partition_some_pending_chunks_do_not_hold():
     t = OffsetTracker()
     c0 = t.open({TP0: 3})
     c1 = t.open({TP0: 5, TP1: 9})
+    t.forget([TP1])  # while both chunks are still open
     t.seal(c0)
     t.seal(c1)
-    t.forget([TP1])
     assert t.take_committable() == {TP0: 5}
 
 
