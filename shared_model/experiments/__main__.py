@@ -4,6 +4,11 @@
     python -m shared_model.experiments content  --dataset movielens   # Table 2 bottom
     python -m shared_model.experiments scaling  --dataset synthetic   # 6.4: alpha per axis
     python -m shared_model.experiments transfer --dataset synthetic   # Table 3c tau + staleness
+    python -m shared_model.experiments baselines --dataset movielens  # the simple baselines
+
+``--data-dir DIR`` reads any MovieLens-format folder instead of ml-latest-small. Every table is
+followed by the baselines (``experiments.baselines``) scored on the same test rows. The
+multi-seed version of these measurements is ``python -m shared_model.experiments.sweep``.
 
 All runs train the upstream-style model (user-only query tokens, candidate through DHEN) on the
 impression task, except ``transfer``, which trains both stages. Seeded; every result is what the
@@ -28,7 +33,8 @@ from shared_model.config import LLaTTEConfig
 from shared_model.flops import sequence_flops
 from shared_model.losses import transfer_ratio
 from shared_model.training import pipeline
-from shared_model.training.__main__ import CONFIGS, load_dataset
+from shared_model.training.__main__ import CONFIGS, load_dataset, resolve_device
+from shared_model.training.adapt import fit_to_data
 from shared_model.training.trainer import TrainConfig
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "experiments"
@@ -37,6 +43,8 @@ log = logging.getLogger("shared_model.experiments")
 
 TAG = [""]  # --tag: suffix of the output names (e.g. a second seed's run)
 BASE: dict = {}  # --base: upstream config overrides applied before each run's own
+DEVICE: list = [None]  # --device (None: a GPU when present)
+BASELINES: list[dict] = []  # rows printed under every table
 
 
 def base_config(stage: str, ds, **kw) -> LLaTTEConfig:
@@ -55,13 +63,14 @@ def base_config(stage: str, ds, **kw) -> LLaTTEConfig:
     T, L = d["max_seq_len"], d["n_layers"]
     d.setdefault("pyramid", None)
     d["pyramid"] = [T] * (L - 1) + [0]
-    return LLaTTEConfig(**d)
+    cfg, _ = fit_to_data(LLaTTEConfig(**d), ds)  # id tables sized to the catalogue
+    return cfg
 
 
 def run_upstream(ds, tc, **kw) -> dict:
     cfg = base_config("upstream", ds, **kw)
     t = time.perf_counter()
-    r = pipeline.train_upstream(ds, cfg, tc)
+    r = pipeline.train_upstream(ds, cfg, tc, DEVICE[0])
     row = {
         "L": cfg.n_layers,
         "d": cfg.d_model,
@@ -115,6 +124,10 @@ def _write(
     name: str, title: str, body: str, command: str, meta: dict, raw: dict | None = None
 ) -> None:
     DOCS.mkdir(parents=True, exist_ok=True)
+    if BASELINES and raw is not None:
+        raw = {**raw, "baselines": BASELINES}
+        cols = ["model", "test_ne", "test_ne_ctr", "test_ne_cvr", "test_auc_ctr"]
+        body += "\n\nBaselines on the same test rows:\n\n" + _table(BASELINES, cols)
     if raw is not None:
         (DOCS / f"{name}.json").write_text(
             json.dumps({"command": command, "meta": meta, **raw}, indent=1, default=str)
@@ -269,14 +282,16 @@ def transfer(ds, tc, args) -> None:
     results = {}
     for name, kw in ups.items():
         cfg = base_config("upstream", ds, **kw)
-        r = pipeline.train_upstream(ds, cfg, tc)
+        r = pipeline.train_upstream(ds, cfg, tc, DEVICE[0])
         row = {"upstream": name, "flops": sequence_flops(cfg).total, "ne_up": r.test.ne_mean}
         for mode in ("stale", "fresh"):
-            tables = pipeline.upstream_tables(ds, r.model, mode)
-            row[f"ne_down_{mode}"] = pipeline.train_ranker(ds, on_cfg, tc, tables).test.ne_mean
+            tables = pipeline.upstream_tables(ds, r.model, mode, tc.bf16)
+            ranker = pipeline.train_ranker(ds, on_cfg, tc, tables, DEVICE[0])
+            row[f"ne_down_{mode}"] = ranker.test.ne_mean
         results[name] = row
         log.info("%s", row)
-    none = pipeline.train_ranker(ds, on_cfg, tc, pipeline.upstream_tables(ds, None)).test.ne_mean
+    no_upstream = pipeline.upstream_tables(ds, None)
+    none = pipeline.train_ranker(ds, on_cfg, tc, no_upstream, DEVICE[0]).test.ne_mean
     base = next(iter(results.values()))
     rows = list(results.values())
     for r in rows[1:]:
@@ -318,10 +333,26 @@ def transfer(ds, tc, args) -> None:
     )
 
 
+def baselines(ds, tc, args) -> None:
+    body = "Fitted on the training rows, scored on the test rows (experiments.baselines)."
+    _write(
+        f"baselines_{ds.name}{TAG[0]}",
+        f"Baselines, {ds.name}",
+        body,
+        args.command_line,
+        args.meta,
+        {"rows": []},
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m shared_model.experiments")
-    p.add_argument("experiment", choices=["seqlen", "content", "scaling", "transfer"])
+    p.add_argument("experiment", choices=["seqlen", "content", "scaling", "transfer", "baselines"])
     p.add_argument("--dataset", choices=["synthetic", "movielens"], default="synthetic")
+    p.add_argument("--data-dir", type=Path, default=None, help="a MovieLens-format folder")
+    p.add_argument("--content", default="minilm", help="movielens content: minilm|genres|none")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast for the forward passes")
     p.add_argument(
         "--world",
         default='{"seed": 0, "n_users": 200, "n_items": 2000, "n_ads": 200, "n_brands": 40}',
@@ -346,17 +377,29 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     TAG[0] = args.tag
     BASE.update(json.loads(args.base))
+    DEVICE[0] = resolve_device(args.device)
+    if args.data_dir:
+        args.dataset = "movielens"
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
-    world = json.loads(args.world) if args.dataset == "synthetic" else {"content_dim": 64}
-    ds = load_dataset(args.dataset, world, args.days, args.seed)
+    world = (
+        json.loads(args.world)
+        if args.dataset == "synthetic"
+        else {"content_dim": 64, "content": args.content}
+    )
+    ds = load_dataset(args.dataset, world, args.days, args.seed, args.data_dir)
     if args.rows:
         rng = np.random.default_rng(args.seed)
         for split, n in zip(("train", "val", "test"), map(int, args.rows.split(",")), strict=True):
             imps = getattr(ds, split)
             if 0 < n < len(imps):
                 setattr(ds, split, imps.take(np.sort(rng.choice(len(imps), n, replace=False))))
-    tc = TrainConfig(**{**json.loads(args.train), "seed": args.seed, "progress": False})
+    tc = TrainConfig(
+        **{**json.loads(args.train), "seed": args.seed, "progress": False, "bf16": args.bf16}
+    )
+    from shared_model.experiments.baselines import fit_baselines, rows
+
+    BASELINES[:] = rows(fit_baselines(ds, args.seed))
     args.command_line = "python -m shared_model.experiments " + shlex.join(
         argv if argv is not None else sys.argv[1:]
     )
@@ -367,10 +410,12 @@ def main(argv: list[str] | None = None) -> None:
         "world": world,
         "base": BASE,
         "torch_threads": torch.get_num_threads(),
+        "data_dir": ds.meta.get("data_dir"),
+        "device": str(DEVICE[0]),
     }
-    {"seqlen": seqlen, "content": content, "scaling": scaling, "transfer": transfer}[
-        args.experiment
-    ](ds, tc, args)
+    experiments = {"seqlen": seqlen, "content": content, "scaling": scaling}
+    experiments.update(transfer=transfer, baselines=baselines)
+    experiments[args.experiment](ds, tc, args)
 
 
 if __name__ == "__main__":

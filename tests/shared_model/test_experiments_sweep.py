@@ -111,3 +111,16 @@ def test_stats_uses_the_sample_std():
     s = stats([1.0, 2.0, 3.0])
     assert s == {"mean": 2.0, "std": 1.0, "n": 3}
     assert stats([])["n"] == 0 and stats([5.0])["std"] == 0.0
+
+
+def test_experiments_cli_prints_the_baselines_under_its_tables(tmp_path, monkeypatch):
+    import shared_model.experiments.__main__ as experiments
+
+    data = write_tiny_movielens(tmp_path / "ml", n_users=20, n_movies=60, ratings_per_user=20)
+    monkeypatch.setattr(experiments, "DOCS", tmp_path / "docs")
+    argv = ["baselines", "--data-dir", str(data), "--content", "genres", "--device", "cpu"]
+    experiments.main([*argv, "--threads", "1", "--tag", "_tiny"])
+    md = (tmp_path / "docs" / "baselines_movielens_tiny.md").read_text()
+    assert all(f"| {m} |" in md for m in ("base rate", "popularity", "logreg", "gbdt"))
+    raw = json.loads((tmp_path / "docs" / "baselines_movielens_tiny.json").read_text())
+    assert raw["meta"]["data_dir"] == str(data) and len(raw["baselines"]) == 4
