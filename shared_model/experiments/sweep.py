@@ -201,7 +201,7 @@ class SeedRun:
         if self.upstream(deep, t_max) is not None:
             self.ranker((deep, t_max, True), "stale")
         self.ranker(None, "none")
-        for L in depths:
+        for L in sorted(depths, reverse=True):  # the deepest first: the T target reads it
             for T in lengths:
                 self.upstream(L, T)
         for L in depths:

@@ -20,7 +20,6 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from shared_model.losses import auc, multitask_bce, normalized_entropy
 
@@ -151,6 +150,24 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
+class _NoBar:
+    def update(self, *_):
+        pass
+
+    set_postfix = set_description = update
+
+    def close(self):
+        pass
+
+
+def _progress_bar(total: int, desc: str, enabled: bool):
+    if not enabled:  # tqdm is imported only when a bar is shown
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
+
+
 def fit(
     model: torch.nn.Module,
     train_fn: BatchFn,
@@ -189,8 +206,10 @@ def fit(
     best, best_state, best_epoch, bad = None, None, 0.0, 0
     history: list[dict] = []
     start, step = time.perf_counter(), 0
-    train_loss, train_steps = 0.0, 0  # since the last evaluation
-    bar = tqdm(total=total, desc=desc, disable=not tc.progress, leave=False, dynamic_ncols=True)
+    # summed on the device since the last evaluation: no per-step sync, so the next batch is
+    # built on the CPU while the accelerator still runs this one
+    train_loss, train_steps = torch.zeros((), device=device), 0
+    bar = _progress_bar(total, desc, tc.progress)
     try:
         for epoch in range(tc.epochs):
             order = rng.permutation(n_train)[:rows]
@@ -207,9 +226,10 @@ def fit(
                 opt.step()
                 sched.step()
                 step += 1
-                train_loss, train_steps = train_loss + loss.item(), train_steps + 1
+                train_loss, train_steps = train_loss + loss.detach(), train_steps + 1
                 bar.update()
-                bar.set_postfix(loss=f"{loss.item():.4f}")
+                if tc.progress:
+                    bar.set_postfix(loss=f"{loss.item():.4f}")
                 if k + 1 not in eval_at:
                     continue
                 res = evaluate(model, val_fn, n_val, weights, device=device, bf16=tc.bf16)
@@ -220,11 +240,11 @@ def fit(
                         "epoch": ep,
                         "step": step,
                         "lr": sched.get_last_lr()[0],
-                        "train_loss": train_loss / train_steps,
+                        "train_loss": train_loss.item() / train_steps,
                         **res.to_dict(),
                     }
                 )
-                train_loss, train_steps = 0.0, 0
+                train_loss, train_steps = torch.zeros((), device=device), 0
                 bar.set_description(f"{desc} val NE {res.ne_mean:.4f}")
                 if best is None or res.ne_mean < best.ne_mean:
                     best, best_epoch, bad = res, ep, 0
