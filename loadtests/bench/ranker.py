@@ -120,7 +120,13 @@ def request_bodies(cfg: LLaTTEConfig, users: int, n: int, count: int) -> list[by
 
 
 def start_ranker(
-    name: str, redis_url: str, ckpt: Path, batch: int, autocast: str = "none", threads: int = 1
+    name: str,
+    redis_url: str,
+    ckpt: Path,
+    batch: int,
+    autocast: str = "none",
+    threads: int = 1,
+    env: dict[str, str] | None = None,
 ) -> tuple[ServiceProcess, str]:
     port = free_port()
     env = {
@@ -131,6 +137,7 @@ def start_ranker(
         "RANKER_WARMUP_CANDIDATES": "[1,100]",
         "RANKER_AUTOCAST": autocast,
         "RANKER_INFERENCE_THREADS": str(threads),
+        **(env or {}),
     }
     proc = ServiceProcess(
         "uvicorn", "ranker_service.main:app", "--host", LOOPBACK, "--port", str(port),
@@ -207,8 +214,16 @@ async def closed_loop(url: str, bodies: list[bytes], clients: int, seconds: floa
         return done / (time.perf_counter() - start)
 
 
-async def open_loop(url: str, bodies: list[bytes], rate: float, seconds: float, seed: int):
-    """Poisson arrivals at ``rate``/s for ``seconds``; latencies (ms) and failures."""
+async def open_loop(
+    url: str,
+    bodies: list[bytes],
+    rate: float,
+    seconds: float,
+    seed: int,
+    server_timing: list[str] | None = None,
+):
+    """Poisson arrivals at ``rate``/s for ``seconds``; latencies (ms) and failures. Each
+    answer's Server-Timing header is appended to ``server_timing`` when given."""
     rng = random.Random(seed)
     latencies: list[float] = []
     failures = 0
@@ -225,6 +240,8 @@ async def open_loop(url: str, bodies: list[bytes], rate: float, seconds: float, 
                 return
             latencies.append((time.perf_counter() - start) * 1000)
             failures += r.status_code != 200
+            if server_timing is not None and r.status_code == 200:
+                server_timing.append(r.headers.get("server-timing", ""))
 
         tasks, t0, next_at = [], time.perf_counter(), 0.0
         while next_at < seconds:
