@@ -358,11 +358,13 @@ def render(folder: Path) -> dict:
         md += ["", f"## Training and validation curves (seed {first})", "", "![curves](curves.png)"]
     done = runs.pick("done")
     secs = [r["seconds"] for r in runs.rows if "seconds" in r]
+    cut = sum(bool(r.get("cut_by_time")) for r in runs.rows)
     md += [
         "",
         "## Run",
         "",
-        f"{len(secs)} models trained; {sum(secs):.0f} s of training in all; "
+        f"{len(secs)} models trained ({cut} stopped early by the time budget); "
+        f"{sum(secs):.0f} s of training in all; "
         + ", ".join(
             f"seed {s}: {done[s]['elapsed_s']:.0f} s"
             + (" (time budget hit: later points skipped)" if done[s]["over_budget"] else "")

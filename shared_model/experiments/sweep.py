@@ -5,7 +5,8 @@
 
 Each seed (a process of its own with ``--jobs``) redraws the negatives, the row subsample and
 the initialisation, and trains, in this order (each step skipped once ``--time-budget``
-seconds have passed, so a bounded run still ends with a report):
+seconds have passed, and a model still training then stops at its next step with its best
+weights so far, so a bounded run ends with a report in about the budget):
 
 1. the baselines (base rate, popularity, logreg, gbdt) on the test rows;
 2. the deepest, longest upstream, then the ranker with its (stale) embedding and without one;
@@ -31,6 +32,7 @@ import shlex
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -127,9 +129,16 @@ class SeedRun:
         self.file.flush()
 
     def over_budget(self) -> bool:
-        return bool(self.args.time_budget) and (
-            time.perf_counter() - self.start > self.args.time_budget
-        )
+        return bool(self.args.time_budget) and self.seconds_left() <= 0
+
+    def seconds_left(self) -> float:
+        return self.args.time_budget - (time.perf_counter() - self.start)
+
+    def train_config(self) -> TrainConfig:
+        """The sweep's TrainConfig; under a time budget a model also stops at its end."""
+        if not self.args.time_budget:
+            return self.tc
+        return replace(self.tc, max_seconds=max(1.0, self.seconds_left()))
 
     def config(self, stage: str, **kw):
         overrides = {**self.base, **kw} if stage == "upstream" else kw
@@ -143,9 +152,9 @@ class SeedRun:
         kw = {"n_layers": L, "max_seq_len": T}
         if not content:
             kw["content_dim"] = 0
-        cfg = self.config("upstream", **kw)
+        cfg, tc = self.config("upstream", **kw), self.train_config()
         t = time.perf_counter()
-        r = pipeline.train_upstream(self.ds, cfg, self.tc, self.device)
+        r = pipeline.train_upstream(self.ds, cfg, tc, self.device)
         self.emit(
             {
                 "part": "upstream",
@@ -154,7 +163,7 @@ class SeedRun:
                 "d": cfg.d_model,
                 "content": content,
                 "flops": sequence_flops(cfg).total,
-                **_result(r, time.perf_counter() - t),
+                **_result(r, time.perf_counter() - t, tc),
             }
         )
         self.upstreams[key] = r.model
@@ -166,14 +175,14 @@ class SeedRun:
             return
         t = time.perf_counter()
         tables = pipeline.upstream_tables(self.ds, model, mode if model else "none", self.tc.bf16)
-        cfg = self.config("online", d_upstream=256)
-        r = pipeline.train_ranker(self.ds, cfg, self.tc, tables, self.device)
+        cfg, tc = self.config("online", d_upstream=256), self.train_config()
+        r = pipeline.train_ranker(self.ds, cfg, tc, tables, self.device)
         self.emit(
             {
                 "part": "ranker",
                 "upstream": "none" if key is None else _key_name(key),
                 "mode": mode if model else "none",
-                **_result(r, time.perf_counter() - t),
+                **_result(r, time.perf_counter() - t, tc),
             }
         )
 
@@ -235,9 +244,10 @@ def _metrics(r) -> dict:
     }
 
 
-def _result(r, seconds: float) -> dict:
+def _result(r, seconds: float, tc: TrainConfig) -> dict:
     return {
         **_metrics(r.test),
+        "cut_by_time": bool(tc.max_seconds) and r.fit.seconds >= tc.max_seconds,
         "val_ne": r.val.ne_mean,
         "best_epoch": r.fit.best_epoch,
         "steps": r.fit.steps,

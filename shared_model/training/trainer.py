@@ -37,6 +37,7 @@ class TrainConfig:
     patience: int = 1  # evaluations without improvement before stopping
     evals_per_epoch: int = 1
     max_train_rows: int = 0  # 0 = all; else a seeded subsample per run
+    max_seconds: float = 0  # 0 = none; else evaluate and stop once training ran this long
     grad_clip: float = 1.0
     warmup: float = 0.1  # fraction of the planned steps spent warming the learning rate up
     final_div: float = 1e3  # the cosine ends at lr / (25 * final_div)
@@ -230,7 +231,10 @@ def fit(
                 bar.update()
                 if tc.progress:
                     bar.set_postfix(loss=f"{loss.item():.4f}")
-                if k + 1 not in eval_at:
+                out_of_time = bool(tc.max_seconds) and (
+                    time.perf_counter() - start > tc.max_seconds
+                )
+                if k + 1 not in eval_at and not out_of_time:
                     continue
                 res = evaluate(model, val_fn, n_val, weights, device=device, bf16=tc.bf16)
                 model.train()
@@ -251,7 +255,7 @@ def fit(
                     best_state = copy.deepcopy(model.state_dict())
                 else:
                     bad += 1
-                if bad > tc.patience:
+                if bad > tc.patience or out_of_time:
                     raise StopIteration
     except StopIteration:
         pass

@@ -28,3 +28,22 @@ def test_decay_only_on_weight_matrices_never_embeddings_norms_or_biases():
             assert name in kept, name
     tables = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Embedding)]
     assert tables and all(f"{t}.weight" in kept for t in tables)
+
+
+def test_max_seconds_stops_training_with_the_best_weights_so_far():
+    import numpy as np
+
+    from shared_model.training.trainer import TrainConfig, fit
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    x, y = torch.randn(64, 3), (torch.rand(64, 2) > 0.5).float()
+
+    def rows(idx: np.ndarray):
+        i = torch.from_numpy(idx)
+        return (x[i],), y[i]
+
+    tc = TrainConfig(epochs=5, batch_size=8, progress=False, max_seconds=1e-9)
+    res = fit(model, rows, 64, rows, 64, tc, [1.0, 1.0], device=torch.device("cpu"))
+    # out of time after the first step: one evaluation, then stop
+    assert res.steps == 1 and len(res.history) == 1 and res.best is not None
