@@ -154,6 +154,37 @@ def matmul_rate(device: str = "cpu", dtype: str = "float32", n: int = 1024, seco
     return 2 * n**3 * reps / (time.perf_counter() - start)
 
 
+def parallel_matmul_scaling(threads: int = 2, n: int = 512, seconds: float = 1.0) -> float:
+    """Throughput of fp32 matmuls from ``threads`` Python threads at once (one intra-op thread
+    each) over that of one thread: ~``threads`` on as many free cores, ~1 where the vCPUs share
+    one core's vector units (or the host is oversubscribed)."""
+    import threading
+
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+
+    def rate(k: int) -> float:
+        counts = [0] * k
+        stop = time.perf_counter() + seconds
+
+        def work(i: int) -> None:
+            torch.set_num_threads(1)
+            while time.perf_counter() < stop:
+                a @ b
+                counts[i] += 1
+
+        workers = [threading.Thread(target=work, args=(i,)) for i in range(k)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        return sum(counts) / seconds
+
+    rate(1)  # warm-up
+    return rate(threads) / rate(1)
+
+
 @dataclass
 class Table:
     title: str

@@ -35,7 +35,13 @@ import httpx
 import redis
 import torch
 
-from loadtests.bench.common import Result, command_line, matmul_rate, percentile
+from loadtests.bench.common import (
+    Result,
+    command_line,
+    matmul_rate,
+    parallel_matmul_scaling,
+    percentile,
+)
 from loadtests.stack.checkpoints import random_checkpoint
 from loadtests.stack.servers import LOOPBACK, RedisServer, ServiceProcess, free_port
 from shared_model.config import LLaTTEConfig, online_config, tiny_config
@@ -338,6 +344,7 @@ def main(argv: list[str] | None = None) -> None:
         description=(__doc__ or "").split("\n\n", 2)[2].strip(),
     )
     rate_flops = matmul_rate(seconds=1.0)
+    two_thread_scaling = parallel_matmul_scaling(2)
     rate_bf16 = matmul_rate(dtype="bfloat16", seconds=1.0) if with_bf16 else None
     procs: list[ServiceProcess] = []
     with tempfile.TemporaryDirectory(prefix="bench-ranker-") as tmp, RedisServer() as rd:
@@ -405,6 +412,7 @@ def main(argv: list[str] | None = None) -> None:
         history_per_source=per_source,
         matmul_flops_per_s=rate_flops,
         inference_threads=threads,
+        two_thread_matmul_scaling=two_thread_scaling,
     )
     floor_s = scoring_flops(cfg, n, shared=True) / rate_flops
     total, score_s = stage_table(result, seq, n, cfg.max_seq_len, "")
@@ -473,6 +481,10 @@ def main(argv: list[str] | None = None) -> None:
             f"{t3.rows[0][-1]:.3f}x)"
         ),
     ]
+    result.summary.append(
+        f"fp32 matmuls from 2 threads at once: {two_thread_scaling:.2f}x the throughput of one "
+        "(the parallel compute this machine gives the model)"
+    )
     if with_bf16:
         result.summary += [
             f"bf16: non-model share {100 * (total_bf16 - score_bf16) / total_bf16:.1f}%, "
