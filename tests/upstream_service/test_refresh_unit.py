@@ -224,3 +224,80 @@ def test_commit_without_a_consumer_keeps_the_offsets(worker: Worker):
     ready(worker, {TP0: 2})
     worker._commit()
     assert worker.tracker.take_committable() == {TP0: 2}
+
+
+def test_refresh_times_freshness_and_backfill_lag_in_seconds(worker: Worker):
+    worker.history.append([make_event("erin", "conversion", BASE_MS)])
+    before_ms = int(time.time() * 1000)
+    future = before_ms + 60_000  # a producer clock ahead of ours: clamped to 0, never negative
+    event_ms, backfill_ms = before_ms - 3000, before_ms - 5000
+    worker._backfill_handed["erin"] = backfill_ms  # handed out as a backfill request
+    worker._refresh([request("erin", event_ms, future, backfill_ms, chunks=set())])
+    after_ms = int(time.time() * 1000)
+    (result,) = worker.results
+    assert before_ms <= result.written_at_ms <= after_ms
+    assert result.trigger_times_ms == [event_ms, future, backfill_ms]  # as requested
+    value = worker.metrics.value
+    # The backfill request's time is lag, not freshness: two freshness samples, one lag sample.
+    assert value("upstream_freshness_seconds_count") == 2
+    fresh = value("upstream_freshness_seconds_sum")
+    assert 3.0 <= fresh <= (after_ms - event_ms) / 1000
+    assert value("upstream_backfill_lag_seconds_count") == 1
+    lag = value("upstream_backfill_lag_seconds_sum")
+    assert 5.0 <= lag <= (after_ms - backfill_ms) / 1000
+    assert "erin" not in worker._backfill_handed
+    assert 0 < value("upstream_encode_seconds_sum") < 3600
+
+
+def test_a_backfill_time_that_is_not_a_trigger_is_left_alone(worker: Worker):
+    worker.history.append([make_event("fay", "conversion", BASE_MS)])
+    worker._backfill_handed["fay"] = BASE_MS - 1  # handed, but this refresh came from an event
+    worker._refresh([request("fay", BASE_MS, chunks=set())])
+    assert worker.metrics.value("upstream_backfill_lag_seconds_count") == 0
+    assert worker.metrics.value("upstream_freshness_seconds_count") == 1
+
+
+def test_refresh_retries_a_failed_history_read_and_counter_update(worker: Worker, monkeypatch):
+    worker.history.append([make_event("gus", "conversion", BASE_MS)])
+    monkeypatch.setattr(worker._abort, "wait", lambda delay: False)
+    for name in ("load", "consume_seen"):
+        real, failed = getattr(worker.history, name), []
+
+        def once(*args, real=real, failed=failed):
+            if not failed:
+                failed.append(True)
+                raise redis.ConnectionError("down")
+            return real(*args)
+
+        monkeypatch.setattr(worker.history, name, once)
+    worker._refresh([request("gus", BASE_MS, chunks=set())])
+    assert redis_errors(worker, "history_load") == 1
+    assert redis_errors(worker, "counter_update") == 1
+    assert worker.embeddings.read("gus", worker.encoder.model_version) is not None
+
+
+def test_retry_logs_the_operation_the_error_and_the_delay(worker: Worker, monkeypatch, caplog):
+    monkeypatch.setattr(worker._abort, "wait", lambda delay: False)
+    failures = iter([redis.TimeoutError("slow")])
+
+    def op():
+        if (e := next(failures, None)) is not None:
+            raise e
+        return 1
+
+    with caplog.at_level("WARNING", logger="upstream_service.worker"):
+        worker._retry(op, "history_load", worker.metrics.redis_errors)
+    assert caplog.messages == ["history_load failed (slow); retrying in 0.1s"]
+
+
+def test_commit_logs_a_failure_and_what_it_committed(worker: Worker, caplog):
+    worker._consumer = RecordingConsumer(fail=True)
+    ready(worker, {TP0: 5})
+    with caplog.at_level("DEBUG", logger="upstream_service.worker"):
+        worker._commit()
+        worker._consumer = RecordingConsumer()
+        worker._commit()
+    assert caplog.messages == [
+        "offset commit failed (KafkaError: coordinator moved); will retry",
+        f"committed { ({TP0: 5}) }",
+    ]
