@@ -75,6 +75,7 @@ TARGETS: dict[str, Target] = {
             "tests/upstream_service/test_units.py",
             "tests/upstream_service/test_versioned_read.py",
             "tests/upstream_service/test_refresh_unit.py",
+            "tests/upstream_service/test_embedding_store.py",
         ),
         note="the write-if-newer script's caller",
     ),
@@ -90,7 +91,7 @@ TARGETS: dict[str, Target] = {
         (
             "tests/ranker_service/test_features.py",
             "tests/ranker_service/test_features_records.py",
-            "tests/ranker_service/test_features_mutation.py",
+            "tests/ranker_service/test_feature_builders.py",
         ),
         functions=(
             "x_decide_embedding__*",
@@ -111,7 +112,7 @@ TARGETS: dict[str, Target] = {
     ),
     "mla": Target(
         "shared_model/modules/mla.py",
-        ("tests/shared_model/test_mla.py",),
+        ("tests/shared_model/test_mla.py", "tests/shared_model/test_mla_absorbed.py"),
         functions=(
             "xǁMultiHeadLatentAttentionǁ_fold__*",
             "xǁMultiHeadLatentAttentionǁfolded_weights__*",
@@ -141,6 +142,33 @@ EQUIVALENT: dict[str, str] = {
     "upstream_service.offsets.xǁOffsetTrackerǁwait_idle__mutmut_5": (
         "`left < 0` for `<= 0`: at exactly 0 the wait returns at once and the next check gives up"
     ),
+    **{
+        f"upstream_service.embedding_store.xǁEmbeddingStoreǁ{fn}__mutmut_{n}": (
+            "pipeline(transaction=True/None) for False: on one redis-server MULTI/EXEC returns the "
+            "same answers; on Redis Cluster the client builds its own pipeline (tests/cluster)"
+        )
+        for fn, n in (("read", 2), ("read", 3), ("write", 3), ("write", 4))
+    },
+    "upstream_service.worker.xǁWorkerǁ_commit__mutmut_18": (
+        "OffsetAndMetadata without leader_epoch: its default is the same -1"
+    ),
+    **{
+        f"upstream_service.worker.xǁWorkerǁ_refresh__mutmut_{n}": (
+            "zip(strict=...) dropped or False: the history store returns one history per user, "
+            "the encoder one embedding per history and the store one answer per write"
+        )
+        for n in (21, 24, 25, 65, 69, 70)
+    },
+    **{
+        f"shared_model.modules.mla.xǁMultiHeadLatentAttentionǁ{name}": reason
+        for name, reason in (
+            ("_absorbed__mutmut_109", "cat(dim=+1) for dim=-1: the scores are 2-D"),
+            ("_absorbed__mutmut_111", "softmax(dim=+1) for dim=-1: the scores are 2-D"),
+            ("_absorbed__mutmut_92", 'float("-INF") is float("-inf")'),
+            ("_fold__mutmut_21", "upper-case einsum subscripts name the same axes"),
+            ("_fold__mutmut_39", "upper-case einsum subscripts name the same axes"),
+        )
+    },
     "shared_model.losses.x_auc__mutmut_7": (
         "`n_pos == 0 and n_neg == 0`: with one class the rank statistic is 0/0, nan anyway"
     ),
