@@ -44,7 +44,7 @@ TARGETS: dict[str, Target] = {
             "tests/shared_model/test_contract.py",
             "tests/shared_model/test_contract_golden.py",
             "tests/shared_model/test_contract_properties.py",
-            "tests/shared_model/test_contract_mutation.py",
+            "tests/shared_model/test_contract_edges.py",
         ),
         functions=(
             "x_stable_hash__*",
@@ -167,6 +167,22 @@ EQUIVALENT: dict[str, str] = {
             ("_absorbed__mutmut_92", 'float("-INF") is float("-inf")'),
             ("_fold__mutmut_21", "upper-case einsum subscripts name the same axes"),
             ("_fold__mutmut_39", "upper-case einsum subscripts name the same axes"),
+        )
+    },
+    **{
+        f"shared_model.contract.{name}": reason
+        for name, reason in (
+            ("x_parse_embedding_header__mutmut_26", "decode() defaults to UTF-8"),
+            ("x_parse_embedding_header__mutmut_27", "decode() defaults to errors='strict'"),
+            ("x_parse_embedding_header__mutmut_31", "'UTF-8' names the same codec"),
+            ("x_stable_hash__mutmut_8", "'UTF-8' names the same codec"),
+            ("x_user_of_key__mutmut_6", "'UTF-8' names the same codec"),
+            ("xǁEmbeddingRecordǁencode__mutmut_4", "'UTF-8' names the same codec"),
+            (
+                "x_user_of_key__mutmut_17",
+                "`end <= start` for `end < start`: both are -1 only without '{', which the "
+                "prefix check already refuses",
+            ),
         )
     },
     "shared_model.losses.x_auc__mutmut_7": (
