@@ -9,11 +9,12 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from ranker_service.metrics import Metrics
-from ranker_service.model_runner import ModelRunner, freeze_long_lived_objects
+from ranker_service.model_runner import ModelRunner
 from ranker_service.ranking import RankingService
 from ranker_service.settings import Settings
 from ranker_service.state import AppState
 from ranker_service.store import FeatureStore
+from shared_model.process import freeze_long_lived_objects
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import time
 from collections.abc import Callable
@@ -35,6 +34,7 @@ from shared_model.config import LLaTTEConfig
 from shared_model.contract import ActionType, HistoryRecord, stable_hash
 from shared_model.features import Candidates, Context, EventBatch, UpstreamFeature
 from shared_model.inference import resolve_autocast, score, score_many
+from shared_model.process import freeze_long_lived_objects
 from shared_model.ranker import RankerModel
 
 log = logging.getLogger(__name__)
@@ -127,20 +127,6 @@ def warm_up(bundle: ModelBundle, candidate_counts: list[int]) -> None:
     )
 
 
-def freeze_long_lived_objects() -> int:
-    """Take every object alive now out of the cyclic collector's walks; returns how many.
-
-    After startup ~200k tracked objects (torch, FastAPI, the loaded model) live for the
-    process's lifetime, and a full collection walks all of them: measured 100-220 ms, paid by
-    whichever request's allocation triggers it. ``gc.freeze()`` moves them to the permanent
-    generation (objects are still freed by reference counting), so collections walk only what
-    requests allocate. Called once the model is loaded and warm, and again after a reload.
-    """
-    gc.collect()
-    gc.freeze()
-    return gc.get_freeze_count()
-
-
 class ModelRunner:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -200,7 +186,6 @@ __all__ = [
     "CheckpointError",
     "ModelBundle",
     "ModelRunner",
-    "freeze_long_lived_objects",
     "load_bundle",
     "warm_up",
 ]

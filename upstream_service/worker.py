@@ -47,6 +47,7 @@ from shared_model.contract import (
 from shared_model.contract import (
     RefreshRequest as BackfillRequest,
 )
+from shared_model.process import freeze_long_lived_objects
 from upstream_service.batcher import RefreshBatcher, RefreshRequest
 from upstream_service.consumer import (
     DeadLetterPublisher,
@@ -195,6 +196,8 @@ class Worker:
         producer = None
         try:
             self.encoder  # noqa: B018 - load the model before joining the group
+            frozen = freeze_long_lived_objects()  # keep the cyclic GC off the model's objects
+            log.info("%d startup objects frozen out of the cyclic GC", frozen)
             self.redis.ping()
             self._encode_thread = threading.Thread(
                 target=self._encode_loop, name="upstream-encoder", daemon=True
