@@ -124,3 +124,15 @@ def test_experiments_cli_prints_the_baselines_under_its_tables(tmp_path, monkeyp
     assert all(f"| {m} |" in md for m in ("base rate", "popularity", "logreg", "gbdt"))
     raw = json.loads((tmp_path / "docs" / "baselines_movielens_tiny.json").read_text())
     assert raw["meta"]["data_dir"] == str(data) and len(raw["baselines"]) == 4
+
+
+def test_recipe_reports_the_validation_curve_and_the_table_sizes(tmp_path):
+    from shared_model.experiments import recipe
+
+    data = write_tiny_movielens(tmp_path / "ml", n_users=20, n_movies=60, ratings_per_user=20)
+    argv = ["--data-dir", str(data), "--rows", "", "--train", '{"batch_size": 256}']
+    sized = recipe.main(argv)
+    demo = recipe.main([*argv, "--demo-tables", "--out", str(tmp_path / "r.json")])
+    assert sized["tables"]["ad_buckets"] >= 8 * 60 and demo["tables"]["ad_buckets"] == 2003
+    saved = json.loads((tmp_path / "r.json").read_text())
+    assert 1 <= len(saved["history"]) <= 8 and saved["test"]["rows"] == saved["rows"][2]
