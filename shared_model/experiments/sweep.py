@@ -284,9 +284,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--time-budget", type=float, default=0, help="seconds per seed (0: none)")
     p.add_argument("--render-only", action="store_true")
     p.add_argument("--no-render", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--command-line", default=None, help=argparse.SUPPRESS)  # the parent's
     args = p.parse_args(argv)
-    args.command_line = "python -m shared_model.experiments.sweep " + shlex.join(
-        argv if argv is not None else sys.argv[1:]
+    args.command_line = args.command_line or "python -m shared_model.experiments.sweep " + (
+        shlex.join(argv if argv is not None else sys.argv[1:])
     )
     return args
 
@@ -313,6 +314,7 @@ def main(argv: list[str] | None = None) -> None:
                 seed = pending.pop(0)
                 cmd = [sys.executable, "-m", "shared_model.experiments.sweep", *argv]
                 cmd += ["--seeds", str(seed), "--jobs", "1", "--no-render"]
+                cmd += ["--command-line", args.command_line]
                 cmd += ["--threads", str(torch.get_num_threads())]
                 running.append(subprocess.Popen(cmd))
             running[0].wait()
