@@ -308,7 +308,7 @@ def main(argv: list[str] | None = None) -> None:
             SeedRun(args, seed).run()
     else:  # one process per seed, at most ``jobs`` at a time
         argv = sys.argv[1:] if argv is None else list(argv)
-        pending, running = list(seeds), []
+        pending, running, failed = list(seeds), [], []
         while pending or running:
             while pending and len(running) < jobs:
                 seed = pending.pop(0)
@@ -318,9 +318,12 @@ def main(argv: list[str] | None = None) -> None:
                 cmd += ["--threads", str(torch.get_num_threads())]
                 running.append(subprocess.Popen(cmd))
             running[0].wait()
+            failed += [p.args for p in running if p.poll() not in (None, 0)]
             running = [p for p in running if p.poll() is None]
     if not args.no_render:
         render(args.out)
+    if jobs > 1 and failed:  # the report holds the seeds that finished; say which did not
+        raise SystemExit(f"{len(failed)} seed process(es) failed: {failed}")
 
 
 if __name__ == "__main__":
