@@ -84,6 +84,7 @@ TARGETS: dict[str, Target] = {
         (
             "tests/ranker_service/test_features_records.py",
             "tests/ranker_service/test_features.py",
+            "tests/ranker_service/test_records_columns.py",
         ),
     ),
     "features": Target(
@@ -183,6 +184,29 @@ EQUIVALENT: dict[str, str] = {
                 "`end <= start` for `end < start`: both are -1 only without '{', which the "
                 "prefix check already refuses",
             ),
+        )
+    },
+    **{
+        f"ranker_service.records.{name}": reason
+        for name, reason in (
+            ("x__decode_group__mutmut_8", "(length + 40) % 2 has the parity of (length - 40)"),
+            ("x__decode_group__mutmut_12", "the validity mask of an all-corrupt group is unused"),
+            ("x__decode_group__mutmut_14", "the validity mask of an all-corrupt group is unused"),
+            ("x__decode_group__mutmut_21", "frombuffer without count: the buffer holds `count`"),
+            ("x_decode_embedding__mutmut_13", "frombuffer without count: length checked exactly"),
+            ("x_decode_history_columns__mutmut_6", "fromiter infers int64 from the lengths"),
+            ("x_decode_history_columns__mutmut_10", "fromiter's count only preallocates"),
+            (
+                "x_decode_history_columns__mutmut_15",
+                "no fast path for equal lengths: the general path returns the same columns",
+            ),
+            (
+                "x_decode_history_columns__mutmut_18",
+                "no fast path for equal lengths: the general path returns the same columns",
+            ),
+            ("x_decode_history_columns__mutmut_61", "argsort of distinct positions: any kind"),
+            ("x_decode_history_columns__mutmut_63", "argsort of distinct positions: any kind"),
+            ("x_decode_history_columns__mutmut_66", "argsort of distinct positions: any kind"),
         )
     },
     "shared_model.losses.x_auc__mutmut_7": (
