@@ -148,7 +148,14 @@ EQUIVALENT: dict[str, str] = {
             "pipeline(transaction=True/None) for False: on one redis-server MULTI/EXEC returns the "
             "same answers; on Redis Cluster the client builds its own pipeline (tests/cluster)"
         )
-        for fn, n in (("read", 2), ("read", 3), ("write", 3), ("write", 4))
+        for fn, n in (
+            ("read", 2),
+            ("read", 3),
+            ("write", 3),
+            ("write", 4),
+            ("computed_at", 3),
+            ("computed_at", 4),
+        )
     },
     "upstream_service.worker.xǁWorkerǁ_commit__mutmut_18": (
         "OffsetAndMetadata without leader_epoch: its default is the same -1"
