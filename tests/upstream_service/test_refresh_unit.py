@@ -227,25 +227,34 @@ def test_commit_without_a_consumer_keeps_the_offsets(worker: Worker):
 
 
 def test_refresh_times_freshness_and_backfill_lag_in_seconds(worker: Worker):
-    worker.history.append([make_event("erin", "conversion", BASE_MS)])
+    worker.history.append(
+        [make_event("erin", "conversion", BASE_MS), make_event("hal", "conversion", BASE_MS)]
+    )
     before_ms = int(time.time() * 1000)
     future = before_ms + 60_000  # a producer clock ahead of ours: clamped to 0, never negative
-    event_ms, backfill_ms = before_ms - 3000, before_ms - 5000
-    worker._backfill_handed["erin"] = backfill_ms  # handed out as a backfill request
-    worker._refresh([request("erin", event_ms, future, backfill_ms, chunks=set())])
+    # Far in the past, so a unit slip (1000 vs 1001 ms per second) moves the figure by seconds.
+    event_ms, backfill_ms = before_ms - 10_000_000, before_ms - 20_000_000
+    worker._backfill_handed.update({"erin": backfill_ms, "hal": future})
+    worker._refresh(
+        [
+            request("erin", event_ms, future, backfill_ms, chunks=set()),
+            request("hal", future, chunks=set()),
+        ]
+    )
     after_ms = int(time.time() * 1000)
-    (result,) = worker.results
-    assert before_ms <= result.written_at_ms <= after_ms
-    assert result.trigger_times_ms == [event_ms, future, backfill_ms]  # as requested
+    erin = worker.results[0]
+    assert before_ms <= erin.written_at_ms <= after_ms
+    assert erin.trigger_times_ms == [event_ms, future, backfill_ms]  # as requested
     value = worker.metrics.value
-    # The backfill request's time is lag, not freshness: two freshness samples, one lag sample.
+    # A backfill request's time is lag, not freshness: erin's event and future trigger are
+    # freshness samples (the future one 0), her backfill time and hal's future one are lag.
     assert value("upstream_freshness_seconds_count") == 2
     fresh = value("upstream_freshness_seconds_sum")
-    assert 3.0 <= fresh <= (after_ms - event_ms) / 1000
-    assert value("upstream_backfill_lag_seconds_count") == 1
+    assert (before_ms - event_ms) / 1000 <= fresh <= (after_ms - event_ms) / 1000
+    assert value("upstream_backfill_lag_seconds_count") == 2
     lag = value("upstream_backfill_lag_seconds_sum")
-    assert 5.0 <= lag <= (after_ms - backfill_ms) / 1000
-    assert "erin" not in worker._backfill_handed
+    assert (before_ms - backfill_ms) / 1000 <= lag <= (after_ms - backfill_ms) / 1000
+    assert not worker._backfill_handed
     assert 0 < value("upstream_encode_seconds_sum") < 3600
 
 
