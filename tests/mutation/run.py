@@ -216,6 +216,22 @@ EQUIVALENT: dict[str, str] = {
             ("x_decode_history_columns__mutmut_66", "argsort of distinct positions: any kind"),
         )
     },
+    **{
+        f"ranker_service.features.{fn}__mutmut_{n}": (
+            "dtype torch.long dropped: torch.tensor of Python ints is int64 already"
+        )
+        for fn, ns in (
+            ("x_build_candidates", (42, 44, 47, 49)),
+            ("x_request_context", (10, 12, 14, 16, 19, 21, 24, 26)),
+        )
+        for n in ns
+    },
+    **{
+        f"ranker_service.features.x_ranking_scores__mutmut_{n}": (
+            "zip(strict=...) dropped or False: one bid per candidate, the same list"
+        )
+        for n in (12, 15, 16)
+    },
     "shared_model.losses.x_auc__mutmut_7": (
         "`n_pos == 0 and n_neg == 0`: with one class the rank statistic is 0/0, nan anyway"
     ),

@@ -54,7 +54,7 @@ def test_a_hit_hands_the_stored_vector_to_the_model():
     assert d.feature.embedding.shape == (1, CFG.d_upstream)
     assert d.feature.embedding.dtype == torch.float32
     assert d.feature.embedding[0].tolist() == list(EmbeddingRecord.decode(r.encode()).vector)
-    assert d.feature.present.tolist() == [True]
+    assert d.feature.present.dtype == torch.bool and d.feature.present.tolist() == [True]
 
 
 def test_the_age_limit_is_inclusive():
@@ -62,12 +62,21 @@ def test_the_age_limit_is_inclusive():
     stale = decide(record(computed=NOW_MS - MAX_AGE - 1).encode())
     assert stale.outcome is EmbeddingOutcome.STALE and not stale.used
     assert stale.age_ms == MAX_AGE + 1 and stale.model_version == "up-1"
+    assert_absent(stale)
 
 
 def test_another_version_reports_its_age_and_version():
     d = decide(record("up-2", computed=NOW_MS - 7).encode())
     assert d.outcome is EmbeddingOutcome.VERSION_MISMATCH
     assert (d.age_ms, d.model_version) == (7, "up-2")
+    assert_absent(d)
+
+
+def assert_absent(d) -> None:
+    assert not d.used
+    assert d.feature.embedding.shape == (1, CFG.d_upstream)
+    assert torch.count_nonzero(d.feature.embedding) == 0
+    assert d.feature.present.dtype == torch.bool and d.feature.present.tolist() == [False]
 
 
 @pytest.mark.parametrize(
@@ -85,10 +94,8 @@ def test_another_version_reports_its_age_and_version():
 def test_every_unused_embedding_is_absent_zeros(raw, fetch, enabled, outcome):
     raws = {"good": record().encode(), "wide": record(dim=CFG.d_upstream + 1).encode()}
     d = decide(raws.get(raw, raw), fetch, enabled=enabled)
-    assert d.outcome is outcome and not d.used
-    assert d.feature.embedding.shape == (1, CFG.d_upstream)
-    assert torch.count_nonzero(d.feature.embedding) == 0
-    assert d.feature.present.tolist() == [False]
+    assert d.outcome is outcome
+    assert_absent(d)
 
 
 def test_a_non_utf8_model_version_is_corrupt():
@@ -112,6 +119,7 @@ def test_build_candidates_takes_content_inline_first_then_by_id():
     ]
     built = build_candidates(cands, CFG, {"c1": by_id})
     assert built.content.tolist() == [inline, by_id.tolist(), [0.0] * E, [0.0] * E]
+    assert built.has_content.dtype == torch.bool
     assert built.has_content.tolist() == [True, True, False, False]
     assert built.floats.tolist() == [[0.25] * F] + [[0.0] * F] * 3
     assert built.ad_hash.tolist() == [stable_hash(f"ad-{i}") for i in range(4)]
@@ -142,6 +150,7 @@ def test_ranking_scores_multiply_in_float64_and_apply_bids():
 def test_inline_history_keeps_equal_events_apart_and_sorts_them():
     e = {"timestamp_ms": NOW_MS - 10, "action_type": "click", "item_id": "i", "surface": "reels"}
     later = {**e, "timestamp_ms": NOW_MS - 5, "action_type": 4, "value": 2.5}
+    later["content_embedding"] = [0.25] * CFG.content_dim
     events = [InlineEvent(**later), InlineEvent(**e), InlineEvent(**e)]
     records = inline_history(events, "u1")
     assert len(records) == 3  # positional ids keep the two equal events apart
@@ -149,6 +158,7 @@ def test_inline_history_keeps_equal_events_apart_and_sorts_them():
     newest = records[-1]
     assert newest.action_type is ActionType.CONVERSION and newest.value == 2.5
     assert newest.surface_hash == stable_hash("reels") and newest.item_hash == stable_hash("i")
+    assert newest.content == (0.25,) * CFG.content_dim and records[0].content is None
     twice = [InlineEvent(**e, event_id="same"), InlineEvent(**e, event_id="same")]
     named = inline_history(twice, "u1")
     assert named[0] == named[1]  # the same event sent twice is the same record
@@ -172,20 +182,29 @@ def content_record(dim: int) -> bytes:
 def test_resolve_content_counts_each_candidates_lookup():
     E = CFG.content_dim
     cands = [
-        cand(0, content_id="cached"),
-        cand(1, content_id="fresh"),
-        cand(2, content_id="fresh"),  # two candidates, one read
-        cand(3, content_id="gone"),
-        cand(4, content_id="broken"),
-        cand(5, content_id="gone", content_embedding=[0.0] * E),  # inline: no lookup
-        cand(6),  # no content id: no lookup
+        cand(0),  # no content id: no lookup (and the candidates after it still count)
+        cand(1, content_id="cached"),
+        cand(2, content_id="fresh"),
+        cand(3, content_id="fresh"),  # two candidates, one read
+        cand(4, content_id="gone"),
+        cand(5, content_id="gone"),
+        cand(6, content_id="gone-too"),
+        cand(7, content_id="broken"),
+        cand(8, content_id="broken-too"),
+        cand(9, content_id="gone", content_embedding=[0.0] * E),  # inline: no lookup
     ]
-    raw = {"fresh": content_record(E), "gone": None, "broken": content_record(E + 1)}
+    raw = {
+        "fresh": content_record(E),
+        "gone": None,
+        "gone-too": None,
+        "broken": content_record(E + 1),
+        "broken-too": b"junk",
+    }
     fresh, lookups = resolve_content(
         cands, FetchOutcome.OK, raw, {"cached": np.zeros(E, np.float32)}, E
     )
     assert list(fresh) == ["fresh"] and fresh["fresh"].tolist() == [float(i) for i in range(E)]
-    assert lookups == {"hit": 3, "missing": 1, "corrupt": 1, "timeout": 0, "unavailable": 0}
+    assert lookups == {"hit": 3, "missing": 3, "corrupt": 2, "timeout": 0, "unavailable": 0}
 
 
 @pytest.mark.parametrize("fetch", [FetchOutcome.TIMEOUT, FetchOutcome.UNAVAILABLE])
