@@ -145,7 +145,7 @@ def render(folder: Path) -> dict:
         targets += [
             {
                 "target": "ranker + upstream: NE >= 10% below popularity",
-                "value": f"{fmt(below_pop, 2)} % below",
+                "value": f"{fmt(below_pop, 2)} % below (negative: above)",
                 "met": below_pop["n"] > 0 and below_pop["mean"] >= 10,
             },
             {
