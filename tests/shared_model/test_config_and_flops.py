@@ -86,6 +86,7 @@ def test_default_upstream_spends_over_45x_the_online_sequence_flops():
 MODEL_ONLY = {"__future__", "torch", "safetensors"}
 STDLIB_OK = {
     "collections",
+    "gc",
     "importlib",
     "contextlib",
     "dataclasses",
