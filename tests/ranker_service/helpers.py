@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import torch
 
 from loadtests.stack.checkpoints import random_checkpoint
 from ranker_service.settings import Settings
+from shared_model.checkpoint import Checkpoint, load_checkpoint
 from shared_model.config import LLaTTEConfig, tiny_config
 from shared_model.contract import (
     EMBEDDING_FIELD_NEWEST,
@@ -24,6 +26,8 @@ from shared_model.contract import (
     source_of,
     stable_hash,
 )
+from shared_model.features import Candidates, Context, EventBatch, UpstreamFeature
+from shared_model.inference import score
 
 UPSTREAM_VERSION = "upstream-test-v1"
 NOW_MS = 1_750_000_000_000  # fixed request time: ages are exact
@@ -143,3 +147,37 @@ def metric_value(text: str, name: str, labels: dict[str, str] | None = None) -> 
             if sample.name == name and sample.labels == (labels or {}):
                 return sample.value
     return 0.0
+
+
+@functools.cache
+def offline_checkpoint(checkpoint: Path) -> Checkpoint:
+    return load_checkpoint(checkpoint, stage="online")
+
+
+def offline_probs(
+    checkpoint: Path,
+    body: dict,
+    history: Sequence[HistoryRecord],
+    embedding: Sequence[float] | None,
+    shared: bool = True,
+) -> torch.Tensor:
+    """The request scored offline with shared_model from the same records -> (N, 2) [pCTR,
+    pCVR]: what the service must answer."""
+    ckpt = offline_checkpoint(checkpoint)
+    cfg = ckpt.config
+    events = EventBatch.from_records([list(history)], cfg.max_seq_len, cfg.content_dim)
+    c = body["context"]
+    ctx = Context.make([c["time_ms"]], [body["user_id"]], [c["surface"]], [c["device"]])
+    cands = body["candidates"]
+    candidates = Candidates(
+        ad_hash=torch.tensor([stable_hash(x["ad_id"]) for x in cands]),
+        advertiser_hash=torch.tensor([stable_hash(x["advertiser_id"]) for x in cands]),
+        content=torch.tensor([x["content_embedding"] for x in cands]),
+        has_content=torch.ones(len(cands), dtype=torch.bool),
+        floats=torch.tensor([x["floats"] for x in cands]),
+    )
+    if embedding is None:
+        upstream = UpstreamFeature.absent(1, cfg.d_upstream)
+    else:
+        upstream = UpstreamFeature(torch.tensor([list(embedding)]), torch.ones(1, dtype=torch.bool))
+    return score(ckpt.model, events, ctx, candidates, upstream, shared=shared)

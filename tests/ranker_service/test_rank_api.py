@@ -11,22 +11,18 @@ from fastapi.testclient import TestClient
 
 from ranker_service.features import inline_history
 from ranker_service.schemas import InlineEvent
-from shared_model.checkpoint import load_checkpoint
 from shared_model.config import LLaTTEConfig
 from shared_model.contract import (
-    HistoryRecord,
     embedding_key,
     history_key,
     merge_histories,
-    stable_hash,
 )
-from shared_model.features import Candidates, Context, EventBatch, UpstreamFeature
-from shared_model.inference import score
 from tests.ranker_service.helpers import (
     NOW_MS,
     UPSTREAM_VERSION,
     make_history,
     metric_value,
+    offline_probs,
     rank_body,
     write_content,
     write_embedding,
@@ -36,34 +32,6 @@ from tests.ranker_service.helpers import (
 
 def _vector(cfg: LLaTTEConfig, seed: int = 7) -> list[float]:
     return torch.randn(cfg.d_upstream, generator=torch.Generator().manual_seed(seed)).tolist()
-
-
-def _offline_probs(
-    checkpoint: Path,
-    body: dict,
-    history: list[HistoryRecord],
-    embedding: tuple[float, ...] | None,
-    shared: bool = True,
-) -> torch.Tensor:
-    """The same request scored offline with shared_model, from the same records."""
-    ckpt = load_checkpoint(checkpoint, stage="online")
-    cfg = ckpt.config
-    events = EventBatch.from_records([history], cfg.max_seq_len, cfg.content_dim)
-    c = body["context"]
-    ctx = Context.make([c["time_ms"]], [body["user_id"]], [c["surface"]], [c["device"]])
-    cands = body["candidates"]
-    candidates = Candidates(
-        ad_hash=torch.tensor([stable_hash(x["ad_id"]) for x in cands]),
-        advertiser_hash=torch.tensor([stable_hash(x["advertiser_id"]) for x in cands]),
-        content=torch.tensor([x["content_embedding"] for x in cands]),
-        has_content=torch.ones(len(cands), dtype=torch.bool),
-        floats=torch.tensor([x["floats"] for x in cands]),
-    )
-    if embedding is None:
-        upstream = UpstreamFeature.absent(1, cfg.d_upstream)
-    else:
-        upstream = UpstreamFeature(torch.tensor([embedding]), torch.ones(1, dtype=torch.bool))
-    return score(ckpt.model, events, ctx, candidates, upstream, shared=shared)
 
 
 def _rank(client: TestClient, body: dict) -> dict:
@@ -175,7 +143,7 @@ def test_scores_equal_offline_shared_model(
     assert out["history_length"] == tiny_cfg.max_seq_len
 
     expected_history = merge_histories(history, limit=tiny_cfg.max_seq_len)
-    probs = _offline_probs(checkpoint_dir, body, expected_history, record.vector)
+    probs = offline_probs(checkpoint_dir, body, expected_history, record.vector)
     by_ad = {c["ad_id"]: c for c in out["candidates"]}
     # fp32 equality up to summation order: the server's inference thread and this process may
     # run matmuls with different thread counts (measured differences ~4e-6 relative).
@@ -184,7 +152,7 @@ def test_scores_equal_offline_shared_model(
         assert got["p_ctr"] == pytest.approx(probs[i, 0].item(), rel=2e-5, abs=1e-9)
         assert got["p_cvr"] == pytest.approx(probs[i, 1].item(), rel=2e-5, abs=1e-9)
     # And the shared-history pass agrees with the naive per-candidate reference.
-    naive = _offline_probs(checkpoint_dir, body, expected_history, record.vector, shared=False)
+    naive = offline_probs(checkpoint_dir, body, expected_history, record.vector, shared=False)
     torch.testing.assert_close(naive, probs, rtol=1e-4, atol=1e-6)
 
 
@@ -194,7 +162,7 @@ def test_without_embedding_scores_equal_offline_absent(
     write_embedding(redis_client, "u1", _vector(tiny_cfg), model_version="upstream-other")
     body = rank_body(4, tiny_cfg)
     out = _rank(client, body)
-    probs = _offline_probs(checkpoint_dir, body, [], None)
+    probs = offline_probs(checkpoint_dir, body, [], None)
     by_ad = {c["ad_id"]: c for c in out["candidates"]}
     for i, cand in enumerate(body["candidates"]):
         assert by_ad[cand["ad_id"]]["p_ctr"] == pytest.approx(probs[i, 0].item(), rel=2e-5)
@@ -230,7 +198,7 @@ def test_inline_events_replace_stored_history(
     assert out["history_length"] == 4
 
     records = inline_history([InlineEvent.model_validate(e) for e in events], "u1")
-    probs = _offline_probs(checkpoint_dir, body, records, None)
+    probs = offline_probs(checkpoint_dir, body, records, None)
     by_ad = {c["ad_id"]: c for c in out["candidates"]}
     for i, cand in enumerate(body["candidates"]):
         assert by_ad[cand["ad_id"]]["p_cvr"] == pytest.approx(probs[i, 1].item(), rel=2e-5)

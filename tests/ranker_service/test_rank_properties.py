@@ -7,22 +7,17 @@ user's stored history changes what the service answers.
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import pytest
 import redis
-import torch
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared_model.checkpoint import Checkpoint, load_checkpoint
 from shared_model.config import tiny_config
 from shared_model.contract import ActionType, HistoryRecord, merge_histories, stable_hash
-from shared_model.features import Candidates, Context, EventBatch, UpstreamFeature
-from shared_model.inference import score
-from tests.ranker_service.helpers import NOW_MS, write_embedding, write_history
+from tests.ranker_service.helpers import NOW_MS, offline_probs, write_embedding, write_history
 
 CFG = tiny_config("online")  # the conftest checkpoints' config
 PROPERTY_SETTINGS = settings(
@@ -86,33 +81,6 @@ def body_of(user_id: str, cands: list[dict], surface: str, device: str) -> dict:
         "context": {"surface": surface, "device": device, "time_ms": NOW_MS},
         "candidates": cands,
     }
-
-
-@functools.cache
-def offline(checkpoint: Path) -> Checkpoint:
-    return load_checkpoint(checkpoint, stage="online")
-
-
-def offline_probs(checkpoint: Path, body: dict, history, embedding) -> torch.Tensor:
-    """The request scored offline with shared_model from the same records -> (N, 2)."""
-    ckpt = offline(checkpoint)
-    cfg = ckpt.config
-    events = EventBatch.from_records([history], cfg.max_seq_len, cfg.content_dim)
-    c = body["context"]
-    ctx = Context.make([c["time_ms"]], [body["user_id"]], [c["surface"]], [c["device"]])
-    cands = body["candidates"]
-    candidates = Candidates(
-        ad_hash=torch.tensor([stable_hash(x["ad_id"]) for x in cands]),
-        advertiser_hash=torch.tensor([stable_hash(x["advertiser_id"]) for x in cands]),
-        content=torch.tensor([x["content_embedding"] for x in cands]),
-        has_content=torch.ones(len(cands), dtype=torch.bool),
-        floats=torch.tensor([x["floats"] for x in cands]),
-    )
-    if embedding is None:
-        upstream = UpstreamFeature.absent(1, cfg.d_upstream)
-    else:
-        upstream = UpstreamFeature(torch.tensor([embedding]), torch.ones(1, dtype=torch.bool))
-    return score(ckpt.model, events, ctx, candidates, upstream)
 
 
 def ranked(client: TestClient, body: dict) -> dict:
