@@ -339,8 +339,9 @@ def main(argv: list[str] | None = None) -> None:
     per_source = cfg.max_seq_len
 
     result = Result(
-        "ranker",
-        "Online ranker: server CPU, model floor, micro-batching, and a LitServe peer",
+        "ranker" if threads == 1 else f"ranker-{threads}-threads",
+        "Online ranker: server CPU, model floor, micro-batching, and a LitServe peer"
+        + ("" if threads == 1 else f" ({threads} inference threads)"),
         command_line("loadtests.bench.ranker", argv if argv is not None else sys.argv[1:]),
         description=(__doc__ or "").split("\n\n", 2)[2].strip(),
     )
