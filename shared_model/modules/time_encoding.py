@@ -35,24 +35,34 @@ def _phase(ts_ms: torch.Tensor, period_ms: int) -> torch.Tensor:
     return torch.remainder(ts_ms, period_ms).to(torch.float32) * (2 * math.pi / period_ms)
 
 
+def _harmonic_features(phases: torch.Tensor) -> torch.Tensor:
+    """(..., P) phases -> (..., P * 2 * len(HARMONICS)): for each phase, for each harmonic k,
+    sin(k * phase) then cos(k * phase). One sin and one cos over all of them (the same float32
+    products as one op per feature, so the same values)."""
+    k = torch.tensor(HARMONICS, dtype=phases.dtype, device=phases.device)
+    angles = phases[..., None] * k  # (..., P, K)
+    return torch.stack([torch.sin(angles), torch.cos(angles)], dim=-1).flatten(-3)
+
+
 def hour_of_day_features(ts_ms: torch.Tensor) -> torch.Tensor:
     """(...,) int64 -> (..., 2 * len(HARMONICS)) sin/cos of the hour-of-day phase."""
-    phase = _phase(ts_ms, MS_PER_DAY)
-    return torch.cat(
-        [f(k * phase)[..., None] for k in HARMONICS for f in (torch.sin, torch.cos)], -1
-    )
+    return _harmonic_features(_phase(ts_ms, MS_PER_DAY)[..., None])
 
 
 def periodic_features(timestamps_ms: torch.Tensor, age: torch.Tensor) -> torch.Tensor:
-    """(B, T) event times and ages -> (B, T, NUM_PERIODIC_FEATURES)."""
-    phases = (
-        _phase(timestamps_ms, MS_PER_DAY),
-        _phase(timestamps_ms, MS_PER_WEEK),
-        _phase(age, MS_PER_DAY),
-    )
-    feats = [f(k * p) for p in phases for k in HARMONICS for f in (torch.sin, torch.cos)]
+    """(B, T) event times and ages -> (B, T, NUM_PERIODIC_FEATURES): the harmonics of the
+    hour-of-day and day-of-week phases of the event and of the 24-hour phase of its age, then
+    its log-age."""
+    phases = torch.stack(
+        [
+            _phase(timestamps_ms, MS_PER_DAY),
+            _phase(timestamps_ms, MS_PER_WEEK),
+            _phase(age, MS_PER_DAY),
+        ],
+        dim=-1,
+    )  # (B, T, 3)
     log_age_hours = torch.log1p(age.to(torch.float32) / MS_PER_HOUR) / 10.0
-    return torch.stack([*feats, log_age_hours], dim=-1)
+    return torch.cat([_harmonic_features(phases), log_age_hours[..., None]], dim=-1)
 
 
 class TimestampEncoding(nn.Module):
