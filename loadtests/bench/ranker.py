@@ -24,12 +24,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
+import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -43,6 +47,7 @@ from loadtests.bench.common import (
     parallel_matmul_scaling,
     percentile,
 )
+from loadtests.bench.http_load import HttpError, HttpPool
 from loadtests.stack.checkpoints import random_checkpoint
 from loadtests.stack.servers import LOOPBACK, RedisServer, ServiceProcess, free_port
 from shared_model.config import LLaTTEConfig, online_config, tiny_config
@@ -167,6 +172,15 @@ def start_peer(redis_url: str, ckpt: Path) -> tuple[ServiceProcess, str]:
     return proc, f"{url}/predict"
 
 
+@contextlib.contextmanager
+def serving(proc: ServiceProcess, url: str) -> Iterator[tuple[ServiceProcess, str]]:
+    """A started server for the phases measured on it; stopped after them."""
+    try:
+        yield proc, url
+    finally:
+        proc.stop()
+
+
 def process_cpu_s(pid: int) -> float:
     """utime + stime of the process and its reaped children (uvicorn runs in the leader)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -203,54 +217,57 @@ def sequential_cpu(proc: ServiceProcess, url: str, bodies: list[bytes], reps: in
 async def closed_loop(url: str, bodies: list[bytes], clients: int, seconds: float) -> float:
     """Requests per second with ``clients`` back-to-back senders."""
     done = 0
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(timeout=120, limits=limits, trust_env=False) as client:
-        stop = time.perf_counter() + seconds
+    pool = HttpPool(url, _JSON)
+    await pool.open(clients)
+    stop = time.perf_counter() + seconds
 
-        async def sender(k: int) -> None:
-            nonlocal done
-            i = k
-            while time.perf_counter() < stop:
-                r = await client.post(url, content=bodies[i % len(bodies)], headers=_JSON)
-                r.raise_for_status()
-                done += 1
-                i += clients
+    async def sender(k: int) -> None:
+        nonlocal done
+        i = k
+        while time.perf_counter() < stop:
+            answer = await pool.post(bodies[i % len(bodies)])
+            if answer.status != 200:
+                raise RuntimeError(f"{url}: HTTP {answer.status}: {answer.body[:200]!r}")
+            done += 1
+            i += clients
 
-        start = time.perf_counter()
+    start = time.perf_counter()
+    try:
         await asyncio.gather(*(sender(k) for k in range(clients)))
-        return done / (time.perf_counter() - start)
+    finally:
+        await pool.aclose()
+    return done / (time.perf_counter() - start)
 
 
-async def open_loop(
-    url: str,
-    bodies: list[bytes],
-    rate: float,
-    seconds: float,
-    seed: int,
-    server_timing: list[str] | None = None,
-):
-    """Poisson arrivals at ``rate``/s for ``seconds``; latencies (ms) and failures. Each
-    answer's Server-Timing header is appended to ``server_timing`` when given."""
+@dataclass
+class OpenLoopRun:
+    latencies_ms: list[float]
+    failures: int
+    client_cpu_ms: float  # the load generator's own CPU per request
+
+
+async def open_loop(url: str, bodies: list[bytes], rate: float, seconds: float, seed: int):
+    """Poisson arrivals at ``rate``/s for ``seconds``: latencies, failures, client CPU."""
     rng = random.Random(seed)
     latencies: list[float] = []
     failures = 0
-    limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
-    async with httpx.AsyncClient(timeout=60, limits=limits, trust_env=False) as client:
+    pool = HttpPool(url, _JSON)
+    await pool.open(4)
 
-        async def one(body: bytes) -> None:
-            nonlocal failures
-            start = time.perf_counter()
-            try:
-                r = await client.post(url, content=body, headers=_JSON)
-            except httpx.HTTPError:
-                failures += 1
-                return
-            latencies.append((time.perf_counter() - start) * 1000)
-            failures += r.status_code != 200
-            if server_timing is not None and r.status_code == 200:
-                server_timing.append(r.headers.get("server-timing", ""))
+    async def one(body: bytes) -> None:
+        nonlocal failures
+        start = time.perf_counter()
+        try:
+            answer = await pool.post(body)
+        except HttpError:
+            failures += 1
+            return
+        latencies.append((time.perf_counter() - start) * 1000)
+        failures += answer.status != 200
 
-        tasks, t0, next_at = [], time.perf_counter(), 0.0
+    cpu0 = time.process_time()
+    tasks, t0, next_at = [], time.perf_counter(), 0.0
+    try:
         while next_at < seconds:
             delay = t0 + next_at - time.perf_counter()
             if delay > 0:
@@ -258,7 +275,10 @@ async def open_loop(
             tasks.append(asyncio.create_task(one(bodies[rng.randrange(len(bodies))])))
             next_at += rng.expovariate(rate)
         await asyncio.gather(*tasks)
-    return latencies, failures
+    finally:
+        await pool.aclose()
+    cpu_ms = 1000 * (time.process_time() - cpu0) / max(1, len(tasks))
+    return OpenLoopRun(latencies, failures, cpu_ms)
 
 
 def stage_table(result: Result, seq: dict, n: int, T: int, label: str) -> tuple[float, float]:
@@ -283,15 +303,19 @@ def stage_table(result: Result, seq: dict, n: int, T: int, label: str) -> tuple[
 
 
 def best_rate(
-    runs: dict[float, tuple[list[float], int]], url: str, bodies: list[bytes], round_s: float
+    runs: dict[float, OpenLoopRun], url: str, bodies: list[bytes], round_s: float
 ) -> tuple[float | None, float | None]:
     """The highest rate with P99 < SLO and no failure, and the P99 of a new run at half it."""
-    sustained = [r for r, (lat, fail) in runs.items() if percentile(lat, 99) < SLO_MS and not fail]
+    sustained = [
+        r
+        for r, run in runs.items()
+        if percentile(run.latencies_ms, 99) < SLO_MS and not run.failures
+    ]
     if not sustained:
         return None, None
     best = max(sustained)
-    lat, _ = asyncio.run(open_loop(url, bodies, best / 2, round_s, seed=99))
-    return best, percentile(lat, 99)
+    run = asyncio.run(open_loop(url, bodies, best / 2, round_s, seed=99))
+    return best, percentile(run.latencies_ms, 99)
 
 
 def rate_line(label: str, best: float | None, half: float | None, rates: list[float]) -> str:
@@ -326,6 +350,11 @@ def main(argv: list[str] | None = None) -> None:
         help="RANKER_INFERENCE_THREADS of the micro-batched rankers (the one-at-a-time ranker "
         "keeps 1; with more, the saturation table also shows micro-batching on one thread)",
     )  # fmt: skip
+    parser.add_argument(
+        "--torch-threads", type=int, default=1,
+        help="RANKER_TORCH_THREADS (intra-op threads per model call) of the micro-batched "
+        "rankers; the one-at-a-time ranker keeps 1",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     threads = args.inference_threads
     with_bf16 = args.bf16 == "yes" or (args.bf16 == "auto" and cpu_has_native_bf16())
@@ -348,66 +377,60 @@ def main(argv: list[str] | None = None) -> None:
     rate_flops = matmul_rate(seconds=1.0)
     two_thread_scaling = parallel_matmul_scaling(2)
     rate_bf16 = matmul_rate(dtype="bfloat16", seconds=1.0) if with_bf16 else None
-    procs: list[ServiceProcess] = []
     with tempfile.TemporaryDirectory(prefix="bench-ranker-") as tmp, RedisServer() as rd:
         ckpt = Path(tmp) / "online"
         version = random_checkpoint(ckpt, cfg, seed=0, upstream_model_version=UPSTREAM_VERSION)
         seed_redis(rd.client(), cfg, users, per_source)
         bodies = request_bodies(cfg, users, n, 32)
-        try:
-            batched, url_b = start_ranker("ranker-batched", rd.url, ckpt, 8, threads=threads)
-            procs.append(batched)
-            if threads > 1:
-                one_lane, url_1 = start_ranker("ranker-batched-1", rd.url, ckpt, batch=8)
-                procs.append(one_lane)
-            single, url_s = start_ranker("ranker-single", rd.url, ckpt, batch=1)
-            procs.append(single)
-            peer, url_p = start_peer(rd.url, ckpt)
-            procs.append(peer)
-            if with_bf16:
-                bf16, url_h = start_ranker(
-                    "ranker-bf16", rd.url, ckpt, 8, autocast="bf16", threads=threads
-                )
-                procs.append(bf16)
+        ranker_env = {"RANKER_TORCH_THREADS": str(args.torch_threads)}
 
-            # 1. CPU by stage at one request in flight (the micro-batched server: alone).
-            seq = sequential_cpu(batched, url_b, bodies, reps)
+        def ranker(name: str, batch: int, lanes: int, autocast: str = "none"):
+            env = ranker_env if batch > 1 else None  # one-at-a-time: the 1-thread default
+            return start_ranker(name, rd.url, ckpt, batch, autocast, lanes, env)
+
+        # Each server runs alone, only for its own phases: an idle server's threads would
+        # otherwise take CPU from the one being measured.
+        # 1. the micro-batched ranker: CPU by stage at one request in flight, saturation,
+        # Poisson rates
+        with serving(*ranker("ranker-batched", 8, threads)) as (proc, url):
+            seq = sequential_cpu(proc, url, bodies, reps)
             # The floor's rate again, right after the phase it is compared with: the faster of
             # the two measurements (load can only slow it) keeps the ratio from flattering.
             rate_flops = max(rate_flops, matmul_rate(seconds=1.0))
-            seq_bf16 = sequential_cpu(bf16, url_h, bodies, reps) if with_bf16 else None
-            # 2. saturation with and without micro-batching
-            servers = [("single", url_s), ("batched", url_b)]
-            servers += [("batched 1 thread", url_1)] if threads > 1 else []
-            servers += [("batched bf16", url_h)] if with_bf16 else []
-            sat = {
-                name: asyncio.run(closed_loop(url, bodies, sat_clients, sat_s))
-                for name, url in servers
+            sat = {"batched": asyncio.run(closed_loop(url, bodies, sat_clients, sat_s))}
+            ours = {
+                rate: asyncio.run(open_loop(url, bodies, rate, round_s, seed=i))
+                for i, rate in enumerate(rates)
             }
-            # 3. Poisson rates: ours (float32, then bf16), then the peer until it no longer
-            # keeps up
-            ours, ours_bf16, theirs = {}, {}, {}
+            best, half = best_rate(ours, url, bodies, round_s)
+        # 2. one request at a time (and micro-batching on one thread, when the above had more)
+        with serving(*ranker("ranker-single", 1, 1)) as (_, url):
+            sat["single"] = asyncio.run(closed_loop(url, bodies, sat_clients, sat_s))
+        if threads > 1:
+            with serving(*ranker("ranker-batched-1", 8, 1)) as (_, url):
+                sat["batched 1 thread"] = asyncio.run(closed_loop(url, bodies, sat_clients, sat_s))
+        # 3. bf16
+        seq_bf16, ours_bf16, best_bf16, half_bf16 = None, {}, None, None
+        if with_bf16:
+            with serving(*ranker("ranker-bf16", 8, threads, "bf16")) as (proc, url):
+                seq_bf16 = sequential_cpu(proc, url, bodies, reps)
+                sat["batched bf16"] = asyncio.run(closed_loop(url, bodies, sat_clients, sat_s))
+                ours_bf16 = {
+                    rate: asyncio.run(open_loop(url, bodies, rate, round_s, seed=i))
+                    for i, rate in enumerate(rates)
+                }
+                best_bf16, half_bf16 = best_rate(ours_bf16, url, bodies, round_s)
+        # 4. the peer, rate by rate until it no longer keeps up
+        theirs: dict[float, OpenLoopRun] = {}
+        peer_sustains: list[float] = []
+        with serving(*start_peer(rd.url, ckpt)) as (_, url):
             for i, rate in enumerate(rates):
-                ours[rate] = asyncio.run(open_loop(url_b, bodies, rate, round_s, seed=i))
-            if with_bf16:
-                for i, rate in enumerate(rates):
-                    ours_bf16[rate] = asyncio.run(open_loop(url_h, bodies, rate, round_s, seed=i))
-            peer_sustains: list[float] = []
-            for i, rate in enumerate(rates):
-                lat, fail = asyncio.run(open_loop(url_p, bodies, rate, round_s, seed=i))
-                theirs[rate] = (lat, fail)
+                run = theirs[rate] = asyncio.run(open_loop(url, bodies, rate, round_s, seed=i))
                 # Past saturation the queue only grows (the median waits a good part of the
                 # round): higher rates would not be sustained either.
-                if fail or percentile(lat, 50) >= 1000 * round_s / 4:
+                if run.failures or percentile(run.latencies_ms, 50) >= 1000 * round_s / 4:
                     break
                 peer_sustains.append(rate)
-            best, half = best_rate(ours, url_b, bodies, round_s)
-            best_bf16, half_bf16 = (
-                best_rate(ours_bf16, url_h, bodies, round_s) if with_bf16 else (None, None)
-            )
-        finally:
-            for p in reversed(procs):
-                p.stop()
 
     # ---- report ----------------------------------------------------------------------------
     result.data.update(
@@ -417,6 +440,7 @@ def main(argv: list[str] | None = None) -> None:
         history_per_source=per_source,
         matmul_flops_per_s=rate_flops,
         inference_threads=threads,
+        torch_threads=args.torch_threads,
         two_thread_matmul_scaling=two_thread_scaling,
     )
     floor_s = scoring_flops(cfg, n, shared=True) / rate_flops
@@ -443,29 +467,31 @@ def main(argv: list[str] | None = None) -> None:
         + ["peer p50 ms", "peer p99 ms", "peer failed", "ours / peer p99"],
         note="The peer: LitServe dynamic batching (max 8, 5 ms), plain redis-py WITHSCORES, "
         "one independent row per candidate; '-' where a lower rate already overloaded it "
-        "(its median waited a quarter of the round or more).",
+        "(its median waited a quarter of the round or more). The load generator "
+        "(loadtests.bench.http_load, on the same cores) spent "
+        f"{statistics.mean(r.client_cpu_ms for r in ours.values()):.2f} ms CPU per request.",
     )  # fmt: skip
     ratios = []
     for rate in rates:
-        lat, fail = ours[rate]
-        p99 = percentile(lat, 99)
-        row = [rate, percentile(lat, 50), p99, fail]
+        run = ours[rate]
+        p99 = percentile(run.latencies_ms, 99)
+        row = [rate, percentile(run.latencies_ms, 50), p99, run.failures]
         if with_bf16:
-            hlat, hfail = ours_bf16[rate]
-            row += [percentile(hlat, 50), percentile(hlat, 99), hfail]
+            h = ours_bf16[rate]
+            row += [percentile(h.latencies_ms, 50), percentile(h.latencies_ms, 99), h.failures]
         if rate in theirs:
-            plat, pfail = theirs[rate]
-            pp99 = percentile(plat, 99)
-            row += [percentile(plat, 50), pp99, pfail, p99 / pp99]
+            peer = theirs[rate]
+            pp99 = percentile(peer.latencies_ms, 99)
+            row += [percentile(peer.latencies_ms, 50), pp99, peer.failures, p99 / pp99]
             if rate in peer_sustains:
                 ratios.append(p99 / pp99)
         else:
             row += [None, None, None, None]
         t3.add(*row)
     result.data["poisson"] = {
-        "ours": {str(r): ours[r][0] for r in rates},
-        "ours_bf16": {str(r): ours_bf16[r][0] for r in ours_bf16},
-        "peer": {str(r): theirs[r][0] for r in theirs},
+        "ours": {str(r): ours[r].latencies_ms for r in rates},
+        "ours_bf16": {str(r): ours_bf16[r].latencies_ms for r in ours_bf16},
+        "peer": {str(r): theirs[r].latencies_ms for r in theirs},
     }
     result.summary += [
         f"non-model share: {100 * (total - score_s) / total:.1f}%",
