@@ -13,6 +13,11 @@ Mapping onto ``contract.UserEvent``:
 * timestamps are shifted by a whole number of days so the first rating (1996) lands after the
   contract's 2000-01-01 floor; hour-of-day and day-of-week phases are unchanged.
 
+Dense inputs: the candidate floats are the movie's year and number of genres (``features``
+``basic``), and with ``trending`` (the default) also each row's ``row_features.ROW_FLOATS``:
+the movie's rating and like counts before the request over all time and the last 30 days,
+the user's activity and like rate, and the content cosine with the user's recent history.
+
 The task: each rating in a time window is a positive row (user, movie, t) with labels
 [interacted = 1, liked = rating >= 4], against ``negatives`` movies sampled uniformly (or by
 training-period popularity ** ``popularity_power``) with labels [0, 0]. The history of a
@@ -33,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from shared_model.contract import MIN_TIMESTAMP_MS, ActionType, UserEvent
+from shared_model.data.row_features import with_row_floats
 from shared_model.data.samples import (
     CandidateTable,
     Dataset,
@@ -201,10 +207,13 @@ def movielens_dataset(
     test_quantile: float = 0.9,
     seed: int = 0,
     max_rows_per_split: int = 0,
+    features: str = "trending",
 ) -> Dataset:
     """The next-interaction task as a Dataset (content ``minilm``, ``genres`` or ``none``).
 
     ``data_dir``: any folder in the ml-latest-small layout (default: the vendored one).
+    ``features``: ``basic`` (year, number of genres) or ``trending`` (those, then the rows'
+    counts and rates before the request, ``row_features.ROW_FLOATS``).
     """
     ml = ml or load_movielens(data_dir or DATA_DIR)
     n_items = len(ml.movie_ids)
@@ -289,7 +298,8 @@ def movielens_dataset(
         "n_users": ml.n_users,
         "data_dir": str(data_dir or DATA_DIR),
     }
-    return Dataset("movielens", event_log, candidates, train, val, test, meta)
+    ds = Dataset("movielens", event_log, candidates, train, val, test, meta)
+    return with_row_floats(ds, features)
 
 
 def _year(title: str) -> float:

@@ -1,7 +1,8 @@
 """Training samples: columnar event logs, leak-free histories, stale upstream cut-offs, batches.
 
 Shape legend: n events in the log, M impressions (training rows), B batch, T history,
-E content width, U upstream embedding width.
+E content width, U upstream embedding width, F candidate floats (the candidate table's, then
+the row's own).
 
 Leakage rules, enforced here and nowhere else:
 
@@ -178,6 +179,7 @@ class Impressions:
     surface_hash: np.ndarray  # (M,) int64
     labels: np.ndarray  # (M, 2) float32
     true_probs: np.ndarray | None = None  # (M, 2) the generator's probabilities, when known
+    floats: np.ndarray | None = None  # (M, F_row) float32 row floats after the table's, if any
 
     def __len__(self) -> int:
         return len(self.user)
@@ -213,7 +215,26 @@ class Dataset:
 
     @property
     def n_candidate_floats(self) -> int:
-        return self.candidates.floats.shape[1]
+        """The candidate table's floats plus the rows' own (``Impressions.floats``)."""
+        rows = self.train.floats
+        return self.candidates.floats.shape[1] + (0 if rows is None else rows.shape[1])
+
+    def candidates_for(self, imps: Impressions, idx: np.ndarray) -> Candidates:
+        """Rows ``idx`` -> their Candidates (N = len(idx)), floats (N, F) with the rows' own."""
+        cands = self.candidates.take(imps.ad[idx])
+        if imps.floats is not None:
+            cands.floats = torch.cat([cands.floats, torch.from_numpy(imps.floats[idx])], 1)
+        return cands
+
+    def subsample(self, rows: str, seed: int) -> None:
+        """``rows`` "train,val,test": a seeded subsample of each split (0 or "" = all of it)."""
+        if not rows:
+            return
+        rng = np.random.default_rng(seed)
+        for split, n in zip(("train", "val", "test"), map(int, rows.split(",")), strict=True):
+            imps = getattr(self, split)
+            if 0 < n < len(imps):
+                setattr(self, split, imps.take(np.sort(rng.choice(len(imps), n, replace=False))))
 
 
 def temporal_split(
@@ -250,7 +271,7 @@ def impression_batch(
     ends = ds.log.history_end(users, times)
     events = ds.log.gather(users, ends, length)
     ctx = context_for(ds.log, users, times, imps.surface_hash[idx])
-    return events, ctx, ds.candidates.take(imps.ad[idx]), torch.from_numpy(imps.labels[idx])
+    return events, ctx, ds.candidates_for(imps, idx), torch.from_numpy(imps.labels[idx])
 
 
 @dataclass

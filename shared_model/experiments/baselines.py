@@ -24,13 +24,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from shared_model.contract import ActionType
+from shared_model.data.row_features import RowFeatures
 from shared_model.data.samples import Dataset, Impressions
 from shared_model.training.trainer import EvalResult, metrics
 
 log = logging.getLogger(__name__)
 
-RECENT = 50  # events of the user's history whose mean content the candidate is compared with
 NAMES = ("base rate", "popularity", "logreg", "gbdt")
 
 
@@ -49,69 +48,6 @@ class ItemCounts:
         return cls(pos)
 
 
-class HistoryContent:
-    """Prefix sums over the event log, so a row's recent-history mean is O(1)."""
-
-    def __init__(self, ds: Dataset) -> None:
-        lg = ds.log
-        has = lg.content_row >= 0
-        vec = np.zeros((len(lg), lg.content_dim), np.float64)
-        vec[has] = lg.content_table[lg.content_row[has]]
-        zero = np.zeros((1, lg.content_dim))
-        self.sum = np.concatenate([zero, np.cumsum(vec, 0)])  # (n + 1, E)
-        self.count = np.concatenate([[0], np.cumsum(has)])  # (n + 1,)
-        conv = lg.action_type == int(ActionType.CONVERSION)
-        self.conversions = np.concatenate([[0], np.cumsum(conv)])
-        self.log = lg
-
-    def features(self, users: np.ndarray, ends: np.ndarray, cand: np.ndarray) -> np.ndarray:
-        """-> (M, 3): log events before t, smoothed conversion rate, content cosine."""
-        starts = self.log.offsets[users]
-        n = ends - starts
-        conv_rate = (self.conversions[ends] - self.conversions[starts] + 1.0) / (n + 2.0)
-        lo = np.maximum(starts, ends - RECENT)
-        k = self.count[ends] - self.count[lo]
-        mean = (self.sum[ends] - self.sum[lo]) / np.maximum(k, 1)[:, None]
-        cos = np.zeros(len(users))
-        if cand.shape[1] == mean.shape[1] and cand.shape[1]:
-            num = (mean * cand).sum(1)
-            den = np.linalg.norm(mean, axis=1) * np.linalg.norm(cand, axis=1)
-            cos = np.where(den > 0, num / np.maximum(den, 1e-12), 0.0)
-        return np.stack([np.log1p(n), conv_rate, cos], 1)
-
-
-class ItemHistory:
-    """Per candidate: the times of its ratings in the log, so counts before t are O(log n)."""
-
-    RECENT_MS = 30 * 86_400_000  # the "trending" window
-
-    def __init__(self, ds: Dataset) -> None:
-        lg, cand = ds.log, ds.candidates.ad_hash
-        order = np.argsort(cand)
-        pos = np.searchsorted(cand[order], lg.item_hash).clip(max=len(cand) - 1)
-        known = cand[order][pos] == lg.item_hash
-        rated = known & (lg.action_type != int(ActionType.TAG))
-        row = order[pos[rated]].astype(np.int64)
-        liked = lg.action_type[rated] == int(ActionType.CONVERSION)
-        # one sorted key per (candidate row, time): row * 2**42 + t (t < 2**42 ms, year 2109)
-        key = (row << 42) | lg.timestamps_ms[rated]
-        self.keys = [np.sort(key), np.sort(key[liked])]
-
-    def counts(self, ad: np.ndarray, t: np.ndarray) -> np.ndarray:
-        """-> (M, 3) before t: ratings, likes, ratings in the last RECENT_MS."""
-        row = ad.astype(np.int64) << 42
-        lo, hi, recent = row, row | t, row | np.maximum(t - self.RECENT_MS, 0)
-        every, liked = self.keys
-        return np.stack(
-            [
-                np.searchsorted(every, hi) - np.searchsorted(every, lo),
-                np.searchsorted(liked, hi) - np.searchsorted(liked, lo),
-                np.searchsorted(every, hi) - np.searchsorted(every, recent),
-            ],
-            1,
-        )
-
-
 def popularity_features(imps: Impressions, counts: ItemCounts, is_train: bool) -> np.ndarray:
     """(M, 2) log counts of the candidate's training rows (leave-one-out on training rows)."""
     pos = counts.positives[imps.ad]
@@ -120,18 +56,17 @@ def popularity_features(imps: Impressions, counts: ItemCounts, is_train: bool) -
     return np.log1p(pos)
 
 
-def row_features(
-    ds: Dataset, imps: Impressions, items: ItemHistory, hist: HistoryContent
-) -> np.ndarray:
-    """(M, F) float32 features, each from events strictly before the row's request time.
+def row_features(ds: Dataset, imps: Impressions, rf: RowFeatures) -> np.ndarray:
+    """(M, F) float32 features, each from events strictly before the row's request time
+    (``data.row_features``; the 30-day like count is the models' only, not read here).
 
     Popularity here is causal (the log before t), not leave-one-out: a tree reading
     leave-one-out counts learns that "one fewer" means a positive.
     """
-    c = items.counts(imps.ad, imps.time_ms).astype(np.float64)
+    c = rf.item_counts(imps)[:, :3]  # ratings, likes, ratings in the last 30 days
     like_rate = (c[:, 1] + 1.0) / (c[:, 0] + 2.0)
-    ends = ds.log.history_end(imps.user, imps.time_ms)
-    user = hist.features(imps.user, ends, ds.candidates.content[imps.ad].astype(np.float64))
+    user = rf.user_features(imps)  # events, like rate, content cosine
+    user[:, 0] = np.log1p(user[:, 0])
     cols = [np.log1p(c), like_rate[:, None], user, ds.candidates.floats[imps.ad]]
     return np.concatenate(cols, 1).astype(np.float32)
 
@@ -171,8 +106,8 @@ def fit_baselines(
         )
     }
     if set(names) & {"logreg", "gbdt"}:
-        items, hist = ItemHistory(ds), HistoryContent(ds)
-        x["features"] = tuple(row_features(ds, s, items, hist) for s in (ds.train, ds.test))
+        rf = RowFeatures(ds)
+        x["features"] = tuple(row_features(ds, s, rf) for s in (ds.train, ds.test))
     y_train, y_test = ds.train.labels, torch.from_numpy(ds.test.labels)
     out = {}
     for name in names:

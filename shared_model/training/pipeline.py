@@ -57,7 +57,7 @@ def _rows_fn(ds: Dataset, imps: Impressions, length: int):
         users, times = imps.user[idx], imps.time_ms[idx]
         events = ds.log.gather(users, ends[idx], length)
         ctx = context_for(ds.log, users, times, imps.surface_hash[idx])
-        cands = ds.candidates.take(imps.ad[idx])
+        cands = ds.candidates_for(imps, idx)
         return events, ctx, cands, torch.from_numpy(imps.labels[idx])
 
     return rows
