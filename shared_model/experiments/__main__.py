@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from shared_model.config import LLaTTEConfig
+from shared_model.data.row_features import FEATURE_SETS
 from shared_model.flops import sequence_flops
 from shared_model.losses import transfer_ratio
 from shared_model.training import pipeline
@@ -351,6 +352,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dataset", choices=["synthetic", "movielens"], default="synthetic")
     p.add_argument("--data-dir", type=Path, default=None, help="a MovieLens-format folder")
     p.add_argument("--content", default="minilm", help="movielens content: minilm|genres|none")
+    p.add_argument("--features", choices=FEATURE_SETS, default="trending", help="movielens floats")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast for the forward passes")
     p.add_argument(
@@ -385,15 +387,10 @@ def main(argv: list[str] | None = None) -> None:
     world = (
         json.loads(args.world)
         if args.dataset == "synthetic"
-        else {"content_dim": 64, "content": args.content}
+        else {"content_dim": 64, "content": args.content, "features": args.features}
     )
     ds = load_dataset(args.dataset, world, args.days, args.seed, args.data_dir)
-    if args.rows:
-        rng = np.random.default_rng(args.seed)
-        for split, n in zip(("train", "val", "test"), map(int, args.rows.split(",")), strict=True):
-            imps = getattr(ds, split)
-            if 0 < n < len(imps):
-                setattr(ds, split, imps.take(np.sort(rng.choice(len(imps), n, replace=False))))
+    ds.subsample(args.rows, args.seed)
     tc = TrainConfig(
         **{**json.loads(args.train), "seed": args.seed, "progress": False, "bf16": args.bf16}
     )

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from shared_model.config import LLaTTEConfig
+from shared_model.data.row_features import FEATURE_SETS
 from shared_model.experiments.sweep import DEFAULT_TRAIN, subsample
 from shared_model.training import pipeline
 from shared_model.training.__main__ import CONFIGS, load_dataset, resolve_device
@@ -33,6 +34,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--train", default="{}", help=f"TrainConfig overrides of {DEFAULT_TRAIN}")
     p.add_argument("--data-dir", type=Path, default=None)
     p.add_argument("--content", default="genres")
+    p.add_argument("--features", choices=FEATURE_SETS, default="trending")
     p.add_argument("--demo-tables", action="store_true", help="keep the demo id table sizes")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
@@ -43,7 +45,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     from shared_model.experiments.__main__ import base_config
 
-    world = {"content": args.content, "content_dim": 64}
+    world = {"content": args.content, "content_dim": 64, "features": args.features}
     ds = load_dataset("movielens", world, 0, args.seed, args.data_dir)
     subsample(ds, args.rows, args.seed)
     train = {**DEFAULT_TRAIN, **json.loads(args.train), "seed": args.seed, "progress": False}

@@ -35,9 +35,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from shared_model.data.row_features import FEATURE_SETS
 from shared_model.flops import sequence_flops
 from shared_model.training import pipeline
 from shared_model.training.__main__ import load_dataset, resolve_device
@@ -81,13 +81,7 @@ def machine() -> dict:
 
 def subsample(ds, rows: str, seed: int) -> None:
     """--rows train,val,test: a seeded subsample of each split (0 or '' = all of it)."""
-    if not rows:
-        return
-    rng = np.random.default_rng(seed)
-    for split, n in zip(("train", "val", "test"), map(int, rows.split(",")), strict=True):
-        imps = getattr(ds, split)
-        if 0 < n < len(imps):
-            setattr(ds, split, imps.take(np.sort(rng.choice(len(imps), n, replace=False))))
+    ds.subsample(rows, seed)
 
 
 class SeedRun:
@@ -99,6 +93,7 @@ class SeedRun:
         self.args, self.seed, self.base_config = args, seed, base_config
         self.device = resolve_device(args.device)
         world = {"content": args.content, "content_dim": 64, "negatives": args.negatives}
+        world["features"] = args.features
         self.ds = load_dataset(args.dataset, world, args.days, seed, args.data_dir)
         subsample(self.ds, args.rows, seed)
         train = {**DEFAULT_TRAIN, **json.loads(args.train)}
@@ -272,6 +267,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--data-dir", type=Path, default=None)
     p.add_argument("--content", default="genres", help="movielens content: genres|minilm|none")
     p.add_argument("--negatives", type=int, default=4)
+    p.add_argument("--features", choices=FEATURE_SETS, default="trending", help="movielens floats")
     p.add_argument("--days", type=float, default=21.0, help="synthetic days")
     p.add_argument("--rows", default="", help="train,val,test subsample ('' = all rows)")
     p.add_argument("--depths", default="1,3")

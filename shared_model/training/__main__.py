@@ -2,6 +2,8 @@
 
     python -m shared_model.training --out artifacts/demo            # the demo models (minutes)
     python -m shared_model.training --out runs/ml --data-dir DIR --world '{"content": "genres"}'
+    python -m shared_model.training --out runs/ml --dataset movielens --threads 1 \\
+        --world '{"content": "genres"}' --features basic --rows 100000,10000,10000
     python -m shared_model.training --out runs/big --days 30 --world '{"n_users": 5000}' \\
         --upstream-config shared_model/configs/upstream.json \\
         --online-config shared_model/configs/online.json --train '{"epochs": 10}'
@@ -12,9 +14,9 @@ catalogue; every change is logged and recorded in the checkpoint's config).
 
 Writes ``OUT/upstream/`` and ``OUT/online/`` (shared_model checkpoint format; the online one
 records ``upstream_model_version``), ``OUT/metrics.json`` (test NE and AUC per head of the
-upstream model, the ranker with and without the upstream embedding, and the popularity
-baseline on the same rows, plus the training curves) and ``OUT/curves.png`` when matplotlib
-is installed. Uses a GPU when present (``--device``).
+upstream model, the ranker with and without the upstream embedding, and the baselines of
+``experiments.baselines`` on the same rows, plus the training curves) and ``OUT/curves.png``
+when matplotlib is installed. Uses a GPU when present (``--device``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import torch
 
 from shared_model.checkpoint import save_checkpoint
 from shared_model.config import LLaTTEConfig
+from shared_model.data.row_features import FEATURE_SETS
 from shared_model.data.samples import Dataset
 from shared_model.training import pipeline
 from shared_model.training.adapt import fit_to_data
@@ -65,6 +68,7 @@ def load_dataset(
             content_dim=world.get("content_dim", 64),
             negatives=world.get("negatives", 4),
             seed=seed,
+            features=world.get("features", "trending"),
         )
     raise ValueError(f"unknown dataset {name!r}")
 
@@ -112,6 +116,16 @@ def main(argv: list[str] | None = None) -> dict:
         "--world", help="WorldConfig JSON or path (synthetic) / loader options", default=None
     )
     p.add_argument("--days", type=float, default=14.0, help="synthetic days to simulate")
+    p.add_argument(
+        "--features",
+        choices=FEATURE_SETS,
+        default="trending",
+        help="movielens candidate floats: basic (year, genres) or trending (also the row's "
+        "counts and rates before the request, shared_model.data.row_features)",
+    )
+    p.add_argument(
+        "--rows", default="", help="train,val,test: a seeded subsample of each split ('' = all)"
+    )
     p.add_argument("--upstream-config", type=Path, default=CONFIGS / "demo_upstream.json")
     p.add_argument("--online-config", type=Path, default=CONFIGS / "demo_online.json")
     p.add_argument("--train", default=None, help="TrainConfig JSON or path")
@@ -131,6 +145,8 @@ def main(argv: list[str] | None = None) -> dict:
     world = _json_arg(
         args.world, CONFIGS / "demo_world.json" if args.dataset == "synthetic" else None
     )
+    if args.dataset == "movielens":
+        world = {**world, "features": args.features}
     train = _json_arg(args.train, CONFIGS / "demo_train.json")
     tc = TrainConfig.from_dict(
         {**train, "seed": args.seed, "bf16": args.bf16 or train.get("bf16", False)}
@@ -142,6 +158,7 @@ def main(argv: list[str] | None = None) -> dict:
             f"online d_upstream {on_cfg.d_upstream} != upstream d_summary {up_cfg.d_summary}"
         )
     ds = load_dataset(args.dataset, world, args.days, args.seed, args.data_dir)
+    ds.subsample(args.rows, args.seed)
     for stage, path in (("upstream", args.upstream_config), ("online", args.online_config)):
         cfg, notes = fit_to_data(up_cfg if stage == "upstream" else on_cfg, ds)
         if notes:
@@ -181,7 +198,7 @@ def main(argv: list[str] | None = None) -> dict:
     on_version = save_checkpoint(args.out / "online", on.model, on_cfg, on_meta)
 
     # The same ranker without the upstream embedding (what the upstream buys) and the
-    # popularity baseline, on the same test rows.
+    # baselines, on the same test rows.
     bare = pipeline.train_ranker(ds, on_cfg, tc, pipeline.upstream_tables(ds, None), device)
     log.info("ranker without upstream: test %s", bare.test)
     from shared_model.experiments.baselines import fit_baselines
@@ -190,11 +207,13 @@ def main(argv: list[str] | None = None) -> dict:
         "upstream": up.test,
         "ranker (upstream embedding)": on.test,
         "ranker (no upstream)": bare.test,
-        "popularity": fit_baselines(ds, args.seed, names=("popularity",))["popularity"],
+        **fit_baselines(ds, args.seed),
     }
     metrics = {
         "dataset": ds.name,
         "data_dir": ds.meta.get("data_dir"),
+        "features": ds.meta.get("features"),
+        "seed": args.seed,
         "rows": {"train": len(ds.train), "val": len(ds.val), "test": len(ds.test)},
         "device": str(device),
         "bf16": tc.bf16,

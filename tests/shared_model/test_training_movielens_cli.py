@@ -6,12 +6,14 @@ import pytest
 
 from shared_model import load_checkpoint, tiny_config
 from shared_model.data.movielens_tiny import write_tiny_movielens
+from shared_model.data.row_features import ROW_FLOATS
 from shared_model.training.__main__ import main
 
 pytest.importorskip("sklearn")
 
 TRAIN = {"epochs": 1, "batch_size": 64, "lr": 5e-3, "evals_per_epoch": 2, "progress": False}
-MODELS = ("upstream", "ranker (upstream embedding)", "ranker (no upstream)", "popularity")
+MODELS = ("upstream", "ranker (upstream embedding)", "ranker (no upstream)")
+MODELS += ("base rate", "popularity", "logreg", "gbdt")
 
 
 def test_training_cli_on_a_movielens_folder(tmp_path, capsys):
@@ -57,9 +59,11 @@ def test_training_cli_on_a_movielens_folder(tmp_path, capsys):
     assert hist and all({"train_loss", "lr", "ne_mean", "epoch"} <= set(h) for h in hist)
     printed = capsys.readouterr().out
     assert all(f"| {m} |" in printed for m in MODELS)
-    # the checkpoints carry the fitted configs: 6 genres, 2 floats, ad table >= 8 x 80 movies
+    # the checkpoints carry the fitted configs: 6 genres, 2 + 8 floats (the default trending
+    # features: year, genres, then the row's counts and rates), ad table >= 8 x 80 movies
+    assert written["features"] == "trending"
     ckpt = load_checkpoint(out / "online", stage="online")
-    assert ckpt.config.content_dim == 6 and ckpt.config.n_candidate_floats == 2
+    assert ckpt.config.content_dim == 6 and ckpt.config.n_candidate_floats == 2 + len(ROW_FLOATS)
     assert ckpt.config.ad_buckets >= 8 * 80
     assert load_checkpoint(out / "upstream", stage="upstream").config.ad_buckets >= 8 * 80
 
