@@ -186,10 +186,18 @@ def serving(proc: ServiceProcess, url: str) -> Iterator[tuple[ServiceProcess, st
         proc.stop()
 
 
+def _proc_stat(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def process_cpu_s(pid: int) -> float:
     """utime + stime of the process and its reaped children (uvicorn runs in the leader)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return sum(int(x) for x in fields[11:15]) / _CLK
+    return sum(int(x) for x in _proc_stat(pid)[11:15]) / _CLK
+
+
+def page_faults(pid: int) -> int:
+    """Minor page faults of the process so far (a page mapped in, zero-filled or shared)."""
+    return int(_proc_stat(pid)[7])
 
 
 def stage_cpu(base_url: str) -> dict[str, float]:
@@ -208,15 +216,16 @@ def sequential_cpu(proc: ServiceProcess, url: str, bodies: list[bytes], reps: in
     with httpx.Client(timeout=60, trust_env=False) as client:
         for b in bodies[:5]:  # warm
             client.post(url, content=b, headers=_JSON).raise_for_status()
-        stages0, cpu0 = stage_cpu(base), process_cpu_s(proc.pid)
+        stages0, cpu0, faults0 = stage_cpu(base), process_cpu_s(proc.pid), page_faults(proc.pid)
         wall = []
         for i in range(reps):
             start = time.perf_counter()
             client.post(url, content=bodies[i % len(bodies)], headers=_JSON).raise_for_status()
             wall.append((time.perf_counter() - start) * 1000)
-        cpu1, stages1 = process_cpu_s(proc.pid), stage_cpu(base)
+        cpu1, faults1, stages1 = process_cpu_s(proc.pid), page_faults(proc.pid), stage_cpu(base)
     per = {k: (stages1[k] - stages0.get(k, 0.0)) / reps for k in stages1}
-    return {"total": (cpu1 - cpu0) / reps, "stages": per, "wall_ms": wall}
+    faults = (faults1 - faults0) / reps
+    return {"total": (cpu1 - cpu0) / reps, "stages": per, "wall_ms": wall, "faults": faults}
 
 
 async def closed_loop(url: str, bodies: list[bytes], clients: int, seconds: float) -> float:
@@ -462,14 +471,16 @@ def main(argv: list[str] | None = None) -> None:
     libc_score = seq_libc["stages"].get("score", 0.0)
     t_alloc = result.table(
         "Freed memory kept mapped vs returned to the kernel (one in flight)",
-        ["allocator", "score() CPU ms", "server CPU ms / request", "wall p50 ms"],
+        ["allocator", "score() CPU ms", "server CPU ms / request", "page faults / request",
+         "wall p50 ms"],
         note="RANKER_MALLOC_MMAP_THRESHOLD_MB=32 (the default: shared_model.process."
         "retain_freed_memory) vs 0 (glibc's defaults: every model step faults its "
         "activations in again), same run, same requests.",
     )  # fmt: skip
     t_alloc.add("C library defaults (before)", 1e3 * libc_score, 1e3 * seq_libc["total"],
-                percentile(seq_libc["wall_ms"], 50))  # fmt: skip
-    t_alloc.add("kept mapped (after)", 1e3 * score_s, 1e3 * total, percentile(seq["wall_ms"], 50))
+                seq_libc["faults"], percentile(seq_libc["wall_ms"], 50))  # fmt: skip
+    t_alloc.add("kept mapped (after)", 1e3 * score_s, 1e3 * total, seq["faults"],
+                percentile(seq["wall_ms"], 50))  # fmt: skip
     t2 = result.table(
         "Saturation (closed loop)", ["server", "clients", "req/s"],
         note="The same ranker, micro-batching on (batch_max_requests 8) and off (1); "
