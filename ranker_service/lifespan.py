@@ -14,7 +14,7 @@ from ranker_service.ranking import RankingService
 from ranker_service.settings import Settings
 from ranker_service.state import AppState
 from ranker_service.store import FeatureStore
-from shared_model.process import freeze_long_lived_objects, retain_freed_memory
+from shared_model.process import freeze_long_lived_objects
 
 log = logging.getLogger(__name__)
 
@@ -22,9 +22,6 @@ log = logging.getLogger(__name__)
 def make_lifespan(settings: Settings, metrics: Metrics):
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if retain_freed_memory(settings.malloc_mmap_threshold_mb):
-            log.info("freed allocations up to %d MiB are kept for reuse",
-                     settings.malloc_mmap_threshold_mb)  # fmt: skip
         store = FeatureStore(settings)
         runner = ModelRunner(settings)
         app.state.ranker = AppState(

@@ -63,11 +63,6 @@ class Settings(BaseSettings):
     # core instead of queueing (torch releases the GIL inside its kernels; no OpenMP barrier
     # spans the two). 1 scores one batch at a time.
     inference_threads: int = Field(default=1, gt=0)
-    # Freed tensor memory up to this size per allocation stays in the process for reuse
-    # instead of going back to the kernel and faulting in again, zero-filled, on the next
-    # model step (~1,600 page faults per online step otherwise); 0 keeps the C library's
-    # defaults. See shared_model.process.retain_freed_memory.
-    malloc_mmap_threshold_mb: int = Field(default=32, ge=0, le=32)
     warmup_candidates: list[int] = [1, 10, 100]  # candidate counts run once before ready
     # Cross-request micro-batching: requests that queued while the inference thread was busy
     # are scored together (one encode_history for their prefixes, one decode_queries for all

@@ -89,9 +89,6 @@ class Settings(BaseSettings):
     device: str = "auto"  # auto (cuda when present), cpu, cuda, cuda:1
     autocast: Literal["auto", "bf16", "none"] = "auto"  # auto = bf16 on cuda, fp32 on cpu
     torch_threads: int = Field(0, ge=0)  # 0 = torch's default
-    # Freed tensor memory up to this size per allocation stays in the process for reuse
-    # (shared_model.process.retain_freed_memory); 0 keeps the C library's defaults.
-    malloc_mmap_threshold_mb: int = Field(32, ge=0, le=32)
 
     # --- embedding store ----------------------------------------------------------------------
     embedding_dtype: Literal["float16", "float32"] = "float16"

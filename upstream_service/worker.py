@@ -47,7 +47,7 @@ from shared_model.contract import (
 from shared_model.contract import (
     RefreshRequest as BackfillRequest,
 )
-from shared_model.process import freeze_long_lived_objects, retain_freed_memory
+from shared_model.process import freeze_long_lived_objects
 from upstream_service.batcher import RefreshBatcher, RefreshRequest
 from upstream_service.consumer import (
     DeadLetterPublisher,
@@ -191,10 +191,6 @@ class Worker:
             import torch
 
             torch.set_num_threads(s.torch_threads)
-        if retain_freed_memory(s.malloc_mmap_threshold_mb):
-            log.info(
-                "freed allocations up to %d MiB are kept for reuse", s.malloc_mmap_threshold_mb
-            )
         if self.http is not None:
             self.http.start()
         producer = None
