@@ -6,9 +6,8 @@
 Starts a real redis-server, seeds it (per user 400 engagement + 400 impression records with
 content vectors, and an upstream embedding) and builds a checkpoint of the online config with
 random weights (latency does not depend on them). Then, one server at a time (an idle server's
-threads would take CPU from the one measured): the ranker with micro-batching, the same ranker
-with freed memory returned to the kernel (``RANKER_MALLOC_MMAP_THRESHOLD_MB=0``, the C
-library's defaults), the ranker scoring one request at a time, and the LitServe peer
+threads would take CPU from the one measured): the ranker with micro-batching, the ranker
+scoring one request at a time, and the LitServe peer
 (``loadtests.bench.peer_litserve``: plain redis-py, one independent row per candidate). The
 load generator is ``loadtests.bench.http_load`` (keep-alive HTTP/1.1, request bytes built
 once); it shares the cores with the server, and its CPU per request is reported.
@@ -18,8 +17,7 @@ once); it shares the cores with the server, and its CPU per request is reported.
    validation and the framework). ``non-model share`` = CPU outside score() / all of it;
    ``model vs floor`` = score() CPU against the model's FLOPs at the fp32 matmul rate measured
    in this run (one thread, as the ranker runs; the faster of a measurement before and one
-   right after this phase). The same at the C library's allocator defaults: the before/after
-   of keeping freed memory mapped.
+   right after this phase).
 2. Saturation: closed loop with many clients; throughput with micro-batching vs without.
 3. Poisson arrivals at several rates against the ranker and the peer, one after the other:
    P99 of each and their ratio; the highest rate with P99 < 50 ms, and P99 at half of it.
@@ -306,7 +304,7 @@ def stage_table(result: Result, seq: dict, n: int, T: int, label: str) -> tuple[
         ["stage", "CPU ms / request", "share"],
         note="Process CPU from /proc; stages from ranker_stage_cpu_seconds; 'other' is HTTP, "
         f"validation, JSON and the framework. Wall p50 {percentile(wall, 50):.1f} ms, "
-        f"p99 {percentile(wall, 99):.1f} ms.",
+        f"p99 {percentile(wall, 99):.1f} ms; {seq['faults']:.1f} minor page faults per request.",
     )
     for stage in ("redis", "features", "score", "respond"):
         v = stages.get(stage, 0.0)
@@ -417,11 +415,6 @@ def main(argv: list[str] | None = None) -> None:
                 for i, rate in enumerate(rates)
             }
             best, half = best_rate(ours, url, bodies, round_s)
-        # 1b. the same at the C library's allocator defaults (freed memory returned, refaulted)
-        ranker_env["RANKER_MALLOC_MMAP_THRESHOLD_MB"] = "0"
-        with serving(*ranker("ranker-libc-malloc", 8, threads)) as (proc, url):
-            seq_libc = sequential_cpu(proc, url, bodies, reps)
-        del ranker_env["RANKER_MALLOC_MMAP_THRESHOLD_MB"]
         # 2. one request at a time (and micro-batching on one thread, when the above had more)
         with serving(*ranker("ranker-single", 1, 1)) as (_, url):
             sat["single"] = asyncio.run(closed_loop(url, bodies, sat_clients, sat_s))
@@ -468,19 +461,6 @@ def main(argv: list[str] | None = None) -> None:
         total_bf16, score_bf16 = stage_table(result, seq_bf16, n, cfg.max_seq_len, ", bf16")
         floor_bf16 = scoring_flops(cfg, n, shared=True) / rate_bf16
         result.data["matmul_bf16_flops_per_s"] = rate_bf16
-    libc_score = seq_libc["stages"].get("score", 0.0)
-    t_alloc = result.table(
-        "Freed memory kept mapped vs returned to the kernel (one in flight)",
-        ["allocator", "score() CPU ms", "server CPU ms / request", "page faults / request",
-         "wall p50 ms"],
-        note="RANKER_MALLOC_MMAP_THRESHOLD_MB=32 (the default: shared_model.process."
-        "retain_freed_memory) vs 0 (glibc's defaults: every model step faults its "
-        "activations in again), same run, same requests.",
-    )  # fmt: skip
-    t_alloc.add("C library defaults (before)", 1e3 * libc_score, 1e3 * seq_libc["total"],
-                seq_libc["faults"], percentile(seq_libc["wall_ms"], 50))  # fmt: skip
-    t_alloc.add("kept mapped (after)", 1e3 * score_s, 1e3 * total, seq["faults"],
-                percentile(seq["wall_ms"], 50))  # fmt: skip
     t2 = result.table(
         "Saturation (closed loop)", ["server", "clients", "req/s"],
         note="The same ranker, micro-batching on (batch_max_requests 8) and off (1); "
@@ -527,8 +507,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     result.summary += [
         f"non-model share: {100 * (total - score_s) / total:.1f}%",
-        f"model vs floor: {score_s / floor_s:.2f}x (at the C library's allocator defaults: "
-        f"{libc_score / floor_s:.2f}x)",
+        f"model vs floor: {score_s / floor_s:.2f}x",
         f"batched saturation gain: {sat['batched'] / sat['single']:.2f}x"
         + (
             f" ({threads} inference threads; on one: "
