@@ -91,7 +91,8 @@ bench-model: venv  ## model micro-benchmark (scoring, encode, FLOPs floor) -> re
 
 bench: venv system-deps  ## every benchmark in loadtests/bench/ (each writes its result JSON)
 	for module in $$(ls loadtests/bench/*.py | xargs -n1 basename | sed 's/\.py$$//' \
-		| grep -v -e '^_' -e '^common$$' -e '^peer_litserve$$'); do \
+		| grep -v -e '^_' -e '^common$$' -e '^peer_litserve$$' -e '^http_load$$' \
+			-e '^queueing$$'); do \
 		echo "== loadtests.bench.$$module"; $(PY) -m loadtests.bench.$$module; \
 	done
 
