@@ -9,8 +9,10 @@ recent m events" is a plain slice ``[:, -m:]`` whatever each user's true length 
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
+from itertools import chain
 
 import torch
 
@@ -130,13 +132,22 @@ class EventBatch:
             batch.surface_hash[b, start:] = torch.tensor([r.surface_hash for r in records])
             batch.value[b, start:] = torch.tensor([r.value for r in records])
             batch.valid[b, start:] = True
-            if content_dim:  # one tensor call per user, not per record (serving hot path)
+            if content_dim:
+                # One flat float32 buffer per user: torch.tensor() over len x E Python floats
+                # in nested tuples costs ~3.5x as much (4.6 vs 1.3 ms for 1000 x 32); the values
+                # are the same float32 roundings.
                 zero = (0.0,) * content_dim
-                rows = [
-                    r.content if r.content is not None and len(r.content) == content_dim else zero
-                    for r in records
-                ]
-                batch.content[b, start:] = torch.tensor(rows)  # (len, E)
+                flat = array(
+                    "f",
+                    chain.from_iterable(
+                        r.content if r.content is not None and len(r.content) == content_dim
+                        else zero
+                        for r in records
+                    ),
+                )  # fmt: skip
+                batch.content[b, start:] = torch.frombuffer(flat, dtype=torch.float32).view(
+                    len(records), content_dim
+                )  # (len, E)
         return batch
 
 
