@@ -408,6 +408,7 @@ def main(argv: list[str] | None = None) -> None:
         "base": BASE,
         "torch_threads": torch.get_num_threads(),
         "data_dir": ds.meta.get("data_dir"),
+        "features": ds.meta.get("features"),
         "device": str(DEVICE[0]),
     }
     experiments = {"seqlen": seqlen, "content": content, "scaling": scaling}

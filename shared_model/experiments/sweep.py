@@ -110,6 +110,7 @@ class SeedRun:
                 "command": args.command_line,
                 "dataset": self.ds.name,
                 "data_dir": self.ds.meta.get("data_dir"),
+                "features": self.ds.meta.get("features"),
                 "rows": [len(self.ds.train), len(self.ds.val), len(self.ds.test)],
                 "train": self.tc.__dict__,
                 "base": self.base,
