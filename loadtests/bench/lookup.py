@@ -97,13 +97,13 @@ def main(argv: list[str] | None = None) -> None:
                 p99 = {}
                 # Alternate which variant goes first, so neither always follows the other.
                 for variant in VARIANTS if r % 2 == 0 else VARIANTS[::-1]:
-                    lat, fail = asyncio.run(
+                    run = asyncio.run(
                         open_loop(urls[variant], bodies, args.rate, round_s, seed=r,
                                   server_timing=stage[variant])
                     )  # fmt: skip
-                    latencies[variant] += lat
-                    failures[variant] += fail
-                    p99[variant] = percentile(lat, 99)
+                    latencies[variant] += run.latencies_ms
+                    failures[variant] += run.failures
+                    p99[variant] = percentile(run.latencies_ms, 99)
                 pairs.append(p99["lookup on"] / p99["lookup off"])
         finally:
             for p in reversed(procs):

@@ -258,8 +258,16 @@ class OpenLoopRun:
     client_cpu_ms: float  # the load generator's own CPU per request
 
 
-async def open_loop(url: str, bodies: list[bytes], rate: float, seconds: float, seed: int):
-    """Poisson arrivals at ``rate``/s for ``seconds``: latencies, failures, client CPU."""
+async def open_loop(
+    url: str,
+    bodies: list[bytes],
+    rate: float,
+    seconds: float,
+    seed: int,
+    server_timing: list[str] | None = None,
+) -> OpenLoopRun:
+    """Poisson arrivals at ``rate``/s for ``seconds``: latencies, failures, client CPU. Each
+    answer's Server-Timing header is appended to ``server_timing`` when given."""
     rng = random.Random(seed)
     latencies: list[float] = []
     failures = 0
@@ -276,6 +284,8 @@ async def open_loop(url: str, bodies: list[bytes], rate: float, seconds: float, 
             return
         latencies.append((time.perf_counter() - start) * 1000)
         failures += answer.status != 200
+        if server_timing is not None and answer.status == 200:
+            server_timing.append(answer.headers.get("server-timing", ""))
 
     cpu0 = time.process_time()
     tasks, t0, next_at = [], time.perf_counter(), 0.0
