@@ -28,6 +28,7 @@ embedding per user (``embedding_key``, field ``record``); readers still fall bac
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import json
 import math
@@ -324,8 +325,18 @@ class HistoryRecord:
             raise ContractError(
                 f"history record length {len(raw)} != {expected} for content_dim {dim}"
             )
-        content = struct.unpack_from(f"<{dim}e", raw, _HISTORY_HEADER.size) if dim else None
-        return cls(ts, ActionType.parse(action), item, surface, event, value, content)
+        content = _content_struct(dim).unpack_from(raw, _HISTORY_HEADER.size) if dim else None
+        action_type = _ACTION_BY_VALUE.get(action) or ActionType.parse(action)  # raises if unknown
+        return cls(ts, action_type, item, surface, event, value, content)
+
+
+_ACTION_BY_VALUE = {int(a): a for a in ActionType}
+
+
+@functools.lru_cache(maxsize=64)
+def _content_struct(dim: int) -> struct.Struct:
+    """The compiled layout of ``dim`` float16 content values (decoded per record)."""
+    return struct.Struct(f"<{dim}e")
 
 
 def merge_histories(*sources: list[HistoryRecord], limit: int) -> list[HistoryRecord]:
