@@ -62,3 +62,19 @@ def test_user_of_key_reads_the_first_hash_tag():
     assert c.user_of_key(c.versioned_embedding_key("u-2", "v3").encode()) == "u-2"
     with pytest.raises(ContractError, match="not a per-user key"):
         c.user_of_key("llatte:content:x")
+
+
+@pytest.mark.parametrize("action", [0, 6, 255])
+def test_a_history_record_with_an_unknown_action_is_refused(action):
+    raw = bytearray(
+        HistoryRecord(1_700_000_000_000, ActionType.CLICK, 1, 2, 3, 1.0, (0.5,)).encode()
+    )
+    raw[1] = action  # the action byte follows the version byte
+    with pytest.raises(ContractError, match=f"unknown action_type {action}"):
+        HistoryRecord.decode(bytes(raw))
+
+
+@pytest.mark.parametrize("dim", [1, 3, 64])
+def test_history_records_of_several_content_widths_decode_in_turn(dim):
+    record = HistoryRecord(5, ActionType.TAG, 1, 2, 3, 0.25, tuple(float(i) for i in range(dim)))
+    assert HistoryRecord.decode(record.encode()) == record
