@@ -13,7 +13,9 @@ Batch-size sweep (``--batch-sizes``, for a GPU: ``--device cuda --dtype bf16``):
 has T events; per batch size, the model step alone (inputs already on the device) as users/s
 and MFU against the matmul rate of that dtype measured in the same run, and the whole encoder
 (features built on the host, on CUDA into pinned memory copied on a side stream, then the
-model) as users/s. Needs only torch (and numpy for the synthetic world).
+model) as users/s. Both modes also print the host cost per user of a full history: decoding
+its stored records and building the batch. Needs only torch (and numpy for the synthetic
+world).
 """
 
 from __future__ import annotations
@@ -132,6 +134,31 @@ def length_mix_table(result, encoder, cfg, name, histories, repeats) -> tuple[fl
     return best["padded to T"] / best["length-aware"], best["length-aware"] / floor_s
 
 
+def host_feature_ms(cfg: LLaTTEConfig, users: int = 8, min_seconds: float = 0.5) -> tuple:
+    """Host cost per user of a full T-event history: (decode the stored records, build the
+    batch), in ms, on this thread: what feeds the model before any device work."""
+    rng = random.Random(1)
+    now = int(time.time() * 1000)
+    stored = [[r.encode() for r in history(rng, cfg.max_seq_len, cfg.content_dim, now)]]
+    stored *= users
+    decoded = [[HistoryRecord.decode(b) for b in h] for h in stored]
+    decode_s = seconds_per_call(
+        lambda: [[HistoryRecord.decode(b) for b in h] for h in stored], min_seconds
+    )
+    batch_s = seconds_per_call(
+        lambda: EventBatch.from_records(decoded, cfg.max_seq_len, cfg.content_dim), min_seconds
+    )
+    return 1000 * decode_s / users, 1000 * batch_s / users
+
+
+def host_feature_line(cfg: LLaTTEConfig) -> str:
+    decode_ms, batch_ms = host_feature_ms(cfg)
+    return (
+        f"host features per {cfg.max_seq_len}-event user: decode {decode_ms:.2f} ms + batch "
+        f"{batch_ms:.2f} ms ({1000 / (decode_ms + batch_ms):.0f} users/s on one core)"
+    )
+
+
 def run_length_mixes(args, result: Result, cfg: LLaTTEConfig, encoder: UserEncoder) -> None:
     T = cfg.max_seq_len
     rng = random.Random(0)
@@ -160,6 +187,7 @@ def run_length_mixes(args, result: Result, cfg: LLaTTEConfig, encoder: UserEncod
             for name, (s, f) in others
         ),
         f"torch threads: {torch.get_num_threads()}",
+        host_feature_line(cfg),
     ]
     result.data.update(group_overhead_flops=encoder.group_overhead_flops)
 
@@ -215,6 +243,7 @@ def run_sweep(args, result: Result, cfg: LLaTTEConfig, encoder: UserEncoder) -> 
         f"{args.dtype} on {device} vs the float32 CPU reference: relative error {error:.2g}",
         f"matmul rate: {rate / 1e12:.2f} TFLOP/s {matmul_dtype} (same run)",
         f"FLOPs per user at T = {T}: {flops_per_user / 1e9:.1f} GFLOP",
+        host_feature_line(cfg),
     ]
     result.data.update(
         matmul_flops=rate, flops_per_user=flops_per_user, batch_sizes=sizes, relative_error=error
