@@ -93,6 +93,7 @@ STDLIB_OK = {
     "contextlib",
     "dataclasses",
     "enum",
+    "functools",
     "hashlib",
     "json",
     "math",
