@@ -160,7 +160,7 @@ def start_ranker(
         env=env, name=name,
     ).start()  # fmt: skip
     url = f"http://{LOOPBACK}:{port}"
-    proc.wait_ready(f"{url}/readyz", timeout=300)
+    _wait_or_stop(proc, f"{url}/readyz")
     return proc, f"{url}/v1/rank"
 
 
@@ -171,8 +171,17 @@ def start_peer(redis_url: str, ckpt: Path) -> tuple[ServiceProcess, str]:
         "--redis-url", redis_url, name="peer-litserve",
     ).start()  # fmt: skip
     url = f"http://{LOOPBACK}:{port}"
-    proc.wait_ready(f"{url}/health", timeout=300)
+    _wait_or_stop(proc, f"{url}/health")
     return proc, f"{url}/predict"
+
+
+def _wait_or_stop(proc: ServiceProcess, ready_url: str) -> None:
+    """Wait for the server to be ready; a server that never gets there is stopped, not left."""
+    try:
+        proc.wait_ready(ready_url, timeout=300)
+    except BaseException:
+        proc.stop()
+        raise
 
 
 @contextlib.contextmanager
