@@ -92,13 +92,15 @@ class HttpPool:
         lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
         self._head = ("\r\n".join(lines) + "\r\nContent-Length: ").encode("latin-1")
         self._idle: list[_Connection] = []
-        self._requests: dict[int, bytes] = {}  # id(body) -> request bytes, built once
+        # id(body) -> (body, request bytes), built once; holding the body keeps its id unique
+        self._requests: dict[int, tuple[bytes, bytes]] = {}
 
     def _request(self, body: bytes) -> bytes:
-        request = self._requests.get(id(body))
-        if request is None or not request.endswith(body):
-            request = self._head + str(len(body)).encode() + b"\r\n\r\n" + body
-            self._requests[id(body)] = request
+        cached = self._requests.get(id(body))
+        if cached is not None and cached[0] is body:
+            return cached[1]
+        request = self._head + str(len(body)).encode() + b"\r\n\r\n" + body
+        self._requests[id(body)] = (body, request)
         return request
 
     async def _connect(self) -> _Connection:
