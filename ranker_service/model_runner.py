@@ -33,7 +33,12 @@ from shared_model.checkpoint import CheckpointError, load_checkpoint
 from shared_model.config import LLaTTEConfig
 from shared_model.contract import ActionType, HistoryRecord, stable_hash
 from shared_model.features import Candidates, Context, EventBatch, UpstreamFeature
-from shared_model.inference import resolve_autocast, score, score_many
+from shared_model.inference import (
+    cast_weights_for_autocast,
+    resolve_autocast,
+    score,
+    score_many,
+)
 from shared_model.process import freeze_long_lived_objects
 from shared_model.ranker import RankerModel
 
@@ -73,9 +78,8 @@ def load_bundle(path: Path, settings: Settings) -> ModelBundle:
         )
         upstream = None
     autocast = resolve_autocast(settings.autocast, torch.device(settings.device))
-    bundle = ModelBundle(
-        ckpt.model, ckpt.config, ckpt.model_version, upstream, Path(path), autocast
-    )
+    model = cast_weights_for_autocast(ckpt.model, autocast)  # once here, not per request
+    bundle = ModelBundle(model, ckpt.config, ckpt.model_version, upstream, Path(path), autocast)
     warm_up(bundle, settings.warmup_candidates)
     return bundle
 

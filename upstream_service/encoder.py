@@ -32,7 +32,7 @@ from shared_model.features import (
     EventBatch,
 )
 from shared_model.flops import sequence_flops
-from shared_model.inference import encode_user
+from shared_model.inference import cast_weights_for_autocast, encode_user
 from shared_model.upstream import UpstreamModel
 
 log = logging.getLogger(__name__)
@@ -190,13 +190,14 @@ class UserEncoder:
         dev = resolve_device(device)
         ckpt = load_checkpoint(path, stage="upstream", device=dev)
         log.info("loaded %s from %s on %s", ckpt.model_version, path, dev)
+        autocast_dtype = resolve_autocast(autocast, dev)
         encoder = cls(
-            ckpt.model,
+            cast_weights_for_autocast(ckpt.model, autocast_dtype),  # once, not per batch
             ckpt.config,
             ckpt.model_version,
             history_length,
             dtype,
-            resolve_autocast(autocast, dev),
+            autocast_dtype,
         )
         encoder.calibrate()
         return encoder

@@ -25,3 +25,15 @@ def test_float32_is_the_default_and_the_environment_sets_it(monkeypatch) -> None
     monkeypatch.setenv("RANKER_AUTOCAST", "fp16")
     with pytest.raises(ValueError, match="autocast"):
         Settings()
+
+
+def test_a_bf16_bundle_holds_its_linear_weights_in_bf16(checkpoint_dir: Path) -> None:
+    """Cast once at load (shared_model.inference.cast_weights_for_autocast), not per request."""
+    settings = ranker_settings("redis://127.0.0.1:1", checkpoint_dir, autocast="bf16")
+    model = load_bundle(checkpoint_dir, settings).model
+    dtypes = {m.weight.dtype for m in model.modules() if isinstance(m, torch.nn.Linear)}
+    assert dtypes == {torch.bfloat16}
+    fp32 = load_bundle(checkpoint_dir, ranker_settings("redis://127.0.0.1:1", checkpoint_dir))
+    assert {m.weight.dtype for m in fp32.model.modules() if isinstance(m, torch.nn.Linear)} == {
+        torch.float32
+    }

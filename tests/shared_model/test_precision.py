@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from shared_model import RankerModel, UpstreamModel, encode_user, score, tiny_config
+from shared_model.inference import cast_weights_for_autocast, score_many
 from tests.shared_model.helpers import (
     random_candidates,
     random_context,
@@ -72,3 +73,37 @@ def test_cuda_bf16_matches_cpu_fp32():
     e_gpu = encode_user(upstream, *enc_args, autocast_dtype=torch.bfloat16).cpu()
     assert (p_cpu - p_gpu).abs().max() < 2e-2
     assert (e_cpu - e_gpu).norm() / e_cpu.norm() < 5e-2
+
+
+def test_weights_cast_once_match_autocast_on_float32_weights():
+    """The optimisation (Linear weights cast to bf16 at load) against its reference (autocast
+    casting float32 weights on every call): same function up to bf16 rounding of the folds."""
+    ranker, upstream = _models()
+    rank_args, enc_args = _inputs(ranker, upstream)
+    p_ref = score(ranker, *rank_args, autocast_dtype=torch.bfloat16)
+    e_ref = encode_user(upstream, *enc_args, autocast_dtype=torch.bfloat16)
+    cast_r, cast_u = _models()
+    assert cast_weights_for_autocast(cast_r, torch.bfloat16) is cast_r
+    cast_weights_for_autocast(cast_u, torch.bfloat16)
+    linears = [m for m in cast_r.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears and all(m.weight.dtype == torch.bfloat16 for m in linears)
+    assert all(m.bias.dtype == torch.bfloat16 for m in linears if m.bias is not None)
+    embeddings = [m for m in cast_r.modules() if isinstance(m, torch.nn.Embedding)]
+    assert embeddings and all(m.weight.dtype == torch.float32 for m in embeddings)
+    p = score(cast_r, *rank_args, autocast_dtype=torch.bfloat16)
+    e = encode_user(cast_u, *enc_args, autocast_dtype=torch.bfloat16)
+    assert p.dtype == e.dtype == torch.float32
+    assert (p - p_ref).abs().max() < 1e-2
+    assert (e - e_ref).norm() / e_ref.norm() < 2e-2
+    # the micro-batched path reads the same cast weights
+    many = score_many(cast_r, [rank_args, rank_args], autocast_dtype=torch.bfloat16)
+    assert all((m - p_ref).abs().max() < 1e-2 for m in many)
+
+
+def test_float32_or_none_leaves_the_weights_alone():
+    ranker, _ = _models()
+    before = {k: v.clone() for k, v in ranker.state_dict().items()}
+    for dtype in (None, torch.float32):
+        assert cast_weights_for_autocast(ranker, dtype) is ranker
+    after = ranker.state_dict()
+    assert all(after[k].dtype == v.dtype and torch.equal(after[k], v) for k, v in before.items())

@@ -87,3 +87,22 @@ def test_length_groups_are_the_least_cost_partition(overhead: float) -> None:
         assert len(groups) == len(set(lengths))  # no fixed cost: one group per distinct length
     if overhead == 1e9:
         assert len(groups) == 1  # a forward costs more than any padding
+
+
+def test_a_bf16_encoder_from_a_checkpoint_casts_its_weights_once(upstream_checkpoint) -> None:
+    """UPSTREAM autocast bf16: Linear weights are cast at load; embeddings stay within bf16
+    tolerance of the float32 encoder of the same checkpoint."""
+    fp32 = UserEncoder.from_checkpoint(upstream_checkpoint, device="cpu", autocast="none")
+    bf16 = UserEncoder.from_checkpoint(upstream_checkpoint, device="cpu", autocast="bf16")
+    linear = [m.weight.dtype for m in bf16.model.modules() if isinstance(m, torch.nn.Linear)]
+    assert linear and set(linear) == {torch.bfloat16}
+    assert {m.weight.dtype for m in fp32.model.modules() if isinstance(m, torch.nn.Linear)} == {
+        torch.float32
+    }
+    users = [f"user-{i}" for i in range(len(LENGTHS))]
+    histories = [
+        _history(u, n, fp32.config.content_dim) for u, n in zip(users, LENGTHS, strict=True)
+    ]
+    ref, got = fp32.embed(users, histories), bf16.embed(users, histories)
+    assert got.dtype == torch.float32 and not torch.equal(got, ref)
+    assert (got - ref).norm() / ref.norm() < 5e-2
