@@ -73,7 +73,10 @@ def _upstream_fn(ds: Dataset, imps: Impressions, length: int):
     return batch
 
 
-def _ranker_fn(ds: Dataset, imps: Impressions, length: int, table: UpstreamTable | None, dim: int):
+def ranker_batches(
+    ds: Dataset, imps: Impressions, length: int, table: UpstreamTable | None, dim: int
+):
+    """idx -> the ranker's inputs for those rows (with their upstream embeddings) and labels."""
     rows = _rows_fn(ds, imps, length)
 
     def batch(idx: np.ndarray):
@@ -159,9 +162,9 @@ def train_ranker(
             raise ValueError(f"upstream width {t.table.shape[1]} != ranker d_upstream {U}")
     res = fit(
         model,
-        _ranker_fn(ds, ds.train, T, tables["train"], U),
+        ranker_batches(ds, ds.train, T, tables["train"], U),
         len(ds.train),
-        _ranker_fn(ds, ds.val, T, tables["val"], U),
+        ranker_batches(ds, ds.val, T, tables["val"], U),
         len(ds.val),
         tc,
         cfg.task_weights,
@@ -170,7 +173,7 @@ def train_ranker(
     )
     test = evaluate(
         model,
-        _ranker_fn(ds, ds.test, T, tables["test"], U),
+        ranker_batches(ds, ds.test, T, tables["test"], U),
         len(ds.test),
         cfg.task_weights,
         bf16=tc.bf16,

@@ -1,0 +1,158 @@
+"""Serving precision on trained models: a training run's test NE in float32 and in bf16.
+
+    python -m shared_model.experiments.precision RUN [RUN ...] --out DIR
+
+Each RUN is a ``python -m shared_model.training`` output folder (``upstream/``, ``online/``,
+``metrics.json``). Its dataset is rebuilt from metrics.json and the checkpoint's world config
+with the run's seed (the same rows and negatives; ``--rows`` when the run subsampled), and its
+models are scored on the test rows, the ranker with its upstream's stale embeddings:
+
+* ``float32``: must reproduce metrics.json's test NE (the check that the rows are the same;
+  a run trained with ``--bf16`` recorded the ``bf16 autocast`` one instead);
+* ``bf16 autocast``: the ranker under bf16 autocast on its float32 weights (the reference);
+* ``bf16 cast weights``: the ranker's Linear weights cast once, as the services run it
+  (``shared_model.inference.cast_weights_for_autocast``);
+* ``bf16 cast weights, bf16 upstream``: the upstream encoder in the same precision too.
+
+It prints, per precision, the ranker's test NE and, over runs, its change against float32
+(mean ± std over seeds), with the largest probability change. Scores go through the models'
+reference forward (one row per candidate), whose float32 equality with the serving path is
+tested (tests/shared_model/test_models.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from shared_model.checkpoint import load_checkpoint
+from shared_model.data.samples import build_upstream_table
+from shared_model.experiments.render import fmt, stats, table
+from shared_model.inference import cast_weights_for_autocast
+from shared_model.training.pipeline import ranker_batches
+from shared_model.training.trainer import autocast, metrics, predict
+
+log = logging.getLogger("shared_model.experiments.precision")
+
+# name -> (ranker in bf16, ranker weights cast, upstream in bf16)
+MODES: dict[str, tuple[bool, bool, bool]] = {
+    "float32": (False, False, False),
+    "bf16 autocast": (True, False, False),
+    "bf16 cast weights": (True, True, False),
+    "bf16 cast weights, bf16 upstream": (True, True, True),
+}
+
+
+def _embed_fn(upstream: torch.nn.Module, bf16: bool) -> Callable:
+    @torch.no_grad()
+    def embed(events, ctx):
+        with autocast(torch.device("cpu"), bf16):
+            return upstream.embed(events, ctx).float()
+
+    return embed
+
+
+def check_run(run: Path, rows: str = "", days: float = 14.0, modes: dict = MODES) -> dict:
+    """One training run's test NE per precision -> {"run", "seed", "results": {mode: ...}}."""
+    from shared_model.training.__main__ import load_dataset
+
+    m = json.loads((run / "metrics.json").read_text())
+    up_ckpt = load_checkpoint(run / "upstream", stage="upstream")
+    on_ckpt = load_checkpoint(run / "online", stage="online")
+    world = on_ckpt.metadata.get("world_config") or {}
+    data_dir = Path(m["data_dir"]) if m.get("data_dir") else None
+    ds = load_dataset(m["dataset"], world, days, m["seed"], data_dir)
+    ds.subsample(rows, m["seed"])
+    sizes = {"train": len(ds.train), "val": len(ds.val), "test": len(ds.test)}
+    if sizes != m["rows"]:
+        raise SystemExit(f"{run}: rebuilt rows {sizes} != the run's {m['rows']} (pass --rows)")
+    up_cfg, on_cfg = up_ckpt.config, on_ckpt.config
+    tables: dict[bool, object] = {}
+    results: dict[str, dict] = {}
+    reference = None
+    for name, (bf16, cast, up_bf16) in modes.items():
+        if up_bf16 not in tables:
+            upstream = up_ckpt.model
+            if up_bf16:
+                upstream = cast_weights_for_autocast(copy.deepcopy(upstream), torch.bfloat16)
+            tables[up_bf16] = build_upstream_table(
+                ds, ds.test, _embed_fn(upstream.eval(), up_bf16), up_cfg.max_seq_len,
+                up_cfg.d_summary, "stale",
+            )  # fmt: skip
+        ranker = on_ckpt.model
+        if cast:
+            ranker = cast_weights_for_autocast(copy.deepcopy(ranker), torch.bfloat16)
+        batch = ranker_batches(ds, ds.test, on_cfg.max_seq_len, tables[up_bf16], on_cfg.d_upstream)
+        probs, labels = predict(ranker, batch, len(ds.test), 512, torch.device("cpu"), bf16)
+        r = metrics(probs, labels, on_cfg.task_weights)
+        if reference is None:
+            reference = probs
+        results[name] = {
+            "ne": r.ne,
+            "ne_mean": r.ne_mean,
+            "auc": r.auc,
+            "max_abs_prob_change": float((probs - reference).abs().max()),
+        }
+        log.info("%s %s: ranker test NE %.4f", run.name, name, r.ne_mean)
+    recorded = m["test"]["ranker (upstream embedding)"]["ne_mean"]
+    mode = "bf16 autocast" if m.get("bf16") else "float32"
+    return {
+        "run": run.name,
+        "seed": m["seed"],
+        "rows": sizes,
+        "recorded": {"mode": mode, "ne_mean": recorded},
+        "recorded_gap": abs(recorded - results[mode]["ne_mean"]),
+        "results": results,
+    }
+
+
+def render(checks: list[dict]) -> str:
+    names = list(checks[0]["results"])
+    rows = []
+    for name in names:
+        ne = [c["results"][name]["ne_mean"] for c in checks]
+        delta = [c["results"][name]["ne_mean"] - c["results"]["float32"]["ne_mean"] for c in checks]
+        worst = max(c["results"][name]["max_abs_prob_change"] for c in checks)
+        rows.append([name, fmt(stats(ne)), fmt(stats(np.array(delta) * 1e4), 1), f"{worst:.2e}"])
+    seeds = sorted(c["seed"] for c in checks)
+    gap = max(c["recorded_gap"] for c in checks)
+    return (
+        f"{len(checks)} runs, seeds {seeds}, {checks[0]['rows']['test']} test rows each; the "
+        "ranker with its upstream's stale embedding; mean ± std over seeds. The runs' recorded "
+        f"test NE reproduced here to within {gap:.1e}.\n\n"
+        + table(
+            ["precision", "ranker test NE", "change vs float32 (1e-4 NE)", "largest |Δp|"], rows
+        )
+        + "\n"
+    )
+
+
+def main(argv: list[str] | None = None) -> str:
+    p = argparse.ArgumentParser(prog="python -m shared_model.experiments.precision")
+    p.add_argument("runs", nargs="+", type=Path, help="training CLI output folders")
+    p.add_argument("--rows", default="", help="the runs' --rows ('' = all rows)")
+    p.add_argument("--days", type=float, default=14.0, help="the runs' --days (synthetic)")
+    p.add_argument("--out", type=Path, default=None, help="folder for precision.{md,json}")
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.set_num_threads(args.threads)
+    checks = [check_run(run, args.rows, args.days) for run in args.runs]
+    text = render(checks)
+    print(text)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "precision.md").write_text(text)
+        (args.out / "precision.json").write_text(json.dumps(checks, indent=1))
+    return text
+
+
+if __name__ == "__main__":
+    main()
