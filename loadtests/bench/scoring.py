@@ -10,6 +10,11 @@ history of T = max_seq_len events, at each intra-op thread count asked for:
 * ``score()`` (absorbed decode, the serving path) and the same with the SDPA decode, as time per
   request and as a multiple of the floor;
 * ``score_many()`` over G requests against G calls of ``score()``: time per request and ratio;
+* on a CPU that multiplies bf16 natively (AVX512-BF16/AMX; ``--bf16 yes`` forces it): the same
+  step in float32, under bf16 autocast on float32 weights (the reference, which casts every
+  Linear weight on every call) and with the weights cast once
+  (``shared_model.inference.cast_weights_for_autocast``, as the ranker loads a bf16 model),
+  one request and G together, against the floor at the bf16 matmul rate;
 * with ``--baseline REV``: before/after, the same ``score()`` step timed with the model package
   of git revision REV (``git archive``) and with this tree's, in alternating subprocesses.
 
@@ -21,6 +26,7 @@ never favoured by a quiet moment of a shared machine. Asserts nothing.
 from __future__ import annotations
 
 import argparse
+import copy
 import io
 import json
 import os
@@ -181,6 +187,55 @@ def before_after(result: Result, rev: str, n_candidates: int, threads: int, roun
     )
 
 
+def bf16_table(
+    result: Result, model: RankerModel, requests: list[Request], threads: int, rounds: int
+) -> str:
+    """float32 vs bf16 autocast vs bf16 with the weights cast once; returns the summary line."""
+    from shared_model.inference import cast_weights_for_autocast, score_many
+
+    torch.set_num_threads(threads)
+    bf16 = torch.bfloat16
+    cast = cast_weights_for_autocast(copy.deepcopy(model), bf16)
+    first, G = requests[0], len(requests)
+    ref = score(model, *first)
+    variants = {
+        "float32": (model, None),
+        "bf16 autocast, float32 weights": (model, bf16),
+        "bf16, weights cast at load": (cast, bf16),
+    }
+    calls = {}
+    for name, (m, dtype) in variants.items():
+        calls[name] = lambda m=m, dtype=dtype: score(m, *first, autocast_dtype=dtype)
+        calls[name + " many"] = lambda m=m, dtype=dtype: score_many(
+            m, requests, autocast_dtype=dtype
+        )
+    a, b = torch.randn(MATMUL_N, MATMUL_N, dtype=bf16), torch.randn(MATMUL_N, MATMUL_N, dtype=bf16)
+    calls["matmul"] = lambda: a @ b
+    t = interleaved(calls, rounds, 3)
+    rate = 2 * MATMUL_N**3 / t["matmul"]
+    floor = scoring_flops(model.cfg, len(first[2]), shared=True) / rate
+    table = result.table(
+        f"bf16 on this CPU: one request and {G} together (threads {threads})",
+        ["precision", "step ms", "x float32", "x bf16 floor", f"score_many({G}) ms/request",
+         "max |Δp| vs float32"],
+        note=f"bf16 floor: the step's FLOPs at the bf16 rate of a {MATMUL_N}^3 matmul timed in "
+        f"the same rounds ({rate / 1e9:.0f} GFLOP/s). Random weights: |Δp| shows the precision, "
+        "not its effect on NE (python -m shared_model.experiments.precision measures that on "
+        "trained models).",
+    )  # fmt: skip
+    for name, (m, dtype) in variants.items():
+        diff = (score(m, *first, autocast_dtype=dtype) - ref).abs().max().item()
+        step = t[name]
+        table.add(name, step * 1e3, t["float32"] / step, step / floor, t[name + " many"] * 1e3 / G,
+                  diff)  # fmt: skip
+    auto, cast_s = t["bf16 autocast, float32 weights"], t["bf16, weights cast at load"]
+    return (
+        f"bf16 weights cast at load: {auto / cast_s:.2f}x faster than autocast on float32 "
+        f"weights, {t['float32'] / cast_s:.2f}x faster than float32 (one request, threads "
+        f"{threads})"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--candidates", type=int, default=100)
@@ -190,6 +245,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--compile", action="store_true", help="also time torch.compile of the decode step"
     )
+    parser.add_argument(
+        "--bf16", choices=["auto", "yes", "no"], default="auto",
+        help="the bf16 table; auto: when the CPU multiplies bf16 natively (AVX512-BF16/AMX)",
+    )  # fmt: skip
     parser.add_argument("--baseline", default=None, help="git revision to compare against")
     parser.add_argument("--child-step", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", default=None, help="result JSON (default results/scoring.json)")
@@ -197,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.child_step:
         _child_step(args.candidates, args.threads[0], args.rounds)
         return 0
-    from shared_model.inference import score_many  # not in a --baseline revision's package
+    # not in a --baseline revision's package
+    from shared_model.inference import cpu_has_native_bf16, score_many
 
     torch.manual_seed(0)
     cfg = online_config()
@@ -264,10 +324,16 @@ def main(argv: list[str] | None = None) -> int:
                 2,
             )
             many.add(threads, G, t["loop"] * 1e3 / G, t["many"] * 1e3 / G, t["loop"] / t["many"])
+    bf16_line = None
+    if args.bf16 == "yes" or (args.bf16 == "auto" and cpu_has_native_bf16()):
+        bf16_line = bf16_table(result, model, requests[: max(args.batches)], args.threads[0],
+                               args.rounds)  # fmt: skip
     if args.baseline:
         before_after(result, args.baseline, N, args.threads[0], args.rounds)
     if args.compile:
         compile_table(result, model, first, args.threads[0], args.rounds)
+    if bf16_line:
+        result.summary.append(bf16_line)
     result.summary.append(f"model vs floor: {headline:.2f}x (threads {args.threads[0]})")
     result.write(Path(args.out) if args.out else None)
     return 0
