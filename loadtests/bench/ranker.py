@@ -386,6 +386,9 @@ def main(argv: list[str] | None = None) -> None:
         help="RANKER_TORCH_THREADS (intra-op threads per model call) of the micro-batched "
         "rankers; the one-at-a-time ranker keeps 1",
     )  # fmt: skip
+    parser.add_argument(
+        "--tag", default="", help="appended to the result's name (e.g. the machine: xeon-amx)"
+    )
     args = parser.parse_args(argv)
     threads = args.inference_threads
     with_bf16 = args.bf16 == "yes" or (args.bf16 == "auto" and cpu_has_native_bf16())
@@ -398,10 +401,12 @@ def main(argv: list[str] | None = None) -> None:
     reps, sat_s, sat_clients = (10, 2.0, 4) if args.quick else (40, 15.0, 8)
     per_source = cfg.max_seq_len
 
+    tag = f"-{args.tag}" if args.tag else ""
     result = Result(
-        "ranker" if threads == 1 else f"ranker-{threads}-threads",
+        ("ranker" if threads == 1 else f"ranker-{threads}-threads") + tag,
         "Online ranker: server CPU, model floor, micro-batching, and a LitServe peer"
-        + ("" if threads == 1 else f" ({threads} inference threads)"),
+        + ("" if threads == 1 else f" ({threads} inference threads)")
+        + (f", {args.tag}" if args.tag else ""),
         command_line("loadtests.bench.ranker", argv if argv is not None else sys.argv[1:]),
         description=(__doc__ or "").split("\n\n", 2)[2].strip(),
     )
@@ -451,6 +456,8 @@ def main(argv: list[str] | None = None) -> None:
                     for i, rate in enumerate(rates)
                 }
                 best_bf16, half_bf16 = best_rate(ours_bf16, url, bodies, round_s)
+            with serving(*ranker("ranker-single-bf16", 1, 1, "bf16")) as (_, url):
+                sat["single bf16"] = asyncio.run(closed_loop(url, bodies, sat_clients, sat_s))
         # 4. the peer, rate by rate until it no longer keeps up
         theirs: dict[float, OpenLoopRun] = {}
         peer_sustains: list[float] = []
@@ -490,6 +497,7 @@ def main(argv: list[str] | None = None) -> None:
     if threads > 1:
         t2.add("micro-batched, 1 thread", sat_clients, sat["batched 1 thread"])
     if with_bf16:
+        t2.add("one at a time, bf16", sat_clients, sat["single bf16"])
         t2.add("micro-batched, bf16", sat_clients, sat["batched bf16"])
     t3 = result.table(
         f"Poisson arrivals, {round_s:.0f} s per rate: this ranker vs the LitServe peer",
@@ -555,6 +563,8 @@ def main(argv: list[str] | None = None) -> None:
             f"bf16 matmul rate ({rate_bf16 / 1e9:.0f} vs {rate_flops / 1e9:.0f} GFLOP/s fp32)",
             f"bf16 saturation: {sat['batched bf16']:.1f} req/s "
             f"({sat['batched bf16'] / sat['single']:.2f}x one-at-a-time float32)",
+            f"bf16 batched saturation gain: {sat['batched bf16'] / sat['single bf16']:.2f}x "
+            "(micro-batched vs one at a time, both bf16)",
             rate_line(", bf16", best_bf16, half_bf16, rates),
         ]
     result.write(args.out)

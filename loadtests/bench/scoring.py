@@ -250,6 +250,9 @@ def main(argv: list[str] | None = None) -> int:
         help="the bf16 table; auto: when the CPU multiplies bf16 natively (AVX512-BF16/AMX)",
     )  # fmt: skip
     parser.add_argument("--baseline", default=None, help="git revision to compare against")
+    parser.add_argument(
+        "--tag", default="", help="appended to the result's name (e.g. the machine: xeon-amx)"
+    )
     parser.add_argument("--child-step", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", default=None, help="result JSON (default results/scoring.json)")
     args = parser.parse_args(argv)
@@ -265,8 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     N, T = args.candidates, cfg.max_seq_len
     flops = scoring_flops(cfg, N, shared=True)
     result = Result(
-        "scoring",
-        "Online model step vs its FLOPs floor; several requests scored together",
+        "scoring" + (f"-{args.tag}" if args.tag else ""),
+        "Online model step vs its FLOPs floor; several requests scored together"
+        + (f", {args.tag}" if args.tag else ""),
         command_line("loadtests.bench.scoring", argv if argv is not None else sys.argv[1:]),
         description=(
             f"The configured online model (T = {T}, d_model {cfg.d_model}, {cfg.n_layers} "

@@ -26,18 +26,38 @@ def test_quick_mode_writes_every_headline(tmp_path: Path) -> None:
     pytest.importorskip("litserve")
     out = tmp_path / "ranker.json"
     run = subprocess.run(
-        [sys.executable, "-m", "loadtests.bench.ranker", "--quick", "--out", str(out)],
+        [
+            sys.executable,
+            "-m",
+            "loadtests.bench.ranker",
+            "--quick",
+            "--bf16",
+            "yes",
+            "--tag",
+            "ci",
+            "--out",
+            str(out),
+        ],
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     doc = read_result(out)
-    assert doc["benchmark"] == "ranker"
-    for prefix in HEADLINES:
+    assert doc["benchmark"] == "ranker-ci"
+    for prefix in (*HEADLINES, "bf16 saturation: ", "bf16 batched saturation gain: "):
         assert any(line.startswith(prefix) for line in doc["summary"]), (prefix, doc["summary"])
     assert doc["machine"]["cpu"] and "flags" in doc["machine"]
     titles = [t["title"] for t in doc["tables"]]
     assert any(t.startswith("Server CPU per request") for t in titles)
     assert any("LitServe peer" in t for t in titles)
+    servers = [
+        row[0] for t in doc["tables"] if t["title"].startswith("Saturation") for row in t["rows"]
+    ]
+    assert servers == [
+        "one at a time",
+        "micro-batched",
+        "one at a time, bf16",
+        "micro-batched, bf16",
+    ]
     assert run.stdout.rstrip().splitlines()[-1].startswith("wrote ")
