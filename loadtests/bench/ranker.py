@@ -333,18 +333,26 @@ def stage_table(result: Result, seq: dict, n: int, T: int, label: str) -> tuple[
     return total, stages.get("score", 0.0)
 
 
+def sustained_rate(runs: dict[float, OpenLoopRun]) -> float | None:
+    """The highest rate at which it and every lower rate measured had P99 < SLO and no
+    failure (a lower rate that missed is not outweighed by a lucky higher one); None when the
+    lowest rate already missed."""
+    best = None
+    for rate in sorted(runs):
+        run = runs[rate]
+        if run.failures or percentile(run.latencies_ms, 99) >= SLO_MS:
+            break
+        best = rate
+    return best
+
+
 def best_rate(
     runs: dict[float, OpenLoopRun], url: str, bodies: list[bytes], round_s: float
 ) -> tuple[float | None, float | None]:
-    """The highest rate with P99 < SLO and no failure, and the P99 of a new run at half it."""
-    sustained = [
-        r
-        for r, run in runs.items()
-        if percentile(run.latencies_ms, 99) < SLO_MS and not run.failures
-    ]
-    if not sustained:
+    """``sustained_rate`` and the P99 of a new run at half that rate."""
+    best = sustained_rate(runs)
+    if best is None:
         return None, None
-    best = max(sustained)
     run = asyncio.run(open_loop(url, bodies, best / 2, round_s, seed=99))
     return best, percentile(run.latencies_ms, 99)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from loadtests.bench.common import read_result
+from loadtests.bench.ranker import OpenLoopRun, sustained_rate
 
 HEADLINES = (
     "non-model share: ",
@@ -61,3 +62,16 @@ def test_quick_mode_writes_every_headline(tmp_path: Path) -> None:
         "micro-batched, bf16",
     ]
     assert run.stdout.rstrip().splitlines()[-1].startswith("wrote ")
+
+
+def _run(p99_ms: float, failures: int = 0) -> OpenLoopRun:
+    return OpenLoopRun([p99_ms * 0.5] * 98 + [p99_ms] * 2, failures, 0.1)  # nearest rank
+
+
+def test_the_sustained_rate_is_the_last_one_before_the_first_miss() -> None:
+    assert sustained_rate({2: _run(20), 5: _run(40), 10: _run(49)}) == 10
+    # a lucky higher rate after a miss does not count
+    assert sustained_rate({2: _run(20), 5: _run(60), 10: _run(30)}) == 2
+    assert sustained_rate({10: _run(30), 2: _run(20), 5: _run(50)}) == 2  # 50 ms is a miss
+    assert sustained_rate({2: _run(20), 5: _run(30, failures=1)}) == 2
+    assert sustained_rate({2: _run(70), 5: _run(20)}) is None
