@@ -214,8 +214,13 @@ def _cell(v: Any) -> str:
 
 
 def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
+    """A Markdown table; a '|' inside a header or cell (e.g. "|diff|") is escaped."""
+
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+    lines = [line(columns), "|" + "---|" * len(columns)]
+    lines += [line([_cell(v) for v in row]) for row in rows]
     return "\n".join(lines)
 
 

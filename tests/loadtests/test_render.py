@@ -74,3 +74,12 @@ def test_read_result_rejects_a_bad_schema(tmp_path: Path) -> None:
         read_result(no_command)
     with pytest.raises(ValueError, match=r"nocmd\.json|v0\.json"):
         render(tmp_path, tmp_path / "docs")  # the renderer reads through read_result
+
+
+def test_a_pipe_inside_a_header_or_cell_does_not_split_the_column() -> None:
+    from loadtests.bench.common import markdown_table
+
+    lines = markdown_table(["variant", "max |diff|"], [["a|b", 0.5]]).splitlines()
+    # an escaped pipe is not a column separator: every line has the same 3 separators
+    assert [line.replace("\\|", "").count("|") for line in lines] == [3, 3, 3]
+    assert lines[0] == "| variant | max \\|diff\\| |" and lines[2] == "| a\\|b | 0.50 |"

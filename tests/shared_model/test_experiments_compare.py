@@ -37,3 +37,11 @@ def test_runs_grouped_by_features_with_paired_differences(tmp_path):
     saved = json.loads((tmp_path / "out" / "compare.json").read_text())
     assert [r["run"] for r in saved] == ["a0", "a1", "b0", "b1"]
     assert (tmp_path / "out" / "compare.md").read_text() == text
+
+
+def test_experiment_tables_escape_a_pipe_inside_a_cell():
+    from shared_model.experiments.render import table
+
+    lines = table(["precision", "largest |Δp|"], [["bf16", "0.02"]]).splitlines()
+    assert lines[0] == "| precision | largest \\|Δp\\| |"
+    assert [line.replace("\\|", "").count("|") for line in lines] == [3, 3, 3]
