@@ -49,9 +49,12 @@ class Settings(BaseSettings):
     checkpoint_path: Path = Path("artifacts/demo/online")
     device: str = "cpu"
     # bf16 autocast for scoring: "none" (float32, the reference), "bf16", or "auto": bf16 on a
-    # GPU and on a CPU with native bf16 matmul (AVX512-BF16 / AMX), float32 elsewhere. On
-    # such a CPU bf16 cuts the model step by about a third (docs/benchmarks/ranker.md); on
-    # one without (AVX2-only) it is several times slower. Probabilities move by ~1e-3.
+    # GPU and on a CPU with native bf16 matmul (AVX512-BF16 / AMX), float32 elsewhere. The
+    # Linear weights are cast to bf16 once at load. On such a CPU bf16 cuts the model step by
+    # a quarter to a third (docs/benchmarks/ranker.md, ranker-xeon-amx.md) and micro-batched
+    # requests cost half as much as in float32 on AMX; on one without (AVX2-only) it is several
+    # times slower. Trained rankers' test NE moved by 2e-4 (docs/experiments, "Serving
+    # precision").
     autocast: Literal["auto", "bf16", "none"] = "none"
     # 1 intra-op thread on a 2-core box: the other core runs the event loop (JSON, validation,
     # Redis I/O). Two intra-op threads fight the loop for the cores and, under load, show
