@@ -15,7 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
-from shared_model.experiments.render import fmt, stats, table
+from shared_model.experiments.render import fmt, stats, table, write_report
 
 MODELS = ("ranker (upstream embedding)", "ranker (no upstream)", "upstream")
 BASELINES = ("base rate", "popularity", "logreg", "gbdt")
@@ -85,11 +85,7 @@ def main(argv: list[str] | None = None) -> str:
     args = p.parse_args(argv)
     runs = load(args.runs)
     text = render(runs)
-    print(text)
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "compare.md").write_text(text)
-        (args.out / "compare.json").write_text(json.dumps(runs, indent=1))
+    write_report(args.out, "compare", text, runs)
     return text
 
 

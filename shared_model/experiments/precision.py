@@ -34,7 +34,7 @@ import torch
 
 from shared_model.checkpoint import load_checkpoint
 from shared_model.data.samples import build_upstream_table
-from shared_model.experiments.render import fmt, stats, table
+from shared_model.experiments.render import fmt, stats, table, write_report
 from shared_model.inference import cast_weights_for_autocast
 from shared_model.training.pipeline import ranker_batches
 from shared_model.training.trainer import autocast, metrics, predict
@@ -146,11 +146,7 @@ def main(argv: list[str] | None = None) -> str:
     torch.set_num_threads(args.threads)
     checks = [check_run(run, args.rows, args.days) for run in args.runs]
     text = render(checks)
-    print(text)
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "precision.md").write_text(text)
-        (args.out / "precision.json").write_text(json.dumps(checks, indent=1))
+    write_report(args.out, "precision", text, checks)
     return text
 
 

@@ -48,6 +48,16 @@ def fmt(s: dict, digits: int = 4) -> str:
     )
 
 
+def write_report(out: Path | None, stem: str, text: str, data: object) -> None:
+    """Print a report and, with ``out``, keep it as ``out/<stem>.md`` beside its data as
+    ``out/<stem>.json``."""
+    print(text)
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"{stem}.md").write_text(text)
+        (out / f"{stem}.json").write_text(json.dumps(data, indent=1))
+
+
 def table(header: list[str], rows: list[list[str]]) -> str:
     """A Markdown table; a '|' inside a header or cell (e.g. "|Δp|") is escaped."""
 
