@@ -1,10 +1,10 @@
 """Inference entry points used by the services: ``encode_user`` (upstream) and ``score`` (online).
 
 Both run under ``torch.inference_mode`` and take an optional autocast dtype (bfloat16 on a GPU;
-on a CPU without bf16 matmul units it is slower than float32, so the upstream worker defaults
-to it on CUDA only and the ranker to float32 everywhere). Outputs are float32. The services
-cast a bf16 model's Linear weights once at load (``cast_weights_for_autocast``) rather than
-letting autocast cast them on every call.
+on a CPU without bf16 matmul units it is slower than float32, so the upstream worker's default,
+``auto``, takes it only on a GPU or a CPU with native bf16 matmul; the ranker's is float32).
+Outputs are float32. The services cast a bf16 model's Linear weights once at load
+(``cast_weights_for_autocast``) rather than letting autocast cast them on every call.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from shared_model.features import (
     EventBatch,
 )
 from shared_model.flops import sequence_flops
-from shared_model.inference import cast_weights_for_autocast, encode_user
+from shared_model.inference import cast_weights_for_autocast, encode_user, resolve_autocast
 from shared_model.upstream import UpstreamModel
 
 log = logging.getLogger(__name__)
@@ -52,13 +52,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-def resolve_autocast(mode: str, device: torch.device) -> torch.dtype | None:
-    """bf16 autocast on a GPU; on a CPU without bf16 matmul units it only slows things down."""
-    if mode == "bf16" or (mode == "auto" and device.type == "cuda"):
-        return torch.bfloat16
-    return None
 
 
 def history_flops(config: LLaTTEConfig, n: int) -> int:

@@ -87,7 +87,10 @@ class Settings(BaseSettings):
     checkpoint_path: Path = Path("artifacts/demo/upstream")
     history_length: int | None = None  # T events per user; None = the checkpoint's max_seq_len
     device: str = "auto"  # auto (cuda when present), cpu, cuda, cuda:1
-    autocast: Literal["auto", "bf16", "none"] = "auto"  # auto = bf16 on cuda, fp32 on cpu
+    # auto = bf16 on CUDA and on a CPU with native bf16 matmul (AVX512-BF16 / AMX; 2.9x the
+    # fp32 encode rate on a 2-vCPU AMX Xeon at T = 1000), float32 elsewhere (AVX2-only CPUs
+    # emulate bf16, several times slower); none = float32 everywhere
+    autocast: Literal["auto", "bf16", "none"] = "auto"
     torch_threads: int = Field(0, ge=0)  # 0 = torch's default
 
     # --- embedding store ----------------------------------------------------------------------

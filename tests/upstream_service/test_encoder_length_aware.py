@@ -106,3 +106,15 @@ def test_a_bf16_encoder_from_a_checkpoint_casts_its_weights_once(upstream_checkp
     ref, got = fp32.embed(users, histories), bf16.embed(users, histories)
     assert got.dtype == torch.float32 and not torch.equal(got, ref)
     assert (got - ref).norm() / ref.norm() < 5e-2
+
+
+def test_auto_autocast_follows_the_cpu(upstream_checkpoint) -> None:
+    """UPSTREAM_AUTOCAST=auto: bf16 where the CPU multiplies bf16 natively, float32 elsewhere
+    (the ranker's rule, shared_model.inference.resolve_autocast)."""
+    from shared_model.inference import cpu_has_native_bf16
+
+    auto = UserEncoder.from_checkpoint(upstream_checkpoint, device="cpu", autocast="auto")
+    expected = torch.bfloat16 if cpu_has_native_bf16() else None
+    assert auto.autocast_dtype is expected
+    linear = {m.weight.dtype for m in auto.model.modules() if isinstance(m, torch.nn.Linear)}
+    assert linear == {expected or torch.float32}
