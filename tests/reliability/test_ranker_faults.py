@@ -217,7 +217,9 @@ def test_corrupt_records_counted_then_overwritten_by_the_worker(
                         timeout=30,
                         what=f"{e.user_id} to be refreshed",
                     )
-            # ... and the ranker uses what the worker wrote (same upstream model version).
+        # ... and the ranker uses what the worker wrote (same upstream model version). A new
+        # connection: the first one sat idle past the server's keep-alive timeout meanwhile.
+        with httpx.Client(base_url=ranker.base, timeout=10, trust_env=False) as http:
             for e in events:
                 out = http.post("/v1/rank", json=body(e.user_id)).json()
                 assert out["upstream"]["status"] == "used", out["upstream"]
