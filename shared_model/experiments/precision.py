@@ -26,18 +26,16 @@ import argparse
 import copy
 import json
 import logging
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from shared_model.checkpoint import load_checkpoint
-from shared_model.data.samples import build_upstream_table
 from shared_model.experiments.render import fmt, stats, table, write_report
 from shared_model.inference import cast_weights_for_autocast
-from shared_model.training.pipeline import ranker_batches
-from shared_model.training.trainer import autocast, metrics, predict
+from shared_model.training.pipeline import ranker_batches, upstream_tables
+from shared_model.training.trainer import metrics, predict
 
 log = logging.getLogger("shared_model.experiments.precision")
 
@@ -48,15 +46,6 @@ MODES: dict[str, tuple[bool, bool, bool]] = {
     "bf16 cast weights": (True, True, False),
     "bf16 cast weights, bf16 upstream": (True, True, True),
 }
-
-
-def _embed_fn(upstream: torch.nn.Module, bf16: bool) -> Callable:
-    @torch.no_grad()
-    def embed(events, ctx):
-        with autocast(torch.device("cpu"), bf16):
-            return upstream.embed(events, ctx).float()
-
-    return embed
 
 
 def check_run(run: Path, rows: str = "", days: float = 14.0, modes: dict = MODES) -> dict:
@@ -73,7 +62,7 @@ def check_run(run: Path, rows: str = "", days: float = 14.0, modes: dict = MODES
     sizes = {"train": len(ds.train), "val": len(ds.val), "test": len(ds.test)}
     if sizes != m["rows"]:
         raise SystemExit(f"{run}: rebuilt rows {sizes} != the run's {m['rows']} (pass --rows)")
-    up_cfg, on_cfg = up_ckpt.config, on_ckpt.config
+    on_cfg = on_ckpt.config
     tables: dict[bool, object] = {}
     results: dict[str, dict] = {}
     reference = None
@@ -82,10 +71,7 @@ def check_run(run: Path, rows: str = "", days: float = 14.0, modes: dict = MODES
             upstream = up_ckpt.model
             if up_bf16:
                 upstream = cast_weights_for_autocast(copy.deepcopy(upstream), torch.bfloat16)
-            tables[up_bf16] = build_upstream_table(
-                ds, ds.test, _embed_fn(upstream.eval(), up_bf16), up_cfg.max_seq_len,
-                up_cfg.d_summary, "stale",
-            )  # fmt: skip
+            tables[up_bf16] = upstream_tables(ds, upstream, "stale", up_bf16, ("test",))["test"]
         ranker = on_ckpt.model
         if cast:
             ranker = cast_weights_for_autocast(copy.deepcopy(ranker), torch.bfloat16)

@@ -122,11 +122,15 @@ def train_upstream(
 
 
 def upstream_tables(
-    ds: Dataset, upstream: UpstreamModel | None, mode: str = "stale", bf16: bool = False
+    ds: Dataset,
+    upstream: UpstreamModel | None,
+    mode: str = "stale",
+    bf16: bool = False,
+    splits: tuple[str, ...] = ("train", "val", "test"),
 ) -> dict[str, UpstreamTable | None]:
-    """Embeddings for the train / val / test rows as the ranker will see them."""
+    """Embeddings for the rows of each of ``splits`` as the ranker will see them."""
     if upstream is None or mode == "none":
-        return {"train": None, "val": None, "test": None}
+        return dict.fromkeys(splits)
     cfg = upstream.cfg
     upstream.eval()
     device = next(upstream.parameters()).device
@@ -140,7 +144,7 @@ def upstream_tables(
         split: build_upstream_table(
             ds, getattr(ds, split), embed, cfg.max_seq_len, cfg.d_summary, mode
         )
-        for split in ("train", "val", "test")
+        for split in splits
     }
 
 
