@@ -70,13 +70,19 @@ class RankerModel(nn.Module):
         upstream: UpstreamFeature,
         impl: AttnImpl = "absorbed",
     ) -> torch.Tensor:
-        """One user (batch 1), N candidates: encode the history once -> logits (N, 2)."""
+        """One user (batch 1), N candidates: encode the history once -> logits (N, 2).
+
+        ``impl`` runs the prefix and the candidates alike. The absorbed form suits the
+        pyramidal prefix as well: its layers keep few query rows against many keys, so
+        reading the shared C-wide latent beats up-projecting every key to per-head K and V
+        (about 1 ms of a ~9 ms prefix on a 1-thread Zen 3; docs/benchmarks/scoring-zen3.md).
+        """
         if events.shape[0] != 1:
             raise ValueError("score_shared takes one user's history (batch 1)")
         if len(cands) == 0:
             return upstream.embedding.new_zeros(0, self.cfg.n_tasks)
         events, padded = _trim_padding(events)
-        cache = self.sequence.encode_history(events, ctx, "sdpa", padded=padded)
+        cache = self.sequence.encode_history(events, ctx, impl, padded=padded)
         summary = self.sequence.decode_queries(cache, ctx, cands, impl)  # (N, d_summary)
         return self._interact(summary, ctx, cands, upstream)
 
@@ -118,7 +124,7 @@ class RankerModel(nn.Module):
         if M == 0:
             return [upstream.embedding.new_zeros(0, self.cfg.n_tasks) for _ in requests]
         cands = _pad_candidates([r[2] for r in requests], M)  # (G * M,)
-        cache = self.sequence.encode_history(events, ctx, "sdpa", padded=padded)
+        cache = self.sequence.encode_history(events, ctx, impl, padded=padded)
         summary = self.sequence.decode_queries(cache, ctx, cands, impl)  # (G*M, d_summary)
         logits = self._interact(summary, ctx, cands, upstream).view(len(requests), M, -1)
         return [logits[g, :n] for g, n in enumerate(counts)]

@@ -83,6 +83,29 @@ def test_score_entry_point_shared_equals_naive(ranker):
     assert (shared - naive).abs().max() <= 1e-5
 
 
+def test_prefix_encoding_is_the_same_in_every_attention_form(ranker):
+    """The ranker encodes its prefix in the absorbed form; the naive form is the reference:
+    several users at once, padded and unpadded, an empty history, a hole in the middle."""
+    cfg = ranker.cfg
+    torch.manual_seed(9)
+    ev, ctx = random_events(cfg, [16, 9, 0, 12]), random_context(4)
+    ev.valid[3, 8] = False  # not left-padded: the mask, not the trim, must handle it
+    with torch.no_grad():
+        caches = {
+            impl: ranker.sequence.encode_history(ev, ctx, impl) for impl in ("naive", "absorbed")
+        }
+    ref, got = caches["naive"], caches["absorbed"]
+    assert (got.context - ref.context).abs().max() <= 1e-5
+    for lat_ref, lat_got in zip(ref.latents, got.latents, strict=True):
+        assert (lat_got - lat_ref).abs().max() <= 1e-5
+    # and a wrong mask would show: dropping the hole changes user 3's prefix
+    ev.valid[3, 8] = True
+    with torch.no_grad():
+        moved = ranker.sequence.encode_history(ev, ctx, "absorbed")
+    assert not torch.allclose(moved.context[3], got.context[3], atol=1e-4)
+    torch.testing.assert_close(moved.context[:3], got.context[:3])
+
+
 def test_causality_earlier_event_states_ignore_later_events(ranker):
     """Changing event t never changes the layer outputs of events before t."""
     cfg = replace(ranker.cfg, pyramid=[16, 16, 16])  # keep every row to inspect it
