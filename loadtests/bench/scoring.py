@@ -7,7 +7,7 @@ history of T = max_seq_len events, at each intra-op thread count asked for:
 * the fp32 rate of a 1024^3 matmul (as ``loadtests.bench.common.matmul_rate``, but timed in the
   same interleaved rounds as the model step) and the floor of the model step: its counted FLOPs
   (``shared_model.flops.scoring_flops``, shared sequence) / that rate;
-* ``score()`` (absorbed decode, the serving path) and the same with the SDPA decode, as time per
+* ``score()`` (absorbed MLA, the serving path) and the same in the SDPA form, as time per
   request and as a multiple of the floor;
 * ``score_many()`` over G requests against G calls of ``score()``: time per request and ratio;
 * on a CPU that multiplies bf16 natively (AVX512-BF16/AMX; ``--bf16 yes`` forces it): the same
@@ -101,7 +101,7 @@ def compile_table(result: Result, model: RankerModel, request: Request, threads:
     ev, ctx, cands, _ = request
     seq = model.sequence
     with torch.inference_mode():
-        cache = seq.encode_history(ev, ctx, "sdpa", padded=False)
+        cache = seq.encode_history(ev, ctx, "absorbed", padded=False)
         compiled = torch.compile(seq.decode_queries, dynamic=False)
         start = time.perf_counter()
         out = compiled(cache, ctx, cands)
@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     step = result.table(
         "score(): one request, model step",
-        ["threads", "matmul GFLOP/s", "floor ms", "absorbed ms", "x floor", "sdpa decode ms"],
+        ["threads", "matmul GFLOP/s", "floor ms", "absorbed ms", "x floor", "sdpa ms"],
     )
     many = result.table(
         "score_many(): G requests together vs G calls of score()",

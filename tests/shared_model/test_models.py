@@ -92,12 +92,15 @@ def test_prefix_encoding_is_the_same_in_every_attention_form(ranker):
     ev.valid[3, 8] = False  # not left-padded: the mask, not the trim, must handle it
     with torch.no_grad():
         caches = {
-            impl: ranker.sequence.encode_history(ev, ctx, impl) for impl in ("naive", "absorbed")
+            impl: ranker.sequence.encode_history(ev, ctx, impl)
+            for impl in ("naive", "sdpa", "absorbed")
         }
-    ref, got = caches["naive"], caches["absorbed"]
-    assert (got.context - ref.context).abs().max() <= 1e-5
-    for lat_ref, lat_got in zip(ref.latents, got.latents, strict=True):
-        assert (lat_got - lat_ref).abs().max() <= 1e-5
+    ref = caches["naive"]
+    for impl in ("sdpa", "absorbed"):
+        assert (caches[impl].context - ref.context).abs().max() <= 1e-5, impl
+        for lat_ref, lat in zip(ref.latents, caches[impl].latents, strict=True):
+            assert (lat - lat_ref).abs().max() <= 1e-5, impl
+    got = caches["absorbed"]
     # and a wrong mask would show: dropping the hole changes user 3's prefix
     ev.valid[3, 8] = True
     with torch.no_grad():
