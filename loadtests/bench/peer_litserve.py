@@ -9,8 +9,9 @@ of all requests in a LitServe batch run in one forward.
     python -m loadtests.bench.peer_litserve --port 8100 --checkpoint DIR --redis-url URL
 
 ``POST /predict`` takes the ranker's request body (user_id, context, candidates with inline
-content embeddings) and answers ``{"candidates": [{ad_id, p_ctr, p_cvr, score}, ...]}`` sorted
-by score; ``GET /health`` is 200 once the model is loaded.
+content embeddings or a ``content_id``, read from Redis with the history) and answers
+``{"candidates": [{ad_id, p_ctr, p_cvr, score}, ...]}`` sorted by score; ``GET /health`` is
+200 once the model is loaded.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from shared_model.contract import (
     ContractError,
     EmbeddingRecord,
     HistoryRecord,
+    content_embedding_key,
     embedding_key,
     history_key,
     merge_histories,
@@ -54,11 +56,16 @@ class PeerAPI(ls.LitAPI):
 
     def decode_request(self, request: dict) -> Rows:
         cfg, T, user = self.cfg, self.cfg.max_seq_len, request["user_id"]
+        cands = request["candidates"]
+        by_id = [x["content_id"] for x in cands if "content_embedding" not in x]
         pipe = self.redis.pipeline(transaction=False)
         pipe.hget(embedding_key(user), EMBEDDING_FIELD_RECORD)
         for source in HISTORY_SOURCES:
             pipe.zrange(history_key(user, source), -T, -1, withscores=True)
+        if by_id:
+            pipe.mget([content_embedding_key(c) for c in by_id])
         raw_embedding, *histories = pipe.execute()
+        looked_up = dict(zip(by_id, histories.pop(), strict=True)) if by_id else {}
         sources = []
         for members in histories:
             records = []
@@ -86,12 +93,12 @@ class PeerAPI(ls.LitAPI):
         now = request["context"].get("time_ms") or int(time.time() * 1000)
         c = request["context"]
         ctx = Context.make([now], [user], [c["surface"]], [c["device"]])
-        cands = request["candidates"]
+        content = [self._content(x, looked_up) for x in cands]
         candidates = Candidates(
             ad_hash=torch.tensor([stable_hash(x["ad_id"]) for x in cands]),
             advertiser_hash=torch.tensor([stable_hash(x["advertiser_id"]) for x in cands]),
-            content=torch.tensor([x["content_embedding"] for x in cands]),
-            has_content=torch.ones(len(cands), dtype=torch.bool),
+            content=torch.tensor([v or [0.0] * cfg.content_dim for v in content]),
+            has_content=torch.tensor([v is not None for v in content]),
             floats=torch.tensor([x["floats"] for x in cands]),
         )
         events = EventBatch.from_records([history], T, cfg.content_dim)
@@ -103,6 +110,18 @@ class PeerAPI(ls.LitAPI):
             candidates,  # (N,)
             UpstreamFeature(upstream.embedding.expand(N, -1), upstream.present.expand(N)),
         )
+
+    def _content(self, candidate: dict, looked_up: dict[str, bytes | None]) -> list | None:
+        """A candidate's content vector: inline, or its Redis record; None when missing."""
+        if "content_embedding" in candidate:
+            return candidate["content_embedding"]
+        raw = looked_up.get(candidate["content_id"])
+        if raw is None:
+            return None
+        try:
+            return list(EmbeddingRecord.decode(raw, expected_dim=self.cfg.content_dim).vector)
+        except ContractError:
+            return None
 
     def batch(self, inputs: list[Rows]) -> list[Rows]:
         return inputs

@@ -4,10 +4,15 @@
     python -m loadtests.bench.ranker --quick    # a tiny config, seconds: the smoke test
 
 Starts a real redis-server, seeds it (per user 400 engagement + 400 impression records with
-content vectors, and an upstream embedding) and builds a checkpoint of the online config with
-random weights (latency does not depend on them). Then, one server at a time (an idle server's
-threads would take CPU from the one measured): the ranker with micro-batching, the ranker
-scoring one request at a time, and the LitServe peer
+content vectors, and an upstream embedding; a catalogue of 1,000 ads' content vectors) and
+builds a checkpoint of the online config with random weights (latency does not depend on
+them). Each request ranks N ads drawn from the catalogue. By default (``--content id``) a
+candidate names its content vector by ``content_id``, as production clients do: the ranker
+serves repeats from its in-process content cache (warmed before any phase is measured), the
+peer reads them from Redis. ``--content inline`` sends every vector in the body instead; the
+default run also measures that form's server CPU at one request in flight. Then, one server
+at a time (an idle server's threads would take CPU from the one measured): the ranker with
+micro-batching, the ranker scoring one request at a time, and the LitServe peer
 (``loadtests.bench.peer_litserve``: plain redis-py, one independent row per candidate). The
 load generator is ``loadtests.bench.http_load`` (keep-alive HTTP/1.1, request bytes built
 once); it shares the cores with the server, and its CPU per request is reported.
@@ -60,6 +65,7 @@ from shared_model.contract import (
     ActionType,
     EmbeddingRecord,
     HistoryRecord,
+    content_embedding_key,
     embedding_key,
     history_key,
     source_of,
@@ -71,6 +77,8 @@ from shared_model.inference import cpu_has_native_bf16
 UPSTREAM_VERSION = "bench-upstream-v1"
 SLO_MS = 50.0
 _JSON = {"content-type": "application/json"}
+CATALOGUE = 1000  # ads with a content vector in Redis; each request ranks N of them
+CONTENT_MODEL = "bench-content-v1"
 _CLK = os.sysconf("SC_CLK_TCK")
 
 
@@ -106,24 +114,44 @@ def seed_redis(client: redis.Redis, cfg: LLaTTEConfig, users: int, per_source: i
         pipe.execute()
 
 
-def request_bodies(cfg: LLaTTEConfig, users: int, n: int, count: int) -> list[bytes]:
+def seed_content(client: redis.Redis, cfg: LLaTTEConfig, ads: int) -> None:
+    """``ads`` content vectors, one EmbeddingRecord per ad (``content_embedding_key``)."""
+    now = int(time.time() * 1000)
+    g = torch.Generator().manual_seed(4)
+    vectors = torch.randn(ads, cfg.content_dim, generator=g).tolist()
+    pipe = client.pipeline(transaction=False)
+    for a, vector in enumerate(vectors):
+        record = EmbeddingRecord(tuple(vector), CONTENT_MODEL, now, now, 0)
+        pipe.set(content_embedding_key(f"ad-{a}"), record.encode())
+    pipe.execute()
+
+
+def request_bodies(
+    cfg: LLaTTEConfig, users: int, n: int, count: int, content: str = "id", ads: int = CATALOGUE
+) -> list[bytes]:
+    """``count`` JSON bodies, each N distinct ads of ``ads`` for one user; ``content`` "id"
+    names each ad's content vector (``content_id``), "inline" sends it in the body."""
+    if n > ads:
+        raise ValueError(f"{n} candidates from a catalogue of {ads} ads")
     g = torch.Generator().manual_seed(2)
     bodies = []
     for b in range(count):
-        content = torch.randn(n, cfg.content_dim, generator=g)
+        picked = torch.randperm(ads, generator=g)[:n].tolist()
+        vectors = torch.randn(n, cfg.content_dim, generator=g)
         floats = torch.rand(n, cfg.n_candidate_floats, generator=g)
+        candidates = []
+        for i, a in enumerate(picked):
+            c: dict = {"ad_id": f"ad-{a}", "advertiser_id": f"adv-{a % 37}"}
+            if content == "id":
+                c["content_id"] = f"ad-{a}"
+            else:
+                c["content_embedding"] = [round(x, 4) for x in vectors[i].tolist()]
+            c["floats"] = [round(x, 4) for x in floats[i].tolist()]
+            candidates.append(c)
         body = {
             "user_id": f"user-{b % users}",
             "context": {"surface": "feed", "device": "ios"},
-            "candidates": [
-                {
-                    "ad_id": f"ad-{b}-{i}",
-                    "advertiser_id": f"adv-{i % 37}",
-                    "content_embedding": [round(x, 4) for x in content[i].tolist()],
-                    "floats": [round(x, 4) for x in floats[i].tolist()],
-                }
-                for i in range(n)
-            ],
+            "candidates": candidates,
         }
         bodies.append(json.dumps(body, separators=(",", ":")).encode())
     return bodies
@@ -173,6 +201,14 @@ def start_peer(redis_url: str, ckpt: Path) -> tuple[ServiceProcess, str]:
     url = f"http://{LOOPBACK}:{port}"
     _wait_or_stop(proc, f"{url}/health")
     return proc, f"{url}/predict"
+
+
+def warm(url: str, bodies: list[bytes]) -> None:
+    """Every body once, so the measured phases find the content cache warm (as in production,
+    where the same few thousand ads are candidates in most requests)."""
+    with httpx.Client(timeout=120, trust_env=False) as client:
+        for b in bodies:
+            client.post(url, content=b, headers=_JSON).raise_for_status()
 
 
 def _wait_or_stop(proc: ServiceProcess, ready_url: str) -> None:
@@ -375,6 +411,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny config, short phases")
     parser.add_argument("--candidates", type=int, default=100, help="N per request")
+    parser.add_argument(
+        "--content",
+        choices=["id", "inline"],
+        default="id",
+        help="candidates name their content vectors by content_id (the ranker's content cache "
+        "serves them; the default, and the production shape) or carry them inline",
+    )
     parser.add_argument("--users", type=int, default=16)
     parser.add_argument("--rates", default="2,5,10,15,20,25,30", help="Poisson req/s")
     parser.add_argument("--round-s", type=float, default=12.0, help="seconds per rate")
@@ -425,12 +468,21 @@ def main(argv: list[str] | None = None) -> None:
         ckpt = Path(tmp) / "online"
         version = random_checkpoint(ckpt, cfg, seed=0, upstream_model_version=UPSTREAM_VERSION)
         seed_redis(rd.client(), cfg, users, per_source)
-        bodies = request_bodies(cfg, users, n, 32)
+        ads = max(CATALOGUE, n)
+        seed_content(rd.client(), cfg, ads)
+        bodies = request_bodies(cfg, users, n, 32, args.content, ads)
+        inline = request_bodies(cfg, users, n, 32, "inline", ads) if args.content == "id" else None
         ranker_env = {"RANKER_TORCH_THREADS": str(args.torch_threads)}
 
         def ranker(name: str, batch: int, lanes: int, autocast: str = "none"):
             env = ranker_env if batch > 1 else None  # one-at-a-time: the 1-thread default
-            return start_ranker(name, rd.url, ckpt, batch, autocast, lanes, env)
+            proc, url = start_ranker(name, rd.url, ckpt, batch, autocast, lanes, env)
+            try:
+                warm(url, bodies)
+            except BaseException:
+                proc.stop()
+                raise
+            return proc, url
 
         # Each server runs alone, only for its own phases: an idle server's threads would
         # otherwise take CPU from the one being measured.
@@ -438,6 +490,7 @@ def main(argv: list[str] | None = None) -> None:
         # Poisson rates
         with serving(*ranker("ranker-batched", 8, threads)) as (proc, url):
             seq = sequential_cpu(proc, url, bodies, reps)
+            seq_inline = sequential_cpu(proc, url, inline, reps) if inline else None
             # The floor's rate again, right after the phase it is compared with: the faster of
             # the two measurements (load can only slow it) keeps the ratio from flattering.
             rate_flops = max(rate_flops, matmul_rate(seconds=1.0))
@@ -486,13 +539,21 @@ def main(argv: list[str] | None = None) -> None:
         history_per_source=per_source,
         matmul_flops_per_s=rate_flops,
         inference_threads=threads,
+        content=args.content,
+        catalogue_ads=ads,
         torch_threads=args.torch_threads,
         two_thread_matmul_scaling=two_thread_scaling,
     )
     floor_s = scoring_flops(cfg, n, shared=True) / rate_flops
-    total, score_s = stage_table(result, seq, n, cfg.max_seq_len, "")
+    total, score_s = stage_table(result, seq, n, cfg.max_seq_len, f", content {args.content}")
+    if seq_inline is not None:
+        total_inline, score_inline = stage_table(
+            result, seq_inline, n, cfg.max_seq_len, ", content inline"
+        )
     if seq_bf16 is not None:
-        total_bf16, score_bf16 = stage_table(result, seq_bf16, n, cfg.max_seq_len, ", bf16")
+        total_bf16, score_bf16 = stage_table(
+            result, seq_bf16, n, cfg.max_seq_len, f", content {args.content}, bf16"
+        )
         floor_bf16 = scoring_flops(cfg, n, shared=True) / rate_bf16
         result.data["matmul_bf16_flops_per_s"] = rate_bf16
     t2 = result.table(
@@ -549,7 +610,13 @@ def main(argv: list[str] | None = None) -> None:
         "CPU counts as 'other')"
     )
     result.summary += [
-        f"non-model share: {100 * (total - score_s) / total:.1f}%" + cpu_caveat,
+        f"non-model share: {100 * (total - score_s) / total:.1f}%"
+        + (
+            f" (content by id; inline: {100 * (total_inline - score_inline) / total_inline:.1f}%)"
+            if seq_inline is not None
+            else f" (content {args.content})"
+        )
+        + cpu_caveat,
         f"model vs floor: {score_s / floor_s:.2f}x" + cpu_caveat,
         f"batched saturation gain: {sat['batched'] / sat['single']:.2f}x"
         + (
