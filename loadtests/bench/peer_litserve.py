@@ -10,8 +10,8 @@ of all requests in a LitServe batch run in one forward.
 
 ``POST /predict`` takes the ranker's request body (user_id, context, candidates with inline
 content embeddings or a ``content_id``, read from Redis with the history) and answers
-``{"candidates": [{ad_id, p_ctr, p_cvr, score}, ...]}`` sorted by score; ``GET /health`` is
-200 once the model is loaded.
+``{"candidates": [{index, p_ctr, p_cvr, score}, ...]}`` (index: the candidate's position in the
+request) sorted by score; ``GET /health`` is 200 once the model is loaded.
 """
 
 from __future__ import annotations
