@@ -369,6 +369,11 @@ def stage_table(result: Result, seq: dict, n: int, T: int, label: str) -> tuple[
     return total, stages.get("score", 0.0)
 
 
+def non_model_pct(total: float, score: float) -> float:
+    """Server CPU outside score() as a percentage of the request's server CPU."""
+    return 100 * (total - score) / total
+
+
 def sustained_rate(runs: dict[float, OpenLoopRun]) -> float | None:
     """The highest rate at which it and every lower rate measured had P99 < SLO and no
     failure (a lower rate that missed is not outweighed by a lucky higher one); None when the
@@ -610,9 +615,9 @@ def main(argv: list[str] | None = None) -> None:
         "CPU counts as 'other')"
     )
     result.summary += [
-        f"non-model share: {100 * (total - score_s) / total:.1f}%"
+        f"non-model share: {non_model_pct(total, score_s):.1f}%"
         + (
-            f" (content by id; inline: {100 * (total_inline - score_inline) / total_inline:.1f}%)"
+            f" (content by id; inline: {non_model_pct(total_inline, score_inline):.1f}%)"
             if seq_inline is not None
             else f" (content {args.content})"
         )
@@ -640,7 +645,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     if with_bf16:
         result.summary += [
-            f"bf16: non-model share {100 * (total_bf16 - score_bf16) / total_bf16:.1f}%, "
+            f"bf16: non-model share {non_model_pct(total_bf16, score_bf16):.1f}%, "
             f"model step {1e3 * score_bf16:.1f} ms vs {1e3 * score_s:.1f} ms float32 "
             f"({score_s / score_bf16:.2f}x), {score_bf16 / floor_bf16:.2f}x its floor at the "
             f"bf16 matmul rate ({rate_bf16 / 1e9:.0f} vs {rate_flops / 1e9:.0f} GFLOP/s fp32)",
