@@ -77,7 +77,8 @@ def cast_weights_for_autocast(model: torch.nn.Module, dtype: torch.dtype | None)
     return model
 
 
-def _autocast(device: torch.device, dtype: torch.dtype | None):
+def autocast_context(device: torch.device, dtype: torch.dtype | None):
+    """``torch.autocast`` to ``dtype`` on ``device``; no context for None or float32."""
     if dtype is None or dtype == torch.float32:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
@@ -97,7 +98,7 @@ def encode_user(
 ) -> torch.Tensor:
     """B users' histories -> (B, d_summary) float32 transfer embeddings."""
     device = _device(model)
-    with _autocast(device, autocast_dtype):
+    with autocast_context(device, autocast_dtype):
         emb = model.embed(events.to(device), ctx.to(device), impl)
     return emb.float()
 
@@ -121,7 +122,7 @@ def score(
     """
     device = _device(model)
     args = (events.to(device), ctx.to(device), cands.to(device), upstream.to(device))
-    with _autocast(device, autocast_dtype):
+    with autocast_context(device, autocast_dtype):
         if shared:
             logits = model.score_shared(*args, impl=impl or "absorbed")
         else:
@@ -148,6 +149,6 @@ def score_many(
         (ev.to(device), ctx.to(device), cands.to(device), up.to(device))
         for ev, ctx, cands, up in requests
     ]
-    with _autocast(device, autocast_dtype):
+    with autocast_context(device, autocast_dtype):
         logits = model.score_many(moved, impl=impl or "absorbed")
     return [torch.sigmoid(x.float()) for x in logits]

@@ -10,7 +10,7 @@ presence flag (a zero vector and flag 0 when the ranker must rank without it).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import fields
+from dataclasses import dataclass, fields
 
 import torch
 from torch import nn
@@ -82,8 +82,26 @@ class RankerModel(nn.Module):
         if len(cands) == 0:
             return upstream.embedding.new_zeros(0, self.cfg.n_tasks)
         events, padded = _trim_padding(events)
+        return self.score_batched(events, ctx, cands, upstream, padded, impl)
+
+    def score_batched(
+        self,
+        events: EventBatch,
+        ctx: Context,
+        cands: Candidates,
+        upstream: UpstreamFeature,
+        padded: bool,
+        impl: AttnImpl = "absorbed",
+    ) -> torch.Tensor:
+        """G users' prefixes (G, T) and their candidates (G * M,) -> logits (G * M, 2).
+
+        The step ``score_shared`` and ``score_many`` share once their inputs are batched
+        (``batch_requests``): one ``encode_history``, one ``decode_queries`` with candidate row
+        i reading user i // M's prefix, then DHEN and the heads. Tensors in, a tensor out, so
+        ``shared_model.traced`` can record it as one graph.
+        """
         cache = self.sequence.encode_history(events, ctx, impl, padded=padded)
-        summary = self.sequence.decode_queries(cache, ctx, cands, impl)  # (N, d_summary)
+        summary = self.sequence.decode_queries(cache, ctx, cands, impl)  # (G*M, d_summary)
         return self._interact(summary, ctx, cands, upstream)
 
     def score_many(
@@ -100,34 +118,11 @@ class RankerModel(nn.Module):
         """
         if not requests:
             return []
-        for events, ctx, _, upstream in requests:
-            if events.shape[0] != 1 or ctx.user_hash.shape[0] != 1:
-                raise ValueError("score_many takes one user's history per request (batch 1)")
-            if upstream.embedding.shape[0] != 1:
-                raise ValueError("score_many takes one upstream embedding per request")
-        trimmed = [_trim_padding(r[0]) for r in requests]
-        length = max(ev.shape[1] for ev, _ in trimmed)
-        padded = any(p or ev.shape[1] < length for ev, p in trimmed)
-        events = EventBatch.cat([ev for ev, _ in trimmed], length)  # (G, T)
-        ctx = Context(
-            **{
-                f.name: torch.cat([getattr(r[1], f.name) for r in requests])
-                for f in fields(Context)
-            }
-        )  # (G,)
-        upstream = UpstreamFeature(
-            torch.cat([r[3].embedding for r in requests]),
-            torch.cat([r[3].present for r in requests]),
-        )  # (G, U), (G,)
-        counts = [len(r[2]) for r in requests]
-        M = max(counts)
-        if M == 0:
-            return [upstream.embedding.new_zeros(0, self.cfg.n_tasks) for _ in requests]
-        cands = _pad_candidates([r[2] for r in requests], M)  # (G * M,)
-        cache = self.sequence.encode_history(events, ctx, impl, padded=padded)
-        summary = self.sequence.decode_queries(cache, ctx, cands, impl)  # (G*M, d_summary)
-        logits = self._interact(summary, ctx, cands, upstream).view(len(requests), M, -1)
-        return [logits[g, :n] for g, n in enumerate(counts)]
+        batch = batch_requests(requests)
+        if batch.M == 0:
+            return [batch.upstream.embedding.new_zeros(0, self.cfg.n_tasks) for _ in requests]
+        logits = self.score_batched(*batch.inputs, batch.padded, impl)
+        return batch.split(logits)
 
     def score_naive(
         self,
@@ -141,6 +136,62 @@ class RankerModel(nn.Module):
         N = len(cands)
         up = UpstreamFeature(upstream.embedding.expand(N, -1), upstream.present.expand(N))
         return self.forward(events.repeat(N), ctx.repeat(N), cands, up, impl)
+
+
+@dataclass
+class Batch:
+    """G requests' inputs as one batch (``batch_requests``)."""
+
+    events: EventBatch  # (G, T), T the longest valid history among them
+    ctx: Context  # (G,)
+    cands: Candidates  # (G * M,): each request's candidates padded to M with zero rows
+    upstream: UpstreamFeature  # (G, U)
+    padded: bool  # whether any history holds padding (False lets decode skip the mask)
+    counts: list[int]  # each request's own N
+
+    @property
+    def M(self) -> int:
+        return max(self.counts)
+
+    @property
+    def inputs(self) -> tuple[EventBatch, Context, Candidates, UpstreamFeature]:
+        return self.events, self.ctx, self.cands, self.upstream
+
+    def split(self, out: torch.Tensor) -> list[torch.Tensor]:
+        """(G * M, ...) rows -> each request's own (N_i, ...)."""
+        rows = out.view(len(self.counts), self.M, *out.shape[1:])
+        return [rows[g, :n] for g, n in enumerate(self.counts)]
+
+
+def batch_requests(
+    requests: Sequence[tuple[EventBatch, Context, Candidates, UpstreamFeature]],
+) -> Batch:
+    """One-user requests -> one batch: histories without their left padding, left-padded to
+    the longest among them; candidates padded to M = max N_i. One request is its own batch
+    (no copy)."""
+    for events, ctx, _, upstream in requests:
+        if events.shape[0] != 1 or ctx.user_hash.shape[0] != 1:
+            raise ValueError("score_many takes one user's history per request (batch 1)")
+        if upstream.embedding.shape[0] != 1:
+            raise ValueError("score_many takes one upstream embedding per request")
+    counts = [len(r[2]) for r in requests]
+    if len(requests) == 1:
+        ((events, ctx, cands, upstream),) = requests
+        events, padded = _trim_padding(events)
+        return Batch(events, ctx, cands, upstream, padded, counts)
+    trimmed = [_trim_padding(r[0]) for r in requests]
+    length = max(ev.shape[1] for ev, _ in trimmed)
+    padded = any(p or ev.shape[1] < length for ev, p in trimmed)
+    events = EventBatch.cat([ev for ev, _ in trimmed], length)  # (G, T)
+    ctx = Context(
+        **{f.name: torch.cat([getattr(r[1], f.name) for r in requests]) for f in fields(Context)}
+    )  # (G,)
+    upstream = UpstreamFeature(
+        torch.cat([r[3].embedding for r in requests]),
+        torch.cat([r[3].present for r in requests]),
+    )  # (G, U), (G,)
+    cands = _pad_candidates([r[2] for r in requests], max(counts))  # (G * M,)
+    return Batch(events, ctx, cands, upstream, padded, counts)
 
 
 def _trim_padding(events: EventBatch) -> tuple[EventBatch, bool]:

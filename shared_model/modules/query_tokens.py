@@ -96,7 +96,7 @@ class QueryTokens(nn.Module):
         """
         if self.candidate is None:
             raise ValueError("this stage's query tokens take no candidate")
-        N = len(cands)
+        N = cands.ad_hash.shape[0]  # not len(): a traced size stays dynamic
         w_ctx, w_cand = self.candidate_proj.weight.split(
             [self.context.width, self.candidate.width], dim=1
         )
@@ -111,5 +111,5 @@ class QueryTokens(nn.Module):
             return context
         if cands is None:
             raise ValueError("the online model's query tokens need candidates")
-        B = len(cands)
+        B = cands.ad_hash.shape[0]
         return torch.cat([context.expand(B, -1, -1), self.candidate_tokens(ctx, cands)], dim=1)

@@ -99,7 +99,10 @@ STDLIB_OK = {
     "math",
     "pathlib",
     "struct",
+    "threading",
+    "time",
     "typing",
+    "warnings",
 }
 
 

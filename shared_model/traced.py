@@ -1,0 +1,166 @@
+"""The scoring step as recorded TorchScript graphs: the model without Python in the loop.
+
+An eager ``score`` runs a few hundred small ops, each dispatched from Python with the GIL
+held. ``TracedScorer`` records ``RankerModel.score_batched`` once with ``torch.jit.trace`` and
+replays the graph in C++: the per-op Python cost goes, and the GIL is released for the whole
+step, so two inference threads score two batches side by side instead of taking turns at
+every op boundary.
+
+    scorer = TracedScorer(model)
+    probs = scorer.score(events, ctx, cands, upstream)        # (N, 2), as inference.score
+    per_request = scorer.score_many([(events, ctx, cands, upstream), ...])
+
+A trace records the ops that ran, with sizes kept symbolic where they flow from tensor
+shapes, and with every Python branch fixed the way it went. The model branches on a few
+facts about the batch's shape, and nothing else; a graph is recorded per combination of them
+(``signature``) and replayed for every batch that shares it, whatever its G, N and T:
+
+- one user or several (G == 1: user-side tensors broadcast; else they repeat per row);
+- one candidate per user or more (M == 1: user and candidate rows coincide);
+- for each pyramid level that keeps k > 0 events, whether the history is shorter than k;
+- whether the history holds padding (the prefix mask) and the autocast dtype.
+
+That is at most 2 * 2 * 2^levels * 2 graphs per dtype (16 for a two-level pyramid), each
+recorded the first time its case is scored (about 0.3 s for the online model; the ranker
+records the common ones at warm-up). Batches with no candidate or no history take the eager
+path. The eager ``RankerModel.score_batched`` stays the reference: the parity test
+(tests/shared_model/test_traced.py) replays one graph per case on batches of other sizes.
+
+A graph holds the weights it was recorded with (and the absorbed-MLA folded products as
+constants): record a new scorer after changing them.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import fields
+
+import torch
+from torch import nn
+
+from shared_model.features import Candidates, Context, EventBatch, UpstreamFeature
+from shared_model.inference import autocast_context
+from shared_model.modules.mla import AttnImpl
+from shared_model.ranker import Batch, RankerModel, batch_requests
+
+Request = tuple[EventBatch, Context, Candidates, UpstreamFeature]
+Signature = tuple[bool, bool, tuple[bool, ...], bool, str]
+
+_FIELDS = (
+    (EventBatch, 7),  # timestamps_ms, action_type, item_hash, surface_hash, value, content, valid
+    (Context, 4),  # request_time_ms, user_hash, surface_hash, device_hash
+    (Candidates, 5),  # ad_hash, advertiser_hash, content, has_content, floats
+    (UpstreamFeature, 2),  # embedding, present
+)
+
+
+def flatten(batch: Batch) -> tuple[torch.Tensor, ...]:
+    """A batch's inputs as the flat tensor tuple a recorded graph takes (dataclass field order)."""
+    return tuple(getattr(part, f.name) for part in batch.inputs for f in fields(part))
+
+
+def _unflatten(tensors: Sequence[torch.Tensor]) -> list:
+    parts, i = [], 0
+    for cls, n in _FIELDS:
+        parts.append(cls(*tensors[i : i + n]))
+        i += n
+    return parts
+
+
+class _FlatStep(nn.Module):
+    """``score_batched`` over flat tensors -> probabilities (G * M, 2), float32."""
+
+    def __init__(self, model: RankerModel, padded: bool, impl: AttnImpl) -> None:
+        super().__init__()
+        self.model, self.padded, self.impl = model, padded, impl
+
+    def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+        logits = self.model.score_batched(*_unflatten(tensors), self.padded, self.impl)
+        return torch.sigmoid(logits.float())
+
+
+def signature(model: RankerModel, batch: Batch, autocast_dtype: torch.dtype | None) -> Signature:
+    """The facts about a batch's shape that the model's Python branches read (see above)."""
+    G, T = batch.events.shape
+    short = tuple(k > T for k in model.cfg.pyramid if k > 0)  # history shorter than k
+    return (G == 1, batch.M == 1, short, batch.padded, str(autocast_dtype))
+
+
+class TracedScorer:
+    """Scores with a recorded graph per shape case; the same answers as the eager model.
+
+    Args:
+        model: an eval-mode ``RankerModel`` (its weights as they will be served).
+        impl: the attention form recorded (the serving path's absorbed MLA by default).
+    """
+
+    def __init__(self, model: RankerModel, impl: AttnImpl = "absorbed") -> None:
+        self.model, self.impl = model, impl
+        self._graphs: dict[Signature, nn.Module] = {}  # a ScriptModule, or the eager step
+        self._lock = threading.Lock()
+        self.record_s = 0.0  # time spent recording graphs so far
+
+    @property
+    def graphs(self) -> int:
+        """Graphs recorded so far."""
+        return len(self._graphs)
+
+    def _device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @torch.inference_mode()
+    def score(
+        self,
+        events: EventBatch,
+        ctx: Context,
+        cands: Candidates,
+        upstream: UpstreamFeature,
+        autocast_dtype: torch.dtype | None = None,
+    ) -> torch.Tensor:
+        """One user, N candidates -> probabilities (N, 2), as ``inference.score(shared=True)``."""
+        return self.score_many([(events, ctx, cands, upstream)], autocast_dtype)[0]
+
+    @torch.inference_mode()
+    def score_many(
+        self, requests: Sequence[Request], autocast_dtype: torch.dtype | None = None
+    ) -> list[torch.Tensor]:
+        """Several requests in one batch -> each request's probabilities (N_i, 2), as
+        ``inference.score_many``."""
+        if not requests:
+            return []
+        device = self._device()
+        moved = [tuple(x.to(device) for x in r) for r in requests]
+        batch = batch_requests(moved)
+        with autocast_context(device, autocast_dtype):
+            if batch.M == 0 or batch.events.shape[1] == 0:  # nothing to record a graph for
+                logits = self.model.score_many(moved, self.impl)
+                return [torch.sigmoid(x.float()) for x in logits]
+            flat = flatten(batch)
+            graph = self._graph(signature(self.model, batch, autocast_dtype), batch, flat)
+            return batch.split(graph(*flat))
+
+    def _graph(self, key: Signature, batch: Batch, flat: tuple[torch.Tensor, ...]):
+        if key in self._graphs:
+            return self._graphs[key]
+        with self._lock:  # one recording per case, even with several inference threads
+            if key not in self._graphs:
+                start = time.perf_counter()
+                self._graphs[key] = self._record(batch, flat)
+                self.record_s += time.perf_counter() - start
+        return self._graphs[key]
+
+    def _record(self, batch: Batch, flat: tuple[torch.Tensor, ...]):
+        step = _FlatStep(self.model, batch.padded, self.impl)
+        with warnings.catch_warnings():
+            # the tracer's notes on the branches above, and its deprecation notice
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            try:
+                return torch.jit.trace(step, flat, check_trace=False)
+            except Exception as e:  # a torch whose tracer cannot record it: run that eagerly
+                error = e
+        warnings.warn(f"cannot record the scoring step ({error!r}); scoring eagerly", stacklevel=2)
+        return step

@@ -1,0 +1,139 @@
+"""The recorded-graph scorer against the eager model, the reference.
+
+One scorer serves every case below, so a graph replayed for a case it was not recorded for
+(a shape fact missing from ``signature``) shows as a wrong answer, not just a slow one.
+"""
+
+import itertools
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import torch
+
+from shared_model import RankerModel, score, tiny_config
+from shared_model.inference import score_many
+from shared_model.ranker import batch_requests
+from shared_model.traced import TracedScorer, signature
+from tests.shared_model.helpers import (
+    random_candidates,
+    random_context,
+    random_events,
+    random_upstream,
+)
+
+ATOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def ranker():
+    torch.manual_seed(0)
+    model = RankerModel(tiny_config("online"))  # max_seq_len 16, pyramid [16, 6, 0]
+    with torch.no_grad():  # random weights far from init, so a wrong mask or row would show
+        for p in model.parameters():
+            p.normal_(0, 0.3)
+    return model.eval()
+
+
+def _request(cfg, length, n_cands, hole=False, present=True):
+    if hole:  # valid rows not contiguous at the end: the history keeps its padding (and width)
+        events = random_events(cfg, [length], T=length)
+        events.valid[0, 1] = False
+    else:
+        events = random_events(cfg, [length])
+    return (
+        events,
+        random_context(1),
+        random_candidates(cfg, n_cands),
+        random_upstream(cfg, 1, present),
+    )
+
+
+def _batch(cfg, users, one_candidate, length, padded, variant):
+    """Requests whose batch has the given shape facts; ``variant`` changes G, N and T within
+    them (the second batch of a case is not the shape its graph was recorded with)."""
+    n = 1 if one_candidate else 3 + 4 * variant
+    if users == 1:
+        return [_request(cfg, length - variant, n, hole=padded)]
+    G = 2 + variant
+    lengths = [length - variant - (g if padded else 0) for g in range(G)]
+    return [
+        _request(cfg, L, n if one_candidate else n - g, present=g % 2 == 0)
+        for g, L in enumerate(lengths)
+    ]
+
+
+# history lengths in each branch of the tiny pyramid: >= 16, 6..15, < 6
+LENGTHS = (16, 12, 4)
+CASES = list(itertools.product((1, 3), (True, False), LENGTHS, (False, True)))
+
+
+def test_every_case_replays_its_own_graph_and_matches_the_eager_model(ranker):
+    cfg = ranker.cfg
+    torch.manual_seed(1)
+    scorer = TracedScorer(ranker)
+    batches = {case: [_batch(cfg, *case, v) for v in (0, 1)] for case in CASES}
+    signatures = set()
+    for v in (0, 1):  # every case recorded first, then every case replayed on other shapes
+        for case, pair in batches.items():
+            requests = pair[v]
+            key = signature(ranker, batch_requests(requests), None)
+            signatures.add(key)
+            got = scorer.score_many(requests)
+            want = score_many(ranker, requests)
+            for g, w in zip(got, want, strict=True):
+                assert g.shape == w.shape
+                assert (g - w).abs().max() <= ATOL, (case, v)
+        if v == 0:
+            recorded = scorer.graphs
+    assert len(signatures) == len(CASES) == recorded
+    assert scorer.graphs == recorded  # the second round recorded nothing new
+
+
+def test_one_request_equals_score(ranker):
+    cfg = ranker.cfg
+    torch.manual_seed(2)
+    scorer = TracedScorer(ranker)
+    for length, n in ((16, 7), (9, 1), (3, 5)):
+        request = _request(cfg, length, n)
+        assert (scorer.score(*request) - score(ranker, *request)).abs().max() <= ATOL
+
+
+def test_no_candidates_and_no_history_score_eagerly(ranker):
+    cfg = ranker.cfg
+    torch.manual_seed(3)
+    scorer = TracedScorer(ranker)
+    no_cands, no_history = _request(cfg, 8, 0), _request(cfg, 0, 4)
+    assert scorer.score(*no_cands).shape == (0, 2)
+    assert (scorer.score(*no_history) - score(ranker, *no_history)).abs().max() <= ATOL
+    assert scorer.graphs == 0
+    # together they are a batch with a history and candidates: recorded, and still equal
+    got = scorer.score_many([no_cands, no_history])
+    assert got[0].shape == (0, 2)
+    assert (got[1] - score(ranker, *no_history)).abs().max() <= ATOL
+
+
+def test_two_threads_replaying_at_once_get_their_own_answers(ranker):
+    cfg = ranker.cfg
+    torch.manual_seed(4)
+    requests = [_request(cfg, 9 + i % 7, 2 + i % 5) for i in range(16)]  # one case
+    scorer = TracedScorer(ranker)
+    with ThreadPoolExecutor(2) as pool:
+        got = list(pool.map(lambda r: scorer.score(*r), requests))
+    for r, g in zip(requests, got, strict=True):
+        assert (g - score(ranker, *r)).abs().max() <= ATOL
+    assert scorer.graphs == 1
+
+
+def test_a_step_the_tracer_cannot_record_is_scored_eagerly(ranker, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise RuntimeError("no tracer here")
+
+    monkeypatch.setattr(torch.jit, "trace", refuse)
+    torch.manual_seed(5)
+    request = _request(ranker.cfg, 12, 4)
+    scorer = TracedScorer(ranker)
+    with pytest.warns(UserWarning, match="no tracer here"):
+        got = scorer.score(*request)
+    assert (got - score(ranker, *request)).abs().max() <= ATOL
+    again = _request(ranker.cfg, 11, 3)  # the same case: no second attempt, still right
+    assert (scorer.score(*again) - score(ranker, *again)).abs().max() <= ATOL
