@@ -37,6 +37,7 @@ import torch
 
 from shared_model.features import Candidates, Context, EventBatch, UpstreamFeature
 from shared_model.inference import score, score_many
+from shared_model.traced import TracedScorer
 
 ScoreInput = tuple[EventBatch, Context, Candidates, UpstreamFeature]  # one user, batch 1
 
@@ -44,12 +45,14 @@ ScoreInput = tuple[EventBatch, Context, Candidates, UpstreamFeature]  # one user
 @dataclass
 class Prepared:
     """A job's model inputs, built in the inference thread, plus whatever the caller needs
-    back (``state``), and the autocast dtype to score them in (None: float32)."""
+    back (``state``), the autocast dtype to score them in (None: float32) and the model's
+    traced scorer when it serves with one."""
 
     model: torch.nn.Module
     inputs: ScoreInput
     state: Any = None
     autocast_dtype: torch.dtype | None = None
+    traced: TracedScorer | None = None  # the model's recorded graphs; None: score eagerly
 
 
 @dataclass
@@ -76,18 +79,28 @@ class _Job:
     submitted: float
 
 
-ScoreMany = Callable[..., list[torch.Tensor]]  # (model, inputs, autocast_dtype) -> probs
+ScoreMany = Callable[..., list[torch.Tensor]]  # (model, inputs, autocast, traced) -> probs
 
 
 def _score_many(
-    model: torch.nn.Module, inputs: Sequence[ScoreInput], autocast_dtype: torch.dtype | None
+    model: torch.nn.Module,
+    inputs: Sequence[ScoreInput],
+    autocast_dtype: torch.dtype | None,
+    traced: TracedScorer | None = None,
 ) -> list[torch.Tensor]:
+    if traced is not None:
+        return traced.score_many(inputs, autocast_dtype)
     return score_many(model, inputs, autocast_dtype=autocast_dtype)
 
 
 def _score_one(
-    model: torch.nn.Module, inputs: ScoreInput, autocast_dtype: torch.dtype | None
+    model: torch.nn.Module,
+    inputs: ScoreInput,
+    autocast_dtype: torch.dtype | None,
+    traced: TracedScorer | None = None,
 ) -> torch.Tensor:
+    if traced is not None:
+        return traced.score(*inputs, autocast_dtype)
     return score(model, *inputs, shared=True, autocast_dtype=autocast_dtype)
 
 
@@ -167,18 +180,18 @@ class MicroBatcher:
         # A reload may land between two submits: score each model's jobs together.
         by_model: dict[tuple, list[tuple[_Job, Prepared, float]]] = {}
         for item in ready:
-            key = (id(item[1].model), item[1].autocast_dtype)
+            key = (id(item[1].model), item[1].autocast_dtype, id(item[1].traced))
             by_model.setdefault(key, []).append(item)
         for group in by_model.values():
             self._score_group(group, started)
 
     def _score_group(self, group: list[tuple[_Job, Prepared, float]], started: float) -> None:
         queued = [started - job.submitted for job, _, _ in group]
-        model, autocast = group[0][1].model, group[0][1].autocast_dtype
+        model, autocast, traced = group[0][1].model, group[0][1].autocast_dtype, group[0][1].traced
         if len(group) > 1:
             cpu, start = time.thread_time(), time.perf_counter()
             try:
-                probs = self._score_many(model, [p.inputs for _, p, _ in group], autocast)
+                probs = self._score_many(model, [p.inputs for _, p, _ in group], autocast, traced)
             except Exception:  # one bad request: score each alone, below
                 probs = None
             else:
@@ -192,7 +205,7 @@ class MicroBatcher:
         for (job, p, prep_cpu), q in zip(group, queued, strict=True):
             cpu, start = time.thread_time(), time.perf_counter()
             try:
-                pr = _score_one(model, p.inputs, autocast)
+                pr = _score_one(model, p.inputs, autocast, traced)
             except Exception as e:  # delivered to that request alone
                 job.future.set_exception(e)
                 continue

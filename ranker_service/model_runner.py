@@ -5,6 +5,9 @@ thread (see settings.torch_threads), leaving the other core to the event loop, w
 accepting, parsing and validating requests and reading Redis meanwhile; OpenMP workers
 spanning both cores spin on each other under load. ``settings.inference_threads`` > 1 runs
 that many model calls side by side instead (different batches, one intra-op thread each).
+A float32 model scores with recorded TorchScript graphs (``shared_model.traced``,
+``settings.traced``), which hold the GIL for none of the step, so the event loop and the
+other inference thread never wait for a model call to reach its next op.
 A process pool would add a pickle round trip of the inputs and outputs per request and a
 copy of the weights per process. Requests queue for the threads in arrival order, and those
 that queued while they were busy are scored together (ranker_service.batching).
@@ -41,6 +44,7 @@ from shared_model.inference import (
 )
 from shared_model.process import freeze_long_lived_objects
 from shared_model.ranker import RankerModel
+from shared_model.traced import TracedScorer
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
@@ -56,6 +60,7 @@ class ModelBundle:
     upstream_model_version: str | None  # the upstream the ranker was trained with
     path: Path
     autocast_dtype: torch.dtype | None = None  # settings.autocast resolved; None = float32
+    traced: TracedScorer | None = None  # the recorded graphs it scores with (settings.traced)
 
 
 def configure_torch(settings: Settings) -> None:
@@ -79,13 +84,18 @@ def load_bundle(path: Path, settings: Settings) -> ModelBundle:
         upstream = None
     autocast = resolve_autocast(settings.autocast, torch.device(settings.device))
     model = cast_weights_for_autocast(ckpt.model, autocast)  # once here, not per request
-    bundle = ModelBundle(model, ckpt.config, ckpt.model_version, upstream, Path(path), autocast)
+    traced = TracedScorer(model) if settings.traced and autocast is None else None
+    bundle = ModelBundle(
+        model, ckpt.config, ckpt.model_version, upstream, Path(path), autocast, traced
+    )
     warm_up(bundle, settings.warmup_candidates)
     return bundle
 
 
 def warm_up(bundle: ModelBundle, candidate_counts: list[int]) -> None:
-    """Run full-length histories through every path a request takes (allocator, kernels)."""
+    """Run every path a request takes (allocator, kernels) before the ranker reports ready;
+    with a traced scorer, this records the graphs of the usual cases (one user, several;
+    histories full and of unequal lengths) so that live requests rarely wait for one."""
     cfg = bundle.config
     T, E, F = cfg.max_seq_len, cfg.content_dim, cfg.n_candidate_floats
     now = int(time.time() * 1000)
@@ -103,7 +113,18 @@ def warm_up(bundle: ModelBundle, candidate_counts: list[int]) -> None:
         for i in range(T)
     ]
     events = EventBatch.from_records([records], T, E)
+    shorter = EventBatch.from_records([records[T // 2 :]], T, E)  # a left-padded history
     ctx = Context.make([now], ["warmup"], ["feed"], ["web"])
+    scorer, dtype = bundle.traced, bundle.autocast_dtype
+
+    def run(requests: list[tuple[EventBatch, Context, Candidates, UpstreamFeature]]) -> None:
+        if scorer is not None:
+            scorer.score_many(requests, dtype)
+        elif len(requests) == 1:
+            score(bundle.model, *requests[0], autocast_dtype=dtype)
+        else:
+            score_many(bundle.model, requests, autocast_dtype=dtype)
+
     start = time.perf_counter()
     for n in candidate_counts:
         cands = Candidates(
@@ -117,17 +138,17 @@ def warm_up(bundle: ModelBundle, candidate_counts: list[int]) -> None:
             UpstreamFeature.absent(1, cfg.d_upstream),
             UpstreamFeature(torch.randn(1, cfg.d_upstream, generator=g), torch.ones(1, dtype=bool)),
         ):
-            score(bundle.model, events, ctx, cands, upstream, autocast_dtype=bundle.autocast_dtype)
+            run([(events, ctx, cands, upstream)])
         # The micro-batched path (two users' prefixes in one pass) has its own shapes.
-        score_many(
-            bundle.model, [(events, ctx, cands, upstream)] * 2, autocast_dtype=bundle.autocast_dtype
-        )
+        for second in (events, shorter):
+            run([(events, ctx, cands, upstream), (second, ctx, cands, upstream)])
     log.info(
-        "warmed up %s with %s candidates in %.2fs (%s)",
+        "warmed up %s with %s candidates in %.2fs (%s; %s)",
         bundle.model_version,
         candidate_counts,
         time.perf_counter() - start,
-        bundle.autocast_dtype or torch.float32,
+        dtype or torch.float32,
+        f"{scorer.graphs} graphs recorded in {scorer.record_s:.2f}s" if scorer else "eager",
     )
 
 

@@ -112,6 +112,7 @@ def _prepare_in_worker(
         (events, ctx, cands, decision.feature),
         _Features(decision, history_length, corrupt, lookups),
         bundle.autocast_dtype,
+        bundle.traced,
     )
 
 

@@ -63,9 +63,13 @@ class Settings(BaseSettings):
     torch_interop_threads: int = Field(default=1, gt=0)
     # Model calls that may run at once, each on its own thread with torch_threads intra-op
     # threads: with 2, a request that arrives while a batch is being scored starts on the other
-    # core instead of queueing (torch releases the GIL inside its kernels; no OpenMP barrier
-    # spans the two). 1 scores one batch at a time.
+    # core instead of queueing (a recorded graph releases the GIL for the whole step, eager
+    # torch inside each kernel; no OpenMP barrier spans the two). 1 scores one batch at a time.
     inference_threads: int = Field(default=1, gt=0)
+    # Score with recorded TorchScript graphs (shared_model.traced): no per-op Python, the GIL
+    # released for the whole step. float32 only (a bf16 ranker scores eagerly); false scores
+    # with the eager model, the reference.
+    traced: bool = True
     warmup_candidates: list[int] = [1, 10, 100]  # candidate counts run once before ready
     # Cross-request micro-batching: requests that queued while the inference thread was busy
     # are scored together (one encode_history for their prefixes, one decode_queries for all
