@@ -12,7 +12,9 @@ serves repeats from its in-process content cache (warmed before any phase is mea
 peer reads them from Redis. ``--content inline`` sends every vector in the body instead; the
 default run also measures that form's server CPU at one request in flight. Then, one server
 at a time (an idle server's threads would take CPU from the one measured): the ranker with
-micro-batching, the ranker scoring one request at a time, and the LitServe peer
+micro-batching, the ranker scoring one request at a time, the micro-batched ranker scoring
+with the eager model instead of its recorded graphs (``RANKER_TRACED=false``, the reference
+path), and the LitServe peer
 (``loadtests.bench.peer_litserve``: plain redis-py, one independent row per candidate). The
 load generator is ``loadtests.bench.http_load`` (keep-alive HTTP/1.1, request bytes built
 once); it shares the cores with the server, and its CPU per request is reported.
@@ -479,8 +481,9 @@ def main(argv: list[str] | None = None) -> None:
         inline = request_bodies(cfg, users, n, 32, "inline", ads) if args.content == "id" else None
         ranker_env = {"RANKER_TORCH_THREADS": str(args.torch_threads)}
 
-        def ranker(name: str, batch: int, lanes: int, autocast: str = "none"):
-            env = ranker_env if batch > 1 else None  # one-at-a-time: the 1-thread default
+        def ranker(name: str, batch: int, lanes: int, autocast: str = "none", **extra: str):
+            # one-at-a-time: the 1-thread default
+            env = {**(ranker_env if batch > 1 else {}), **extra}
             proc, url = start_ranker(name, rd.url, ckpt, batch, autocast, lanes, env)
             try:
                 warm(url, bodies)
@@ -511,7 +514,17 @@ def main(argv: list[str] | None = None) -> None:
         if threads > 1:
             with serving(*ranker("ranker-batched-1", 8, 1)) as (_, url):
                 sat["batched 1 thread"] = asyncio.run(closed_loop(url, bodies, sat_clients, sat_s))
-        # 3. bf16
+        # 3. the same micro-batched ranker scoring eagerly (RANKER_TRACED=false): the reference
+        # path, and what the recorded graphs gain
+        with serving(*ranker("ranker-eager", 8, threads, RANKER_TRACED="false")) as (proc, url):
+            seq_eager = sequential_cpu(proc, url, bodies, reps)
+            sat["batched eager"] = asyncio.run(closed_loop(url, bodies, sat_clients, sat_s))
+            ours_eager = {
+                rate: asyncio.run(open_loop(url, bodies, rate, round_s, seed=i))
+                for i, rate in enumerate(rates)
+            }
+            best_eager, half_eager = best_rate(ours_eager, url, bodies, round_s)
+        # 4. bf16 (scored eagerly: the recorded graphs are float32)
         seq_bf16, ours_bf16, best_bf16, half_bf16 = None, {}, None, None
         if with_bf16:
             with serving(*ranker("ranker-bf16", 8, threads, "bf16")) as (proc, url):
@@ -524,7 +537,7 @@ def main(argv: list[str] | None = None) -> None:
                 best_bf16, half_bf16 = best_rate(ours_bf16, url, bodies, round_s)
             with serving(*ranker("ranker-single-bf16", 1, 1, "bf16")) as (_, url):
                 sat["single bf16"] = asyncio.run(closed_loop(url, bodies, sat_clients, sat_s))
-        # 4. the peer, rate by rate until it no longer keeps up
+        # 5. the peer, rate by rate until it no longer keeps up
         theirs: dict[float, OpenLoopRun] = {}
         peer_sustains: list[float] = []
         with serving(*start_peer(rd.url, ckpt)) as (_, url):
@@ -555,6 +568,9 @@ def main(argv: list[str] | None = None) -> None:
         total_inline, score_inline = stage_table(
             result, seq_inline, n, cfg.max_seq_len, ", content inline"
         )
+    total_eager, score_eager = stage_table(
+        result, seq_eager, n, cfg.max_seq_len, f", content {args.content}, eager"
+    )
     if seq_bf16 is not None:
         total_bf16, score_bf16 = stage_table(
             result, seq_bf16, n, cfg.max_seq_len, f", content {args.content}, bf16"
@@ -568,6 +584,7 @@ def main(argv: list[str] | None = None) -> None:
     )  # fmt: skip
     t2.add("one at a time", sat_clients, sat["single"])
     t2.add("micro-batched", sat_clients, sat["batched"])
+    t2.add("micro-batched, eager", sat_clients, sat["batched eager"])
     if threads > 1:
         t2.add("micro-batched, 1 thread", sat_clients, sat["batched 1 thread"])
     if with_bf16:
@@ -576,6 +593,7 @@ def main(argv: list[str] | None = None) -> None:
     t3 = result.table(
         f"Poisson arrivals, {round_s:.0f} s per rate: this ranker vs the LitServe peer",
         ["req/s", "ours p50 ms", "ours p99 ms", "ours failed"]
+        + ["eager p50 ms", "eager p99 ms", "eager failed"]
         + (["bf16 p50 ms", "bf16 p99 ms", "bf16 failed"] if with_bf16 else [])
         + ["peer p50 ms", "peer p99 ms", "peer failed", "ours / peer p99"],
         note="The peer: LitServe dynamic batching (max 8, 5 ms), plain redis-py WITHSCORES, "
@@ -589,6 +607,8 @@ def main(argv: list[str] | None = None) -> None:
         run = ours[rate]
         p99 = percentile(run.latencies_ms, 99)
         row = [rate, percentile(run.latencies_ms, 50), p99, run.failures]
+        e = ours_eager[rate]
+        row += [percentile(e.latencies_ms, 50), percentile(e.latencies_ms, 99), e.failures]
         if with_bf16:
             h = ours_bf16[rate]
             row += [percentile(h.latencies_ms, 50), percentile(h.latencies_ms, 99), h.failures]
@@ -603,6 +623,7 @@ def main(argv: list[str] | None = None) -> None:
         t3.add(*row)
     result.data["poisson"] = {
         "ours": {str(r): ours[r].latencies_ms for r in rates},
+        "ours_eager": {str(r): ours_eager[r].latencies_ms for r in ours_eager},
         "ours_bf16": {str(r): ours_bf16[r].latencies_ms for r in ours_bf16},
         "peer": {str(r): theirs[r].latencies_ms for r in theirs},
     }
@@ -638,6 +659,14 @@ def main(argv: list[str] | None = None) -> None:
             else f"none ({min(rates):g} req/s already overloads it; ratio there "
             f"{t3.rows[0][-1]:.3f}x)"
         ),
+    ]
+    result.summary += [
+        f"recorded graphs vs eager: model step {1e3 * score_s:.1f} vs {1e3 * score_eager:.1f} ms "
+        f"({score_eager / score_s:.2f}x), non-model share "
+        f"{non_model_pct(total_eager, score_eager):.1f}% eager, saturation "
+        f"{sat['batched']:.1f} vs {sat['batched eager']:.1f} req/s "
+        f"({sat['batched'] / sat['batched eager']:.2f}x)",
+        rate_line(", eager", best_eager, half_eager, rates),
     ]
     result.summary.append(
         f"fp32 matmuls from 2 threads at once: {two_thread_scaling:.2f}x the throughput of one "

@@ -46,7 +46,8 @@ def test_quick_mode_writes_every_headline(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     doc = read_result(out)
     assert doc["benchmark"] == "ranker-ci"
-    for prefix in (*HEADLINES, "bf16 saturation: ", "bf16 batched saturation gain: "):
+    extra = ("bf16 saturation: ", "bf16 batched saturation gain: ", "recorded graphs vs eager: ")
+    for prefix in (*HEADLINES, *extra):
         assert any(line.startswith(prefix) for line in doc["summary"]), (prefix, doc["summary"])
     assert doc["machine"]["cpu"] and "flags" in doc["machine"]
     titles = [t["title"] for t in doc["tables"]]
@@ -58,6 +59,7 @@ def test_quick_mode_writes_every_headline(tmp_path: Path) -> None:
     assert servers == [
         "one at a time",
         "micro-batched",
+        "micro-batched, eager",
         "one at a time, bf16",
         "micro-batched, bf16",
     ]
