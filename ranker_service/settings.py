@@ -64,8 +64,10 @@ class Settings(BaseSettings):
     # Model calls that may run at once, each on its own thread with torch_threads intra-op
     # threads: with 2, a request that arrives while a batch is being scored starts on the other
     # core instead of queueing (a recorded graph releases the GIL for the whole step, eager
-    # torch inside each kernel; no OpenMP barrier spans the two). 1 scores one batch at a time.
-    inference_threads: int = Field(default=1, gt=0)
+    # torch inside each kernel; no OpenMP barrier spans the two). On a 2-vCPU EPYC, 2 threads
+    # served 1.6x the saturation of 1 and held a P99 under 50 ms at a higher rate
+    # (docs/benchmarks/ranker.md, ranker-1-thread.md). 1 scores one batch at a time.
+    inference_threads: int = Field(default=2, gt=0)
     # Score with recorded TorchScript graphs (shared_model.traced): no per-op Python, the GIL
     # released for the whole step. float32 only (a bf16 ranker scores eagerly); false scores
     # with the eager model, the reference.

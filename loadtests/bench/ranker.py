@@ -60,6 +60,7 @@ from loadtests.bench.common import (
 from loadtests.bench.http_load import HttpError, HttpPool
 from loadtests.stack.checkpoints import random_checkpoint
 from loadtests.stack.servers import LOOPBACK, RedisServer, ServiceProcess, free_port
+from ranker_service.settings import Settings
 from shared_model.config import LLaTTEConfig, online_config, tiny_config
 from shared_model.contract import (
     EMBEDDING_FIELD_NEWEST,
@@ -81,6 +82,7 @@ SLO_MS = 50.0
 _JSON = {"content-type": "application/json"}
 CATALOGUE = 1000  # ads with a content vector in Redis; each request ranks N of them
 CONTENT_MODEL = "bench-content-v1"
+DEFAULT_LANES = Settings.model_fields["inference_threads"].default  # the ranker's default
 _CLK = os.sysconf("SC_CLK_TCK")
 
 
@@ -435,9 +437,10 @@ def main(argv: list[str] | None = None) -> None:
         "multiplies bf16 natively (AVX512-BF16/AMX), where it is faster than float32",
     )  # fmt: skip
     parser.add_argument(
-        "--inference-threads", type=int, default=1,
-        help="RANKER_INFERENCE_THREADS of the micro-batched rankers (the one-at-a-time ranker "
-        "keeps 1; with more, the saturation table also shows micro-batching on one thread)",
+        "--inference-threads", type=int, default=DEFAULT_LANES,
+        help="RANKER_INFERENCE_THREADS of the micro-batched rankers (default: the ranker's, "
+        f"{DEFAULT_LANES}; the one-at-a-time ranker keeps 1; with more, the saturation table "
+        "also shows micro-batching on one thread)",
     )  # fmt: skip
     parser.add_argument(
         "--torch-threads", type=int, default=1,
@@ -461,9 +464,10 @@ def main(argv: list[str] | None = None) -> None:
 
     tag = f"-{args.tag}" if args.tag else ""
     result = Result(
-        ("ranker" if threads == 1 else f"ranker-{threads}-threads") + tag,
+        ("ranker" if threads == DEFAULT_LANES else f"ranker-{threads}-thread{'s' * (threads > 1)}")
+        + tag,
         "Online ranker: server CPU, model floor, micro-batching, and a LitServe peer"
-        + ("" if threads == 1 else f" ({threads} inference threads)")
+        + f" ({threads} inference thread{'s' * (threads > 1)})"
         + (f", {args.tag}" if args.tag else ""),
         command_line("loadtests.bench.ranker", argv if argv is not None else sys.argv[1:]),
         description=(__doc__ or "").split("\n\n", 2)[2].strip(),

@@ -60,6 +60,7 @@ def test_quick_mode_writes_every_headline(tmp_path: Path) -> None:
         "one at a time",
         "micro-batched",
         "micro-batched, eager",
+        "micro-batched, 1 thread",  # the ranker's default runs 2
         "one at a time, bf16",
         "micro-batched, bf16",
     ]

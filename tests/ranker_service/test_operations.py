@@ -105,7 +105,8 @@ def test_reload_swaps_model_without_dropping_requests(
     second_checkpoint_dir: Path,
     tiny_cfg: LLaTTEConfig,
 ) -> None:
-    settings = ranker_settings(redis_server.url, checkpoint_dir)
+    # one inference thread: holding it below holds every model call
+    settings = ranker_settings(redis_server.url, checkpoint_dir, inference_threads=1)
     auth = {"Authorization": "Bearer test-token"}
     with TestClient(create_app(settings)) as client:
         old = client.post("/v1/rank", json=rank_body(3, tiny_cfg)).json()["model_version"]
