@@ -518,27 +518,29 @@ def main(argv: list[str] | None = None) -> None:
         if threads > 1:
             with serving(*ranker("ranker-batched-1", 8, 1)) as (_, url):
                 sat["batched 1 thread"] = asyncio.run(closed_loop(url, bodies, sat_clients, sat_s))
+
         # 3. the same micro-batched ranker scoring eagerly (RANKER_TRACED=false): the reference
         # path, and what the recorded graphs gain
-        with serving(*ranker("ranker-eager", 8, threads, RANKER_TRACED="false")) as (proc, url):
-            seq_eager = sequential_cpu(proc, url, bodies, reps)
-            sat["batched eager"] = asyncio.run(closed_loop(url, bodies, sat_clients, sat_s))
-            ours_eager = {
-                rate: asyncio.run(open_loop(url, bodies, rate, round_s, seed=i))
-                for i, rate in enumerate(rates)
-            }
-            best_eager, half_eager = best_rate(ours_eager, url, bodies, round_s)
-        # 4. bf16 (scored eagerly: the recorded graphs are float32)
-        seq_bf16, ours_bf16, best_bf16, half_bf16 = None, {}, None, None
-        if with_bf16:
-            with serving(*ranker("ranker-bf16", 8, threads, "bf16")) as (proc, url):
-                seq_bf16 = sequential_cpu(proc, url, bodies, reps)
-                sat["batched bf16"] = asyncio.run(closed_loop(url, bodies, sat_clients, sat_s))
-                ours_bf16 = {
+        def variant(name: str, autocast: str = "none", **extra: str):
+            """A micro-batched ranker's server CPU, saturation and Poisson rates."""
+            with serving(*ranker(name, 8, threads, autocast, **extra)) as (proc, url):
+                seq = sequential_cpu(proc, url, bodies, reps)
+                saturation = asyncio.run(closed_loop(url, bodies, sat_clients, sat_s))
+                runs = {
                     rate: asyncio.run(open_loop(url, bodies, rate, round_s, seed=i))
                     for i, rate in enumerate(rates)
                 }
-                best_bf16, half_bf16 = best_rate(ours_bf16, url, bodies, round_s)
+                return seq, saturation, runs, *best_rate(runs, url, bodies, round_s)
+
+        seq_eager, sat["batched eager"], ours_eager, best_eager, half_eager = variant(
+            "ranker-eager", RANKER_TRACED="false"
+        )
+        # 4. bf16 (scored eagerly: the recorded graphs are float32)
+        seq_bf16, ours_bf16, best_bf16, half_bf16 = None, {}, None, None
+        if with_bf16:
+            seq_bf16, sat["batched bf16"], ours_bf16, best_bf16, half_bf16 = variant(
+                "ranker-bf16", "bf16"
+            )
             with serving(*ranker("ranker-single-bf16", 1, 1, "bf16")) as (_, url):
                 sat["single bf16"] = asyncio.run(closed_loop(url, bodies, sat_clients, sat_s))
         # 5. the peer, rate by rate until it no longer keeps up
