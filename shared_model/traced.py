@@ -20,9 +20,10 @@ facts about the batch's shape, and nothing else; a graph is recorded per combina
 - for each pyramid level that keeps k > 0 events, whether the history is shorter than k;
 - whether the history holds padding (the prefix mask) and the autocast dtype.
 
-That is at most 2 * 2 * 2^levels * 2 graphs per dtype (16 for a two-level pyramid), each
-recorded the first time its case is scored (about 0.3 s for the online model; the ranker
-records the common ones at warm-up). Batches with no candidate or no history take the eager
+The levels keep fewer events the deeper they are, so a history falls short of none of them,
+of the first few or of all: at most 2 * 2 * (levels + 1) * 2 graphs per dtype (24 for the
+online model's two levels), each recorded the first time its case is scored (about 0.3 s for
+the online model; the ranker records the common ones at warm-up). Batches with no candidate or no history take the eager
 path. The eager ``RankerModel.score_batched`` stays the reference: the parity test
 (tests/shared_model/test_traced.py) replays one graph per case on batches of other sizes.
 
