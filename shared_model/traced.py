@@ -23,9 +23,10 @@ facts about the batch's shape, and nothing else; a graph is recorded per combina
 The levels keep fewer events the deeper they are, so a history falls short of none of them,
 of the first few or of all: at most 2 * 2 * (levels + 1) * 2 graphs per dtype (24 for the
 online model's two levels), each recorded the first time its case is scored (about 0.3 s for
-the online model; the ranker records the common ones at warm-up). Batches with no candidate or no history take the eager
-path. The eager ``RankerModel.score_batched`` stays the reference: the parity test
-(tests/shared_model/test_traced.py) replays one graph per case on batches of other sizes.
+the online model; the ranker records the common ones at warm-up). Batches with no candidate
+or no history take the eager path. The eager ``RankerModel.score_batched`` stays the
+reference: the parity test (tests/shared_model/test_traced.py) replays one graph per case on
+batches of other sizes.
 
 A graph holds the weights it was recorded with (and the absorbed-MLA folded products as
 constants): record a new scorer after changing them.
@@ -50,12 +51,7 @@ from shared_model.ranker import Batch, RankerModel, batch_requests
 Request = tuple[EventBatch, Context, Candidates, UpstreamFeature]
 Signature = tuple[bool, bool, tuple[bool, ...], bool, str]
 
-_FIELDS = (
-    (EventBatch, 7),  # timestamps_ms, action_type, item_hash, surface_hash, value, content, valid
-    (Context, 4),  # request_time_ms, user_hash, surface_hash, device_hash
-    (Candidates, 5),  # ad_hash, advertiser_hash, content, has_content, floats
-    (UpstreamFeature, 2),  # embedding, present
-)
+_PARTS = (EventBatch, Context, Candidates, UpstreamFeature)  # Batch.inputs, in order
 
 
 def flatten(batch: Batch) -> tuple[torch.Tensor, ...]:
@@ -65,7 +61,8 @@ def flatten(batch: Batch) -> tuple[torch.Tensor, ...]:
 
 def _unflatten(tensors: Sequence[torch.Tensor]) -> list:
     parts, i = [], 0
-    for cls, n in _FIELDS:
+    for cls in _PARTS:
+        n = len(fields(cls))
         parts.append(cls(*tensors[i : i + n]))
         i += n
     return parts
