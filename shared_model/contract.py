@@ -123,7 +123,7 @@ def _check_id(name: str, value: Any, *, optional: bool = False) -> None:
     if not 0 < len(value) <= MAX_ID_LENGTH:
         raise ContractError(f"{name} must have 1..{MAX_ID_LENGTH} characters, got {len(value)}")
     # Braces would break the Redis Cluster hash tag; control characters break logs.
-    if any(c in "{}" or not c.isprintable() for c in value):
+    if not value.isprintable() or "{" in value or "}" in value:
         raise ContractError(f"{name} must be printable and contain no braces: {value!r}")
 
 
