@@ -36,10 +36,15 @@ async def get_runner(state: StateDep) -> ModelRunner:
     return state.runner
 
 
-async def get_ranking(state: StateDep) -> RankingService:
+def ready_ranking(state: AppState) -> RankingService:
+    """The ranking service, or a 503 while no model is loaded."""
     if not state.runner.ready:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "model not loaded yet")
     return state.ranking
+
+
+async def get_ranking(state: StateDep) -> RankingService:
+    return ready_ranking(state)
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -10,6 +10,7 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ranker_service.errors import http_error, rank_input_error, validation_error
+from ranker_service.fast_rank import FastRank
 from ranker_service.lifespan import make_lifespan
 from ranker_service.metrics import Metrics
 from ranker_service.middleware import BodySizeLimit, RankMetrics
@@ -63,7 +64,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(RankInputError, rank_input_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
-    # Outermost last: metrics see every /v1/rank response, 413s included.
+    # Outermost last: metrics see every /v1/rank response, 413s included; the fast path runs
+    # after both.
+    if settings.fast_path:
+        app.add_middleware(FastRank)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RankMetrics, metrics=registry)
     return app

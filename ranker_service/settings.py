@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     # released for the whole step. float32 only (a bf16 ranker scores eagerly); false scores
     # with the eager model, the reference.
     traced: bool = True
+    # Answer POST /v1/rank ahead of FastAPI's router (ranker_service.fast_rank): the same
+    # handler, parser and error handlers without the router's layers; false serves it through
+    # the route, the reference.
+    fast_path: bool = True
     warmup_candidates: list[int] = [1, 10, 100]  # candidate counts run once before ready
     # Cross-request micro-batching: requests that queued while the inference thread was busy
     # are scored together (one encode_history for their prefixes, one decode_queries for all

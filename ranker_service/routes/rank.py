@@ -45,6 +45,17 @@ def _as_body_error(error: Any) -> dict[str, Any]:
     return out
 
 
+def rank_answer(result: dict[str, Any]) -> tuple[bytes, str]:
+    """A ranking result -> (the response body, its Server-Timing header). Serialised once, by
+    orjson: returning a model would have FastAPI validate it again against response_model
+    (which stays, for the OpenAPI schema)."""
+    t = result["timing"]
+    return orjson.dumps(result), (
+        f"redis;dur={t['redis_ms']:.2f}, model;dur={t['model_ms']:.2f}, "
+        f"total;dur={t['total_ms']:.2f}"
+    )
+
+
 @router.post(
     "/rank",
     response_model=RankResponse,
@@ -62,15 +73,5 @@ async def rank(http_request: Request, ranking: RankingDep) -> Response:
     """
     started = time.perf_counter()
     request = parse_rank_request(await http_request.body())
-    result = await ranking.rank(request, started=started)
-    t = result["timing"]
-    # Serialised once, by orjson: returning a model would have FastAPI validate it again
-    # against response_model (which stays, for the OpenAPI schema).
-    return Response(
-        orjson.dumps(result),
-        media_type="application/json",
-        headers={
-            "Server-Timing": f"redis;dur={t['redis_ms']:.2f}, model;dur={t['model_ms']:.2f}, "
-            f"total;dur={t['total_ms']:.2f}"
-        },
-    )
+    body, timing = rank_answer(await ranking.rank(request, started=started))
+    return Response(body, media_type="application/json", headers={"Server-Timing": timing})

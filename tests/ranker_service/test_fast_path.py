@@ -1,0 +1,176 @@
+"""RANKER_FAST_PATH: POST /v1/rank answered ahead of the router gives the route's answers.
+
+Two apps on one Redis, one with the fast path (the default) and one serving through the
+FastAPI route (the reference), get the same requests: valid ones, every kind of error, a
+model that is not loaded and a handler that fails. Status, body and headers must agree, and
+the ranker's request metrics must count both alike.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from loadtests.stack.servers import RedisServer
+from ranker_service.main import create_app
+from ranker_service.settings import Settings
+from shared_model.config import LLaTTEConfig
+from tests.ranker_service.helpers import (
+    make_history,
+    metric_value,
+    rank_body,
+    ranker_settings,
+    write_content,
+    write_embedding,
+    write_history,
+)
+
+
+@pytest.fixture(scope="module")
+def both(redis_server: RedisServer, checkpoint_dir: Path) -> Iterator[dict[str, TestClient]]:
+    clients = {}
+    with (
+        TestClient(
+            create_app(ranker_settings(redis_server.url, checkpoint_dir)),
+            raise_server_exceptions=False,
+        ) as fast,
+        TestClient(
+            create_app(ranker_settings(redis_server.url, checkpoint_dir, fast_path=False)),
+            raise_server_exceptions=False,
+        ) as route,
+    ):
+        clients["fast"], clients["route"] = fast, route
+        yield clients
+
+
+def _uses_fast_path(client: TestClient) -> bool:
+    return any(m.cls.__name__ == "FastRank" for m in client.app.user_middleware)
+
+
+def _answer(response) -> tuple[int, object, dict[str, str]]:
+    """Status, body (ranking timings dropped: they differ run to run), and the headers that
+    matter, Server-Timing reduced to its metric names."""
+    try:
+        body = response.json()
+    except json.JSONDecodeError:
+        body = response.text
+    if isinstance(body, dict):
+        body.pop("timing", None)
+    headers = {k: response.headers.get(k) for k in ("content-type", "allow")}
+    timing = response.headers.get("server-timing")
+    headers["server-timing"] = timing and ",".join(
+        part.split(";")[0].strip() for part in timing.split(",")
+    )
+    return response.status_code, body, headers
+
+
+def _both(clients: dict[str, TestClient], method: str, **kwargs: object):
+    fast = clients["fast"].request(method, "/v1/rank", **kwargs)
+    route = clients["route"].request(method, "/v1/rank", **kwargs)
+    assert _answer(fast) == _answer(route)
+    return fast
+
+
+def test_the_default_serves_rank_ahead_of_the_router(both: dict[str, TestClient]) -> None:
+    assert Settings.model_fields["fast_path"].default is True
+    assert _uses_fast_path(both["fast"]) and not _uses_fast_path(both["route"])
+
+
+def test_rankings_are_the_routes(
+    both: dict[str, TestClient], redis_client: redis.Redis, tiny_cfg: LLaTTEConfig
+) -> None:
+    write_embedding(redis_client, "u1", [0.5] * tiny_cfg.d_upstream)
+    write_history(redis_client, "u1", make_history(12, tiny_cfg.content_dim))
+    write_content(redis_client, "c1", [0.25] * tiny_cfg.content_dim)
+    plain = rank_body(4, tiny_cfg)
+    by_id = copy.deepcopy(plain)
+    by_id["candidates"][0].pop("content_embedding")
+    by_id["candidates"][0]["content_id"] = "c1"
+    by_id["candidates"][1].pop("content_embedding")
+    by_id["candidates"][1]["content_id"] = "not-stored"
+    for body in (plain, by_id, rank_body(1, tiny_cfg, user_id="nobody")):
+        answer = _both(both, "POST", json=body)
+        assert answer.status_code == 200
+        assert answer.headers["server-timing"].startswith("redis;dur=")
+        assert len(answer.json()["candidates"]) == len(body["candidates"])
+    degraded = _both(both, "POST", json=by_id).json()["degraded"]
+    assert {"feature": "content", "reason": "missing", "count": 1} in degraded
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["not-json", "empty", "validation", "too-many-candidates", "bad-content-id", "oversized"],
+)
+def test_errors_are_the_routes(
+    both: dict[str, TestClient], redis_client: redis.Redis, tiny_cfg: LLaTTEConfig, case: str
+) -> None:
+    body = rank_body(2, tiny_cfg)
+    if case == "not-json":
+        kwargs = {"content": b'{"user_id": "u1", "candidates": [', "headers": _JSON}
+    elif case == "empty":
+        kwargs = {"content": b"", "headers": _JSON}
+    elif case == "validation":
+        body["candidates"][0]["bid"] = -1.0
+        kwargs = {"json": body}
+    elif case == "too-many-candidates":
+        body["candidates"] = body["candidates"] * 30
+        kwargs = {"json": body}
+    elif case == "bad-content-id":
+        body["candidates"][0]["content_id"] = "tab\there"
+        kwargs = {"json": body}
+    else:
+        kwargs = {"content": b"x" * (65 * 1024), "headers": _JSON}
+    answer = _both(both, "POST", **kwargs)
+    assert answer.status_code == (413 if case == "oversized" else 422)
+    assert answer.json()["detail"]
+
+
+_JSON = {"content-type": "application/json"}
+
+
+def test_other_methods_fall_through_to_the_router(both: dict[str, TestClient]) -> None:
+    assert _both(both, "GET").status_code == 405
+    assert _both(both, "PUT", json={}).status_code == 405
+
+
+def test_no_model_is_the_routes_503(
+    both: dict[str, TestClient], tiny_cfg: LLaTTEConfig, monkeypatch
+) -> None:
+    for client in both.values():
+        monkeypatch.setattr(client.app.state.ranker.runner, "bundle", None)
+    answer = _both(both, "POST", json=rank_body(2, tiny_cfg))
+    assert answer.status_code == 503
+    assert answer.json() == {"detail": "model not loaded yet"}
+
+
+def test_a_failing_ranking_is_a_500_and_counted(
+    both: dict[str, TestClient], tiny_cfg: LLaTTEConfig, monkeypatch
+) -> None:
+    async def broken(*args: object, **kwargs: object) -> dict:
+        raise RuntimeError("scoring failed")
+
+    before = {
+        name: metric_value(
+            c.get("/metrics").text,
+            "ranker_request_duration_seconds_count",
+            {"outcome": "server_error"},
+        )
+        for name, c in both.items()
+    }
+    for client in both.values():
+        monkeypatch.setattr(client.app.state.ranker.ranking, "rank", broken)
+    answer = _both(both, "POST", json=rank_body(2, tiny_cfg))
+    assert answer.status_code == 500
+    for name, client in both.items():
+        after = metric_value(
+            client.get("/metrics").text,
+            "ranker_request_duration_seconds_count",
+            {"outcome": "server_error"},
+        )
+        assert after == before[name] + 1
