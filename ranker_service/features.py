@@ -64,26 +64,29 @@ def decide_embedding(
     enabled: bool = True,
 ) -> EmbeddingDecision:
     """Use the cached upstream embedding only when it is there, intact, fresh and ours."""
-    absent = UpstreamFeature.absent(1, cfg.d_upstream)
+
+    def absent() -> UpstreamFeature:  # built only on the paths that use it
+        return UpstreamFeature.absent(1, cfg.d_upstream)
+
     if not enabled:
-        return EmbeddingDecision(EmbeddingOutcome.DISABLED, absent)
+        return EmbeddingDecision(EmbeddingOutcome.DISABLED, absent())
     if fetch is FetchOutcome.TIMEOUT:
-        return EmbeddingDecision(EmbeddingOutcome.TIMEOUT, absent)
+        return EmbeddingDecision(EmbeddingOutcome.TIMEOUT, absent())
     if fetch is FetchOutcome.UNAVAILABLE:
-        return EmbeddingDecision(EmbeddingOutcome.UNAVAILABLE, absent)
+        return EmbeddingDecision(EmbeddingOutcome.UNAVAILABLE, absent())
     if raw is None:
-        return EmbeddingDecision(EmbeddingOutcome.MISSING, absent)
+        return EmbeddingDecision(EmbeddingOutcome.MISSING, absent())
     try:
         record = decode_embedding(raw, expected_dim=cfg.d_upstream)
     except (ValueError, struct.error):  # ContractError, bad UTF-8
-        return EmbeddingDecision(EmbeddingOutcome.CORRUPT, absent)
+        return EmbeddingDecision(EmbeddingOutcome.CORRUPT, absent())
     age_ms = request_time_ms - record.computed_at_ms
     if record.model_version != expected_version:
         return EmbeddingDecision(
-            EmbeddingOutcome.VERSION_MISMATCH, absent, age_ms, record.model_version
+            EmbeddingOutcome.VERSION_MISMATCH, absent(), age_ms, record.model_version
         )
     if age_ms > max_age_ms:
-        return EmbeddingDecision(EmbeddingOutcome.STALE, absent, age_ms, record.model_version)
+        return EmbeddingDecision(EmbeddingOutcome.STALE, absent(), age_ms, record.model_version)
     feature = UpstreamFeature(
         torch.from_numpy(record.vector)[None, :],  # (1, U)
         torch.ones(1, dtype=torch.bool),
