@@ -14,7 +14,8 @@ default run also measures that form's server CPU at one request in flight. Then,
 at a time (an idle server's threads would take CPU from the one measured): the ranker with
 micro-batching, the ranker scoring one request at a time, the micro-batched ranker scoring
 with the eager model instead of its recorded graphs (``RANKER_TRACED=false``, the reference
-path), and the LitServe peer
+path), the micro-batched ranker answering through the FastAPI route instead of its fast path
+(``RANKER_FAST_PATH=false``, server CPU only), and the LitServe peer
 (``loadtests.bench.peer_litserve``: plain redis-py, one independent row per candidate). The
 load generator is ``loadtests.bench.http_load`` (keep-alive HTTP/1.1, request bytes built
 once); it shares the cores with the server, and its CPU per request is reported.
@@ -512,6 +513,10 @@ def main(argv: list[str] | None = None) -> None:
                 for i, rate in enumerate(rates)
             }
             best, half = best_rate(ours, url, bodies, round_s)
+        # 1b. the same ranker answering through the FastAPI route (RANKER_FAST_PATH=false, the
+        # reference): what the fast path saves outside the model
+        with serving(*ranker("ranker-route", 8, threads, RANKER_FAST_PATH="false")) as (p, u):
+            seq_route = sequential_cpu(p, u, bodies, reps)
         # 2. one request at a time (and micro-batching on one thread, when the above had more)
         with serving(*ranker("ranker-single", 1, 1)) as (_, url):
             sat["single"] = asyncio.run(closed_loop(url, bodies, sat_clients, sat_s))
@@ -574,6 +579,9 @@ def main(argv: list[str] | None = None) -> None:
         total_inline, score_inline = stage_table(
             result, seq_inline, n, cfg.max_seq_len, ", content inline"
         )
+    total_route, score_route = stage_table(
+        result, seq_route, n, cfg.max_seq_len, f", content {args.content}, FastAPI route"
+    )
     total_eager, score_eager = stage_table(
         result, seq_eager, n, cfg.max_seq_len, f", content {args.content}, eager"
     )
@@ -666,6 +674,12 @@ def main(argv: list[str] | None = None) -> None:
             f"{t3.rows[0][-1]:.3f}x)"
         ),
     ]
+    result.summary.append(
+        f"fast path vs the FastAPI route: {1e3 * (total - score_s):.2f} vs "
+        f"{1e3 * (total_route - score_route):.2f} ms server CPU outside score() per request "
+        f"(non-model share {non_model_pct(total, score_s):.1f}% vs "
+        f"{non_model_pct(total_route, score_route):.1f}%)"
+    )
     result.summary += [
         f"recorded graphs vs eager: model step {1e3 * score_s:.1f} vs {1e3 * score_eager:.1f} ms "
         f"({score_eager / score_s:.2f}x), non-model share "

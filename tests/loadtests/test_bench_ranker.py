@@ -46,12 +46,18 @@ def test_quick_mode_writes_every_headline(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     doc = read_result(out)
     assert doc["benchmark"] == "ranker-ci"
-    extra = ("bf16 saturation: ", "bf16 batched saturation gain: ", "recorded graphs vs eager: ")
+    extra = (
+        "bf16 saturation: ",
+        "bf16 batched saturation gain: ",
+        "recorded graphs vs eager: ",
+        "fast path vs the FastAPI route: ",
+    )
     for prefix in (*HEADLINES, *extra):
         assert any(line.startswith(prefix) for line in doc["summary"]), (prefix, doc["summary"])
     assert doc["machine"]["cpu"] and "flags" in doc["machine"]
     titles = [t["title"] for t in doc["tables"]]
     assert any(t.startswith("Server CPU per request") for t in titles)
+    assert any(t.endswith("FastAPI route)") for t in titles)
     assert any("LitServe peer" in t for t in titles)
     servers = [
         row[0] for t in doc["tables"] if t["title"].startswith("Saturation") for row in t["rows"]
