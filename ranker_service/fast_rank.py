@@ -32,7 +32,7 @@ class FastRank:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST":
+        if scope["type"] != "http" or _route_path(scope) != PATH or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
@@ -62,6 +62,14 @@ class FastRank:
             }
         )
         await send({"type": "http.response.body", "body": payload})
+
+
+def _route_path(scope: Scope) -> str:
+    """The path the router matches: ``path`` less the ``root_path`` a proxy prefix adds."""
+    path, root = scope["path"], scope.get("root_path", "")
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] == "/":
+        return path[len(root) :]
+    return path
 
 
 async def _read_body(receive: Receive) -> bytes | None:

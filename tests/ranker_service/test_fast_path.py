@@ -174,3 +174,22 @@ def test_a_failing_ranking_is_a_500_and_counted(
             {"outcome": "server_error"},
         )
         assert after == before[name] + 1
+
+
+def test_behind_a_path_prefix_it_still_answers(
+    redis_server: RedisServer, checkpoint_dir: Path, tiny_cfg: LLaTTEConfig, monkeypatch
+) -> None:
+    """A proxy that mounts the ranker under a prefix sets root_path; the fast path answers
+    there too (a broken route under the fast path shows it was not the router)."""
+    app = create_app(ranker_settings(redis_server.url, checkpoint_dir))
+    with TestClient(app, root_path="/ranker", raise_server_exceptions=False) as client:
+
+        async def no_router(scope: object, receive: object, send: object) -> None:
+            raise AssertionError("served by the router")
+
+        with monkeypatch.context() as patch:  # undone before the lifespan's shutdown
+            patch.setattr(app.router, "middleware_stack", no_router)
+            answer = client.post("/ranker/v1/rank", json=rank_body(2, tiny_cfg))
+            assert client.get("/ranker/healthz").status_code == 500  # the router, broken
+        assert answer.status_code == 200, answer.text
+        assert len(answer.json()["candidates"]) == 2
