@@ -87,16 +87,33 @@ def signature(model: RankerModel, batch: Batch, autocast_dtype: torch.dtype | No
     return (G == 1, batch.M == 1, short, batch.padded, str(autocast_dtype))
 
 
+def for_inference(graph: torch.jit.ScriptModule) -> nn.Module:
+    """A recorded float32 CPU graph, frozen (weights and the folded products become constants
+    the passes can fold) and put through ``torch.jit.optimize_for_inference`` (Linear weights
+    prepacked for oneDNN, pointwise ops fused): the same answers within float rounding,
+    ~10% faster for the online model on one core, and ~30 MiB more memory per graph (its
+    prepacked weights). A torch whose passes fail keeps the graph as recorded, with a warning."""
+    try:
+        return torch.jit.optimize_for_inference(torch.jit.freeze(graph.eval()))
+    except Exception as e:
+        warnings.warn(f"cannot optimise the recorded scoring step ({e!r})", stacklevel=2)
+        return graph
+
+
 class TracedScorer:
     """Scores with a recorded graph per shape case; the same answers as the eager model.
 
     Args:
         model: an eval-mode ``RankerModel`` (its weights as they will be served).
         impl: the attention form recorded (the serving path's absorbed MLA by default).
+        optimize: freeze each float32 CPU graph and apply TorchScript's inference passes
+            (``for_inference``); False replays the graphs as recorded.
     """
 
-    def __init__(self, model: RankerModel, impl: AttnImpl = "absorbed") -> None:
-        self.model, self.impl = model, impl
+    def __init__(
+        self, model: RankerModel, impl: AttnImpl = "absorbed", optimize: bool = True
+    ) -> None:
+        self.model, self.impl, self.optimize = model, impl, optimize
         self._graphs: dict[Signature, nn.Module] = {}  # a ScriptModule, or the eager step
         self._lock = threading.Lock()
         self.record_s = 0.0  # time spent recording graphs so far
@@ -146,19 +163,22 @@ class TracedScorer:
         with self._lock:  # one recording per case, even with several inference threads
             if key not in self._graphs:
                 start = time.perf_counter()
-                self._graphs[key] = self._record(batch, flat)
+                optimize = self.optimize and key[-1] == "None" and self._device().type == "cpu"
+                self._graphs[key] = self._record(batch, flat, optimize)
                 self.record_s += time.perf_counter() - start
         return self._graphs[key]
 
-    def _record(self, batch: Batch, flat: tuple[torch.Tensor, ...]):
+    def _record(self, batch: Batch, flat: tuple[torch.Tensor, ...], optimize: bool):
         step = _FlatStep(self.model, batch.padded, self.impl)
         with warnings.catch_warnings():
             # the tracer's notes on the branches above, and its deprecation notice
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             warnings.simplefilter("ignore", DeprecationWarning)
             try:
-                return torch.jit.trace(step, flat, check_trace=False)
+                graph = torch.jit.trace(step, flat, check_trace=False)
             except Exception as e:  # a torch whose tracer cannot record it: run that eagerly
                 error = e
+            else:
+                return for_inference(graph) if optimize else graph
         warnings.warn(f"cannot record the scoring step ({error!r}); scoring eagerly", stacklevel=2)
         return step

@@ -137,3 +137,40 @@ def test_a_step_the_tracer_cannot_record_is_scored_eagerly(ranker, monkeypatch):
     assert (got - score(ranker, *request)).abs().max() <= ATOL
     again = _request(ranker.cfg, 11, 3)  # the same case: no second attempt, still right
     assert (scorer.score(*again) - score(ranker, *again)).abs().max() <= ATOL
+
+
+def test_graphs_are_frozen_and_optimised_unless_asked_not_to(ranker):
+    """Frozen, a graph holds its weights as constants (no parameters left); the passes keep
+    the answers within float rounding of the graph as recorded and of the eager model."""
+    torch.manual_seed(6)
+    requests = [_request(ranker.cfg, 12, 5), _request(ranker.cfg, 16, 3)]
+    optimised, recorded = TracedScorer(ranker), TracedScorer(ranker, optimize=False)
+    fast, plain = optimised.score_many(requests), recorded.score_many(requests)
+    (graph,) = optimised._graphs.values()
+    (as_recorded,) = recorded._graphs.values()
+    assert not list(graph.parameters()) and list(as_recorded.parameters())
+    for f, p, w in zip(fast, plain, score_many(ranker, requests), strict=True):
+        assert (f - w).abs().max() <= ATOL and (p - w).abs().max() <= ATOL
+
+
+def test_a_graph_the_passes_cannot_optimise_is_replayed_as_recorded(ranker, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise RuntimeError("no passes here")
+
+    monkeypatch.setattr(torch.jit, "optimize_for_inference", refuse)
+    torch.manual_seed(7)
+    request = _request(ranker.cfg, 12, 4)
+    scorer = TracedScorer(ranker)
+    with pytest.warns(UserWarning, match="no passes here"):
+        got = scorer.score(*request)
+    assert (got - score(ranker, *request)).abs().max() <= ATOL
+    (graph,) = scorer._graphs.values()
+    assert isinstance(graph, torch.jit.ScriptModule) and list(graph.parameters())
+
+
+def test_a_bf16_graph_is_not_optimised(ranker):
+    torch.manual_seed(8)
+    scorer = TracedScorer(ranker)
+    scorer.score(*_request(ranker.cfg, 12, 4), autocast_dtype=torch.bfloat16)
+    (graph,) = scorer._graphs.values()
+    assert list(graph.parameters())  # as recorded: the passes are for float32 graphs
