@@ -29,7 +29,8 @@ reference: the parity test (tests/shared_model/test_traced.py) replays one graph
 batches of other sizes.
 
 A graph holds the weights it was recorded with (and the absorbed-MLA folded products as
-constants): record a new scorer after changing them.
+constants): record a new scorer after changing them. On the CPU a float32 graph is then frozen
+and optimised for inference (``for_inference``); ``optimize=False`` keeps it as recorded.
 """
 
 from __future__ import annotations
