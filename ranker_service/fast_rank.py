@@ -1,4 +1,4 @@
-"""``POST /v1/rank`` served ahead of the router: the same handler, a tenth of the layers.
+"""``POST /v1/rank`` served ahead of the router: the same handler without the router's layers.
 
 Through FastAPI a request passes its exception middleware, exit-stack middleware, router,
 route, request/response wrapper and dependency solver before the handler runs, and each

@@ -91,9 +91,10 @@ def signature(model: RankerModel, batch: Batch, autocast_dtype: torch.dtype | No
 def for_inference(graph: torch.jit.ScriptModule) -> nn.Module:
     """A recorded float32 CPU graph, frozen (weights and the folded products become constants
     the passes can fold) and put through ``torch.jit.optimize_for_inference`` (Linear weights
-    prepacked for oneDNN, pointwise ops fused): the same answers within float rounding,
-    ~10% faster for the online model on one core, and ~30 MiB more memory per graph (its
-    prepacked weights). A torch whose passes fail keeps the graph as recorded, with a warning."""
+    prepacked for oneDNN, pointwise ops fused): the same answers within float rounding, the
+    online model's step ~6% faster on one core (docs/benchmarks/scoring-xeon-amx.md), and
+    ~20 MiB more memory per graph, its prepacked weights. A torch whose passes fail keeps the
+    graph as recorded, with a warning."""
     try:
         return torch.jit.optimize_for_inference(torch.jit.freeze(graph.eval()))
     except Exception as e:
