@@ -31,6 +31,8 @@ from tests.ranker_service.helpers import (
     write_history,
 )
 
+_JSON = {"content-type": "application/json"}
+
 
 @pytest.fixture(scope="module")
 def both(redis_server: RedisServer, checkpoint_dir: Path) -> Iterator[dict[str, TestClient]]:
@@ -130,8 +132,6 @@ def test_errors_are_the_routes(
     assert answer.status_code == (413 if case == "oversized" else 422)
     assert answer.json()["detail"]
 
-
-_JSON = {"content-type": "application/json"}
 
 
 def test_other_methods_fall_through_to_the_router(both: dict[str, TestClient]) -> None:
