@@ -133,7 +133,6 @@ def test_errors_are_the_routes(
     assert answer.json()["detail"]
 
 
-
 def test_other_methods_fall_through_to_the_router(both: dict[str, TestClient]) -> None:
     assert _both(both, "GET").status_code == 405
     assert _both(both, "PUT", json={}).status_code == 405
