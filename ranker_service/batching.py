@@ -16,7 +16,11 @@ How it gathers without adding latency:
   oldest job in the batch was submitted (0, the default, never waits);
 - ``max_requests`` <= 1 disables batching: every job is scored alone, as before;
 - with several inference threads (``settings.inference_threads``), each drain takes its own
-  jobs from the deque, so batches run side by side.
+  jobs from the deque, so batches run side by side; with ``lanes`` set to their number, a
+  drain takes only its share of a backlog, ceil(queued / lanes), so two free threads split it
+  instead of one scoring all of it while the other waits. On a CPU a batch of G costs nearly
+  G times one request, and the whole batch answers when its last request is scored: sharing
+  the backlog shortens the tail (``python -m loadtests.bench.batch_share``).
 
 Isolation: a job whose preparation (decode, tensors) raises fails alone; when ``score_many``
 raises for a batch, every job in it is retried alone with ``score``, so one bad request never
@@ -114,6 +118,10 @@ class MicroBatcher:
             (0: never; only what queued while the thread was busy is gathered).
         observe: called once per scoring call with its size and each job's queue time.
         score_many_fn: the batched scorer (``shared_model.inference.score_many``).
+        lanes: the executor's threads that take from the queue. A drain takes its share of
+            what has queued, ceil(queued / lanes) up to ``max_requests``, and leaves the rest
+            to the next free thread; 1: a drain takes everything queued up to
+            ``max_requests``.
     """
 
     def __init__(
@@ -123,8 +131,10 @@ class MicroBatcher:
         max_wait_s: float = 0.0,
         observe: BatchObserver | None = None,
         score_many_fn: ScoreMany = _score_many,
+        lanes: int = 1,
     ) -> None:
         self._executor = executor
+        self.lanes = max(1, lanes)
         self.max_requests = max(1, max_requests)
         self.max_wait_s = max(0.0, max_wait_s)
         self._observe = observe
@@ -152,9 +162,13 @@ class MicroBatcher:
         with self._arrived:
             if not self._pending:
                 return []
-            batch = [self._pending.popleft()]
+            share = -(-len(self._pending) // self.lanes)  # ceil(queued / lanes), at least 1
+            batch = [self._pending.popleft() for _ in range(min(share, self.max_requests))]
             deadline = batch[0].submitted + self.max_wait_s
-            while len(batch) < self.max_requests:
+            # Wait for companions only when nothing is left queued: what is left is the other
+            # threads' share of a backlog.
+            waits = self.max_wait_s > 0 and not self._pending
+            while waits and len(batch) < self.max_requests:
                 if self._pending:
                     batch.append(self._pending.popleft())
                     continue

@@ -126,6 +126,7 @@ class RankingService:
             settings.batch_max_requests,
             settings.batch_max_wait_ms / 1000,
             observe=self._observe_batch,
+            lanes=settings.inference_threads if settings.batch_share else 1,
         )
         self.content_cache = ContentCache(
             settings.content_cache_entries, settings.content_cache_ttl_s, metrics

@@ -85,6 +85,12 @@ class Settings(BaseSettings):
     # How long a batch may wait for companions after its oldest request arrived; 0 never
     # waits (an idle thread scores a request at once).
     batch_max_wait_ms: float = Field(default=0.0, ge=0)
+    # With several inference threads, a free thread takes its share of the queued requests,
+    # ceil(queued / inference_threads), and leaves the rest to the other threads, so a backlog
+    # is scored side by side: on a CPU a batch costs nearly the sum of its requests, and every
+    # request in it waits for the last. False: a free thread takes up to batch_max_requests
+    # (the largest batches, for a device where batching is cheap).
+    batch_share: bool = True
 
     # --- request limits -----------------------------------------------------------------------
     max_candidates: int = Field(default=1000, gt=0)

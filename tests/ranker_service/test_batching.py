@@ -194,6 +194,49 @@ def test_bounded_wait_gathers_a_request_that_arrives_within_it(executor, model, 
     assert seen.sizes == [2]
 
 
+@pytest.mark.parametrize(("lanes", "sizes"), [(1, [5]), (2, [1, 1, 3]), (3, [1, 1, 1, 2])])
+def test_threads_share_a_backlog(model, tiny_cfg, lanes: int, sizes: list[int]) -> None:
+    """With ``lanes`` threads taking from the queue, each drain takes ceil(queued / lanes) of a
+    backlog and leaves the rest to the next free thread (queue 5 -> 2 -> 1 -> 0 with two,
+    5 -> 3 -> 2 -> 1 -> 0 with three); one lane takes all of it."""
+    seen = _Recorder()
+    with ThreadPoolExecutor(max_workers=lanes) as pool:
+        batcher = MicroBatcher(pool, max_requests=8, observe=seen, lanes=lanes)
+        releases = [_hold(pool) for _ in range(lanes)]
+        futures = [
+            batcher.submit(lambda i=i: Prepared(model, _inputs(tiny_cfg, i, 2))) for i in range(5)
+        ]
+        assert batcher.pending == 5
+        for release in releases:
+            release.set()
+        for f in futures:
+            f.result(30)
+    assert sorted(seen.sizes) == sizes
+
+
+def test_a_drain_leaving_a_share_queued_does_not_wait_for_companions(model, tiny_cfg) -> None:
+    """Bounded wait with two lanes: drains that leave other threads' share queued score at
+    once; the one that takes the last queued request waits for companions, and one that
+    arrives joins it."""
+    seen = _Recorder()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        batcher = MicroBatcher(pool, max_requests=8, max_wait_s=30.0, observe=seen, lanes=2)
+        release = _hold(pool)
+        futures = [
+            batcher.submit(lambda i=i: Prepared(model, _inputs(tiny_cfg, i, 2))) for i in range(4)
+        ]
+        release.set()
+        wait_for(
+            lambda: len(seen.sizes) == 2 and batcher.pending == 0,
+            timeout=30,
+            what="two batches scored and the last request taken",
+        )
+        assert seen.sizes == [2, 1]
+        late = batcher.submit(lambda: Prepared(model, _inputs(tiny_cfg, 4, 2)))
+        assert late.result(30).batch_size == 2 and futures[3].result(30).batch_size == 2
+    assert seen.sizes == [2, 1, 2]
+
+
 def test_score_many_equals_score_for_mixed_requests(model, tiny_cfg) -> None:
     """The batched scorer the batcher calls, against the reference (<= 1e-5)."""
     inputs = [_inputs(tiny_cfg, i, n) for i, n in enumerate((1, 6, 2))]
@@ -311,3 +354,16 @@ def test_a_second_inference_thread_scores_while_the_first_is_busy(
             sender.join(30)
     assert responses[0].status_code == 200, responses[0].text
     assert len(responses[0].json()["candidates"]) == 3
+
+
+@pytest.mark.parametrize(("share", "lanes"), [(True, 2), (False, 1)])
+def test_the_service_shares_the_queue_between_its_inference_threads(
+    redis_server: RedisServer, checkpoint_dir: Path, share: bool, lanes: int
+) -> None:
+    """RANKER_BATCH_SHARE: the batcher splits a backlog between the inference threads, or
+    (false) lets a free thread take up to batch_max_requests."""
+    settings = ranker_settings(
+        redis_server.url, checkpoint_dir, inference_threads=2, batch_share=share
+    )
+    with TestClient(create_app(settings)) as client:
+        assert client.app.state.ranker.ranking.batcher.lanes == lanes
