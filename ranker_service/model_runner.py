@@ -84,7 +84,7 @@ def load_bundle(path: Path, settings: Settings) -> ModelBundle:
         upstream = None
     autocast = resolve_autocast(settings.autocast, torch.device(settings.device))
     model = cast_weights_for_autocast(ckpt.model, autocast)  # once here, not per request
-    traced = TracedScorer(model) if settings.traced and autocast is None else None
+    traced = TracedScorer(model) if settings.traced else None
     bundle = ModelBundle(
         model, ckpt.config, ckpt.model_version, upstream, Path(path), autocast, traced
     )

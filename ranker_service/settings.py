@@ -69,9 +69,9 @@ class Settings(BaseSettings):
     # (docs/benchmarks/ranker.md, ranker-1-thread.md). 1 scores one batch at a time.
     inference_threads: int = Field(default=2, gt=0)
     # Score with recorded TorchScript graphs (shared_model.traced): no per-op Python, the GIL
-    # released for the whole step, each graph frozen and optimised for inference (~20 MiB of
-    # prepacked weights each). float32 only (a bf16 ranker scores eagerly); false scores with
-    # the eager model, the reference.
+    # released for the whole step, each float32 graph frozen and optimised for inference
+    # (~20 MiB of prepacked weights each; a bf16 graph is replayed as recorded, the eager bf16
+    # step's arithmetic); false scores with the eager model, the reference.
     traced: bool = True
     # Answer POST /v1/rank ahead of FastAPI's router (ranker_service.fast_rank): the same
     # handler, parser and error handlers without the router's layers; false serves it through

@@ -92,7 +92,8 @@ def for_inference(graph: torch.jit.ScriptModule) -> nn.Module:
     """A recorded float32 CPU graph, frozen (weights and the folded products become constants
     the passes can fold) and put through ``torch.jit.optimize_for_inference`` (Linear weights
     prepacked for oneDNN, pointwise ops fused): the same answers within float rounding, the
-    online model's step ~6% faster on one core (docs/benchmarks/scoring-xeon-amx.md), and
+    online model's step 6-22% faster on one core in runs on one machine
+    (docs/benchmarks/scoring-xeon-amx.md), and
     ~20 MiB more memory per graph, its prepacked weights. A torch whose passes fail keeps the
     graph as recorded, with a warning."""
     try:
@@ -151,28 +152,47 @@ class TracedScorer:
         device = self._device()
         moved = [tuple(x.to(device) for x in r) for r in requests]
         batch = batch_requests(moved)
-        with autocast_context(device, autocast_dtype):
-            if batch.M == 0 or batch.events.shape[1] == 0:  # nothing to record a graph for
+        if batch.M == 0 or batch.events.shape[1] == 0:  # nothing to record a graph for
+            with autocast_context(device, autocast_dtype):
                 logits = self.model.score_many(moved, self.impl)
-                return [torch.sigmoid(x.float()) for x in logits]
-            flat = flatten(batch)
-            graph = self._graph(signature(self.model, batch, autocast_dtype), batch, flat)
+            return [torch.sigmoid(x.float()) for x in logits]
+        flat = flatten(batch)
+        key = signature(self.model, batch, autocast_dtype)
+        graph = self._graph(key, batch, flat, autocast_dtype)
+        if isinstance(graph, torch.jit.ScriptModule):
+            # A graph recorded under autocast holds its casts: replayed outside it, it computes
+            # what the eager step computes (inside it, TorchScript's own autocast pass would
+            # cast again and change the rounding).
+            return batch.split(graph(*flat))
+        with autocast_context(device, autocast_dtype):  # the eager step, where tracing failed
             return batch.split(graph(*flat))
 
-    def _graph(self, key: Signature, batch: Batch, flat: tuple[torch.Tensor, ...]):
+    def _graph(
+        self,
+        key: Signature,
+        batch: Batch,
+        flat: tuple[torch.Tensor, ...],
+        autocast_dtype: torch.dtype | None,
+    ):
         if key in self._graphs:
             return self._graphs[key]
         with self._lock:  # one recording per case, even with several inference threads
             if key not in self._graphs:
                 start = time.perf_counter()
                 optimize = self.optimize and key[-1] == "None" and self._device().type == "cpu"
-                self._graphs[key] = self._record(batch, flat, optimize)
+                self._graphs[key] = self._record(batch, flat, optimize, autocast_dtype)
                 self.record_s += time.perf_counter() - start
         return self._graphs[key]
 
-    def _record(self, batch: Batch, flat: tuple[torch.Tensor, ...], optimize: bool):
+    def _record(
+        self,
+        batch: Batch,
+        flat: tuple[torch.Tensor, ...],
+        optimize: bool,
+        autocast_dtype: torch.dtype | None,
+    ):
         step = _FlatStep(self.model, batch.padded, self.impl)
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), autocast_context(self._device(), autocast_dtype):
             # the tracer's notes on the branches above, and its deprecation notice
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             warnings.simplefilter("ignore", DeprecationWarning)

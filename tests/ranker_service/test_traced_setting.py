@@ -46,13 +46,31 @@ def test_a_float32_bundle_records_its_usual_graphs_at_warm_up(checkpoint_dir: Pa
     assert bundle.traced.graphs == recorded  # live shapes replayed what warm-up recorded
 
 
-def test_the_setting_turns_it_off_and_bf16_scores_eagerly(
-    checkpoint_dir: Path, monkeypatch
-) -> None:
+def test_the_setting_turns_it_off(checkpoint_dir: Path, monkeypatch) -> None:
     assert Settings().traced is True
     monkeypatch.setenv("RANKER_TRACED", "false")
     assert Settings().traced is False
     off = ranker_settings(NO_REDIS, checkpoint_dir, traced=False)
     assert load_bundle(checkpoint_dir, off).traced is None
-    bf16 = ranker_settings(NO_REDIS, checkpoint_dir, autocast="bf16")
-    assert load_bundle(checkpoint_dir, bf16).traced is None
+
+
+def test_a_bf16_bundle_records_bf16_graphs_and_answers_as_its_eager_model(
+    checkpoint_dir: Path,
+) -> None:
+    bundle = load_bundle(checkpoint_dir, ranker_settings(NO_REDIS, checkpoint_dir, autocast="bf16"))
+    assert bundle.autocast_dtype == torch.bfloat16 and bundle.traced is not None
+    assert bundle.traced.graphs >= 4  # recorded at warm-up, in bf16
+    cfg, bf16 = bundle.config, torch.bfloat16
+    torch.manual_seed(1)
+    requests = [
+        (
+            random_events(cfg, [cfg.max_seq_len - g]),
+            random_context(1),
+            random_candidates(cfg, 4 + g),
+            random_upstream(cfg, 1),
+        )
+        for g in range(2)
+    ]
+    got = bundle.traced.score_many(requests, bf16)
+    for g, want in zip(got, score_many(bundle.model, requests, autocast_dtype=bf16), strict=True):
+        assert (g - want).abs().max() <= 1e-5

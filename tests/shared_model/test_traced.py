@@ -4,6 +4,7 @@ One scorer serves every case below, so a graph replayed for a case it was not re
 (a shape fact missing from ``signature``) shows as a wrong answer, not just a slow one.
 """
 
+import copy
 import itertools
 from concurrent.futures import ThreadPoolExecutor
 
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 from shared_model import RankerModel, score, tiny_config
-from shared_model.inference import score_many
+from shared_model.inference import cast_weights_for_autocast, score_many
 from shared_model.ranker import batch_requests
 from shared_model.traced import TracedScorer, signature
 from tests.shared_model.helpers import (
@@ -169,3 +170,24 @@ def test_a_bf16_graph_is_not_optimised(ranker):
     scorer.score(*_request(ranker.cfg, 12, 4), autocast_dtype=torch.bfloat16)
     (graph,) = scorer._graphs.values()
     assert list(graph.parameters())  # as recorded: the passes are for float32 graphs
+
+
+def test_a_bf16_graph_replays_the_eager_bf16_step(ranker):
+    """Recorded under bf16 autocast on weights cast once (as the ranker loads a bf16 model),
+    a graph replays the eager bf16 step's arithmetic on other shapes, and not float32's."""
+    bf16 = copy.deepcopy(ranker)
+    cast_weights_for_autocast(bf16, torch.bfloat16)
+    torch.manual_seed(9)
+    scorer = TracedScorer(bf16)
+    scorer.score(*_request(ranker.cfg, 12, 4), autocast_dtype=torch.bfloat16)
+    requests = [_request(ranker.cfg, 7, 6), _request(ranker.cfg, 20, 2)]
+    got = scorer.score_many(requests, torch.bfloat16)
+    want = score_many(bf16, requests, autocast_dtype=torch.bfloat16)
+    assert scorer.graphs == 2  # one user, then two: both replayed on shapes not recorded
+    assert all(isinstance(g, torch.jit.ScriptModule) for g in scorer._graphs.values())
+    got.append(scorer.score(*requests[0], torch.bfloat16))
+    want.append(score(bf16, *requests[0], autocast_dtype=torch.bfloat16))
+    for g, w in zip(got, want, strict=True):
+        assert g.dtype == torch.float32 and (g - w).abs().max() <= ATOL
+    float32 = score(ranker, *requests[0])
+    assert (got[-1] - float32).abs().max() > 10 * ATOL  # it really ran in bf16
