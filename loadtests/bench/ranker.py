@@ -540,7 +540,7 @@ def main(argv: list[str] | None = None) -> None:
         seq_eager, sat["batched eager"], ours_eager, best_eager, half_eager = variant(
             "ranker-eager", RANKER_TRACED="false"
         )
-        # 4. bf16 (scored eagerly: the recorded graphs are float32)
+        # 4. bf16 (its graphs recorded in bf16 and replayed as recorded)
         seq_bf16, ours_bf16, best_bf16, half_bf16 = None, {}, None, None
         if with_bf16:
             seq_bf16, sat["batched bf16"], ours_bf16, best_bf16, half_bf16 = variant(

@@ -17,9 +17,10 @@ history of T = max_seq_len events, at each intra-op thread count asked for:
   ``RANKER_INFERENCE_THREADS=2``) against one, eager and recorded: what the GIL costs;
 * on a CPU that multiplies bf16 natively (AVX512-BF16/AMX; ``--bf16 yes`` forces it): the same
   step in float32, under bf16 autocast on float32 weights (the reference, which casts every
-  Linear weight on every call) and with the weights cast once
-  (``shared_model.inference.cast_weights_for_autocast``, as the ranker loads a bf16 model),
-  one request and G together, against the floor at the bf16 matmul rate;
+  Linear weight on every call), with the weights cast once
+  (``shared_model.inference.cast_weights_for_autocast``, as the ranker loads a bf16 model)
+  and as that model's recorded bf16 graph (what a bf16 ranker replays), one request and G
+  together, against the floor at the bf16 matmul rate;
 * with ``--baseline REV``: before/after, the same ``score()`` step timed with the model package
   of git revision REV (``git archive``) and with this tree's, in alternating subprocesses.
 
@@ -62,6 +63,8 @@ if TYPE_CHECKING:
 NOW_MS = 1_750_000_000_000
 PAIRS = 5  # before/after subprocess pairs
 MATMUL_N = 1024  # the floor's fp32 matmul: n x n x n, about as long as the model step
+RECORDED_F32 = "float32, recorded graph"  # frozen and optimised, as a float32 ranker scores
+RECORDED_BF16 = "bf16, recorded graph"  # the weights cast at load, as a bf16 ranker scores
 Request = tuple[EventBatch, Context, Candidates, UpstreamFeature]
 
 
@@ -252,6 +255,7 @@ def bf16_table(
 ) -> str:
     """float32 vs bf16 autocast vs bf16 with the weights cast once; returns the summary line."""
     from shared_model.inference import cast_weights_for_autocast, score_many
+    from shared_model.traced import TracedScorer
 
     torch.set_num_threads(threads)
     bf16 = torch.bfloat16
@@ -269,6 +273,14 @@ def bf16_table(
         calls[name + " many"] = lambda m=m, dtype=dtype: score_many(
             m, requests, autocast_dtype=dtype
         )
+    recorded = {
+        RECORDED_F32: (TracedScorer(model), None),
+        RECORDED_BF16: (TracedScorer(cast), bf16),
+    }
+    for name, (scorer, dtype) in recorded.items():  # as a float32 and a bf16 ranker score
+        scorer.score_many(requests[:1], dtype), scorer.score_many(requests, dtype)
+        calls[name] = lambda s=scorer, d=dtype: s.score(*first, d)
+        calls[name + " many"] = lambda s=scorer, d=dtype: s.score_many(requests, d)
     a, b = torch.randn(MATMUL_N, MATMUL_N, dtype=bf16), torch.randn(MATMUL_N, MATMUL_N, dtype=bf16)
     calls["matmul"] = lambda: a @ b
     t = interleaved(calls, rounds, 3)
@@ -283,8 +295,12 @@ def bf16_table(
         "not its effect on NE (python -m shared_model.experiments.precision measures that on "
         "trained models).",
     )  # fmt: skip
-    for name, (m, dtype) in variants.items():
-        diff = (score(m, *first, autocast_dtype=dtype) - ref).abs().max().item()
+    answers = {name: lambda m=m, dtype=dtype: score(m, *first, autocast_dtype=dtype)
+               for name, (m, dtype) in variants.items()}  # fmt: skip
+    for name, (scorer, dtype) in recorded.items():
+        answers[name] = lambda s=scorer, d=dtype: s.score(*first, d)
+    for name, answer in answers.items():
+        diff = (answer() - ref).abs().max().item()
         step = t[name]
         table.add(name, step * 1e3, t["float32"] / step, step / floor, t[name + " many"] * 1e3 / G,
                   diff)  # fmt: skip
@@ -292,7 +308,10 @@ def bf16_table(
     return (
         f"bf16 weights cast at load: {auto / cast_s:.2f}x faster than autocast on float32 "
         f"weights, {t['float32'] / cast_s:.2f}x faster than float32 (one request, threads "
-        f"{threads})"
+        f"{threads}); recorded graphs: bf16 {t[RECORDED_BF16] * 1e3:.1f} ms vs float32 "
+        f"{t[RECORDED_F32] * 1e3:.1f} ms ({t[RECORDED_F32] / t[RECORDED_BF16]:.2f}x), "
+        f"score_many({G}) {t[RECORDED_BF16 + ' many'] * 1e3 / G:.1f} vs "
+        f"{t[RECORDED_F32 + ' many'] * 1e3 / G:.1f} ms/request"
     )
 
 
