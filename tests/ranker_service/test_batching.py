@@ -220,7 +220,9 @@ def test_a_drain_leaving_a_share_queued_does_not_wait_for_companions(model, tiny
     arrives joins it."""
     seen = _Recorder()
     with ThreadPoolExecutor(max_workers=1) as pool:
-        batcher = MicroBatcher(pool, max_requests=8, max_wait_s=30.0, observe=seen, lanes=2)
+        # max_requests=2: the waiting drain is full, and scores, as soon as the newcomer joins
+        # (with more room it would wait out max_wait_s for further companions).
+        batcher = MicroBatcher(pool, max_requests=2, max_wait_s=30.0, observe=seen, lanes=2)
         release = _hold(pool)
         futures = [
             batcher.submit(lambda i=i: Prepared(model, _inputs(tiny_cfg, i, 2))) for i in range(4)
