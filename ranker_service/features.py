@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ranker_service.records import decode_embedding, event_batch, recent_history
+from ranker_service.records import decode_embedding, recent_event_batch
 from ranker_service.schemas import (
     Candidate,
     Degradation,
@@ -120,10 +120,9 @@ def history_events(
 
     Equal to ``user_events(*decode_history(sources, length))`` (tested), without a Python
     object per record: one ``np.frombuffer`` over the concatenated members, sorted and
-    trimmed as columns, copied into the tensors with ``torch.from_numpy``.
+    trimmed as one array, written into the tensors (``records.recent_event_batch``).
     """
-    columns, corrupt = recent_history(sources, length, content_dim)
-    return event_batch(columns, length, content_dim), len(columns), corrupt
+    return recent_event_batch(sources, length, content_dim)
 
 
 def user_events(records: Sequence[HistoryRecord], length: int, content_dim: int) -> EventBatch:

@@ -13,6 +13,7 @@ Shape legend: R records read, T kept (most recent), E content width, U embedding
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -42,10 +43,13 @@ _HISTORY_HEADER_FIELDS = [
 ]
 HISTORY_HEADER_SIZE = np.dtype(_HISTORY_HEADER_FIELDS).itemsize  # 40
 _ACTION_CODES = np.array(sorted(int(a) for a in ActionType), dtype=np.uint8)
+_ACTION_OK = np.zeros(256, dtype=bool)  # by action byte: is it an ActionType (a table lookup
+_ACTION_OK[_ACTION_CODES] = True  # per record, not np.isin's sort)
 
 _EMB_NUMPY = {EmbeddingDType.FLOAT16: np.dtype("<f2"), EmbeddingDType.FLOAT32: np.dtype("<f4")}
 
 
+@functools.lru_cache(maxsize=64)
 def history_dtype(content_dim: int) -> np.dtype:
     """The structured dtype of one history record with ``content_dim`` float16 values."""
     fields = list(_HISTORY_HEADER_FIELDS)
@@ -101,7 +105,7 @@ def _decode_group(
     ok = (
         (records["version"] == HISTORY_RECORD_VERSION)
         & (records["dim"] == dim)
-        & np.isin(records["action"], _ACTION_CODES)
+        & _ACTION_OK[records["action"]]
     )
     if not ok.all():
         records = records[ok]
@@ -180,8 +184,78 @@ def recent_history(
     columns, corrupt = decode_history_columns(members, content_dim)
     if limit <= 0:
         return columns.take(np.zeros(0, dtype=np.int64)), corrupt
-    order = np.lexsort((columns.event_hash, columns.timestamps_ms))  # stable, last key first
+    order = _newest_last(columns.timestamps_ms, columns.event_hash)
     return columns.take(order[-limit:]), corrupt
+
+
+def _newest_last(timestamps_ms: np.ndarray, event_hash: np.ndarray) -> np.ndarray:
+    """The stable order by (timestamp_ms, event_hash), as indices.
+
+    Each source is already in timestamp order, so a stable argsort of the timestamps is a
+    merge (~3 us for 800); only when two timestamps tie does event_hash decide, and then the
+    two-key lexsort (~40 us) runs.
+    """
+    order = np.argsort(timestamps_ms, kind="stable")
+    if (np.diff(timestamps_ms[order]) == 0).any():
+        order = np.lexsort((event_hash, timestamps_ms))  # stable, last key first
+    return order
+
+
+# EventBatch field, record field, dtype: the columns recent_event_batch writes
+_BATCH_COLUMNS = (
+    ("timestamps_ms", "timestamp_ms", np.int64),
+    ("action_type", "action", np.int64),
+    ("item_hash", "item_hash", np.int64),
+    ("surface_hash", "surface_hash", np.int64),
+    ("value", "value", np.float32),
+)
+
+
+def recent_event_batch(
+    sources: Sequence[Sequence[bytes]], length: int, content_dim: int
+) -> tuple[EventBatch, int, int]:
+    """Per-source members -> the (1, length) EventBatch of the newest records, #kept, #corrupt.
+
+    ``event_batch(*recent_history(...))`` with fewer copies in the common case, where every
+    member has the byte length of a record with ``content_dim`` values: the newest valid
+    records are picked as whole 40 + 2E-byte rows and written straight into the batch's
+    tensors, each column cast once, in the write. Other inputs take the columns path.
+    """
+    members = [m for source in sources for m in source]
+    size = HISTORY_HEADER_SIZE + 2 * content_dim
+    if length <= 0 or (members and set(map(len, members)) != {size}):
+        columns, corrupt = recent_history(sources, length, content_dim)
+        return event_batch(columns, length, content_dim), len(columns), corrupt
+    raw = b"".join(members)
+    dtype = history_dtype(content_dim)
+    records = np.frombuffer(raw, dtype=dtype)  # (R,) structured, for the checks and the keys
+    ok = (
+        (records["version"] == HISTORY_RECORD_VERSION)
+        & (records["dim"] == content_dim)
+        & _ACTION_OK[records["action"]]
+    )
+    rows = None if ok.all() else np.flatnonzero(ok)  # (R',) the valid records' positions
+    if rows is not None:
+        records = records[rows]
+    order = _newest_last(records["timestamp_ms"], records["event_hash"])[-length:]
+    if rows is not None:
+        order = rows[order]
+    # Whole records as opaque rows: one memcpy each (a structured take copies field by field).
+    kept = np.frombuffer(raw, dtype=np.dtype((np.void, size)))[order].view(dtype)  # (n,)
+    n = kept.shape[0]
+    start = length - n
+    columns = {}
+    for name, field, np_type in _BATCH_COLUMNS:
+        column = np.zeros((1, length), np_type)  # left padding: zeros
+        column[0, start:] = kept[field]
+        columns[name] = torch.from_numpy(column)
+    valid = np.zeros((1, length), bool)
+    valid[0, start:] = True
+    content = np.zeros((1, length, content_dim), np.float32)
+    if content_dim and n:  # float16 -> float32 by torch: vectorised on the strided field
+        torch.from_numpy(content[0, start:]).copy_(torch.from_numpy(kept["content"]))
+    batch = EventBatch(**columns, content=torch.from_numpy(content), valid=torch.from_numpy(valid))
+    return batch, n, len(members) - records.shape[0]
 
 
 def event_batch(columns: HistoryColumns, length: int, content_dim: int) -> EventBatch:

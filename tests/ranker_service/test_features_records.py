@@ -15,6 +15,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ranker_service import records as records_module
 from ranker_service.features import decode_history, history_events, user_events
 from ranker_service.records import (
     HISTORY_HEADER_SIZE,
@@ -139,6 +140,58 @@ def test_history_events_equal_decode_then_from_records(
     assert (kept, fast_corrupt) == (len(records), corrupt)
     _assert_batches_equal(fast, EventBatch.from_records([records], length, E))
     _assert_batches_equal(fast, user_events(records, length, E))
+
+
+@st.composite
+def same_length_members(draw: st.DrawFn) -> bytes:
+    """A record with content of width E, sometimes broken without changing its length."""
+    r = draw(history_records())
+    raw = HistoryRecord(
+        r.timestamp_ms, r.action_type, r.item_hash, r.surface_hash, r.event_hash, r.value,
+        tuple(draw(st.lists(f16, min_size=E, max_size=E))),
+    ).encode()  # fmt: skip
+    how = draw(st.sampled_from(["ok", "ok", "ok", "version", "action", "dim"]))
+    if how == "version":
+        return bytes([draw(st.integers(0, 255).filter(lambda v: v != 1))]) + raw[1:]
+    if how == "action":
+        return raw[:1] + bytes([draw(st.sampled_from([0, 6, 7, 255]))]) + raw[2:]
+    if how == "dim":
+        return raw[:2] + struct.pack("<H", E + draw(st.integers(1, 3))) + raw[4:]
+    return raw
+
+
+@settings(max_examples=examples(300), deadline=None)
+@given(
+    eng=st.lists(same_length_members(), max_size=20),
+    imp=st.lists(same_length_members(), max_size=20),
+    length=st.integers(1, CFG.max_seq_len + 4),
+)
+def test_one_width_history_takes_the_row_path_and_equals_the_reference(
+    eng: list[bytes], imp: list[bytes], length: int
+) -> None:
+    """Members all of one record length (the serving case) are ordered and trimmed as whole
+    rows, never through the columns path, and still equal the per-record reference."""
+    records, corrupt = decode_history([eng, imp], limit=length)
+    real = records_module.recent_history
+    records_module.recent_history = None  # the columns path would fail: not taken
+    try:
+        fast, kept, fast_corrupt = history_events([eng, imp], length, E)
+    finally:
+        records_module.recent_history = real
+    assert (kept, fast_corrupt) == (len(records), corrupt)
+    _assert_batches_equal(fast, EventBatch.from_records([records], length, E))
+
+
+def test_one_width_history_skips_corrupt_rows_and_keeps_the_rest_in_order() -> None:
+    def record(i: int) -> bytes:
+        return HistoryRecord(BASE_MS + i, ActionType.CLICK, 100 + i, 0, i, 1.0, (0.5,) * E).encode()
+
+    broken = [bytes([2]) + record(0)[1:], record(1)[:1] + bytes([9]) + record(1)[2:]]
+    sources = [[broken[0], record(2), broken[1], record(4)], [record(3), record(5)]]
+    fast, kept, corrupt = history_events(sources, 3, E)
+    assert (kept, corrupt) == (3, 2)
+    assert fast.item_hash[0].tolist() == [103, 104, 105]
+    assert fast.timestamps_ms[0].tolist() == [BASE_MS + 3, BASE_MS + 4, BASE_MS + 5]
 
 
 def test_history_events_at_serving_size() -> None:
