@@ -227,26 +227,35 @@ def build_candidates(
     A candidate with neither an inline vector nor a vector in ``content`` has no content.
     """
     E, F, N = cfg.content_dim, cfg.n_candidate_floats, len(cands)
-    content_rows = np.zeros((N, E), dtype=np.float32)  # (N, E)
-    has_content = np.zeros(N, dtype=bool)
-    float_rows = np.zeros((N, F), dtype=np.float32)  # (N, F)
     if E:
-        for i, c in enumerate(cands):
-            vector = c.content_embedding
-            if vector is None and c.content_id is not None:
-                vector = content.get(c.content_id)
-            if vector is not None:
-                content_rows[i] = vector
-                has_content[i] = True
+        vectors = [
+            c.content_embedding
+            if c.content_embedding is not None
+            else content.get(c.content_id)
+            if c.content_id is not None
+            else None
+            for c in cands
+        ]
+        has_content = np.fromiter((v is not None for v in vectors), dtype=bool, count=N)
+        content_rows = np.zeros((N, E), dtype=np.float32)  # (N, E)
+        if has_content.any():  # one array call for the rows, not one assignment per row
+            content_rows[has_content] = [v for v in vectors if v is not None]
+    else:
+        content_rows, has_content = np.zeros((N, 0), dtype=np.float32), np.zeros(N, dtype=bool)
+    float_rows = np.zeros((N, F), dtype=np.float32)  # (N, F)
     if F:
-        for i, c in enumerate(cands):
-            if c.floats is not None:
-                float_rows[i] = c.floats
+        sent = [c.floats for c in cands]
+        if all(f is not None for f in sent):
+            float_rows[:] = sent
+        else:
+            for i, f in enumerate(sent):
+                if f is not None:
+                    float_rows[i] = f
+    ad_hash = np.array([cached_hash(c.ad_id) for c in cands], dtype=np.int64)
+    advertiser_hash = np.array([cached_hash(c.advertiser_id) for c in cands], dtype=np.int64)
     return Candidates(
-        ad_hash=torch.tensor([cached_hash(c.ad_id) for c in cands], dtype=torch.long),
-        advertiser_hash=torch.tensor(
-            [cached_hash(c.advertiser_id) for c in cands], dtype=torch.long
-        ),
+        ad_hash=torch.from_numpy(ad_hash),
+        advertiser_hash=torch.from_numpy(advertiser_hash),
         content=torch.from_numpy(content_rows),
         has_content=torch.from_numpy(has_content),
         floats=torch.from_numpy(float_rows),
