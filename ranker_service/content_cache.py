@@ -75,10 +75,10 @@ class ContentCache:
                     self._entries.move_to_end(cid)
                     found[cid] = entry.vector
         if m := self._metrics:
-            m.content_cache_lookups.labels("hit").inc(len(found))
-            m.content_cache_lookups.labels("miss").inc(misses)
-            m.content_cache_evictions.labels("expired").inc(expired)
-            m.content_cache_evictions.labels("version").inc(stale)
+            m.child(m.content_cache_lookups, "hit").inc(len(found))
+            m.child(m.content_cache_lookups, "miss").inc(misses)
+            m.child(m.content_cache_evictions, "expired").inc(expired)
+            m.child(m.content_cache_evictions, "version").inc(stale)
             m.content_cache_entries.set(len(self._entries))
         return found
 
@@ -97,7 +97,7 @@ class ContentCache:
                 self._entries.popitem(last=False)
                 evicted += 1
         if m := self._metrics:
-            m.content_cache_evictions.labels("capacity").inc(evicted)
+            m.child(m.content_cache_evictions, "capacity").inc(evicted)
             m.content_cache_entries.set(len(self._entries))
 
     def clear(self) -> None:

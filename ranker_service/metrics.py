@@ -5,9 +5,13 @@ A registry per app (not the global default) lets tests build many apps in one pr
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from ranker_service.schemas import DegradationReason, DegradedFeature
+
+M = TypeVar("M", Counter, Gauge, Histogram)
 
 # Fine from 1 to 200 ms so that P50/P95/P99 can be read off the buckets; coarse beyond.
 LATENCY_BUCKETS_S = (
@@ -30,6 +34,7 @@ AGE_BUCKETS_S = (
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._children: dict[tuple[int, tuple[str, ...]], object] = {}
         r = self.registry
         self.request_seconds = Histogram(
             "ranker_request_duration_seconds",
@@ -145,6 +150,18 @@ class Metrics:
             self.content_cache_lookups.labels(result)
         for reason in ("capacity", "expired", "version"):
             self.content_cache_evictions.labels(reason)
+
+    def child(self, metric: M, *values: str) -> M:
+        """``metric.labels(*values)``, kept: the serving path records about a dozen labelled
+        series per request, and ``labels()`` validates, locks and hashes each time.
+
+        Not for metrics whose series are removed (``model_info`` is cleared on reload).
+        """
+        key = (id(metric), values)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*values)
+        return found  # type: ignore[return-value]
 
     def set_model(self, model_version: str, upstream_model_version: str) -> None:
         self.model_info.clear()

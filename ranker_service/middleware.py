@@ -95,4 +95,5 @@ class RankMetrics:
         finally:
             self.metrics.in_flight.dec()
             outcome = "ok" if status < 400 else "client_error" if status < 500 else "server_error"
-            self.metrics.request_seconds.labels(outcome).observe(time.perf_counter() - start)
+            m = self.metrics
+            m.child(m.request_seconds, outcome).observe(time.perf_counter() - start)

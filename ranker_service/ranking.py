@@ -56,6 +56,10 @@ log = logging.getLogger(__name__)
 
 RankResult = dict[str, Any]  # the JSON of a RankResponse, as plain data
 
+# The same few thousand ads' content ids come back in most requests: their keys (and the
+# contract's id checks) are kept; an id that fails the checks raises again every time.
+_content_key = functools.lru_cache(maxsize=1 << 16)(content_embedding_key)
+
 
 class RankInputError(ValueError):
     """The request is well-formed JSON but breaks a limit or the model's shapes (-> 422)."""
@@ -140,7 +144,7 @@ class RankingService:
             embedding_key(request.user_id)
             for c in request.candidates:
                 if c.content_id is not None:
-                    content_embedding_key(c.content_id)
+                    _content_key(c.content_id)
         except ContractError as e:
             raise RankInputError(str(e)) from None
         n = len(request.candidates)
@@ -183,10 +187,11 @@ class RankingService:
             content_ids=content_ids if bundle.config.content_dim else (),
             embedding_version=bundle.upstream_model_version,
         )
-        stage_cpu = self.metrics.stage_cpu_seconds
-        stage_cpu.labels("redis").inc(time.thread_time() - cpu)
+        m = self.metrics
+        stage_cpu = m.stage_cpu_seconds
+        m.child(stage_cpu, "redis").inc(time.thread_time() - cpu)
         if data.outcome is not FetchOutcome.SKIPPED:
-            self.metrics.redis_seconds.labels(data.outcome.value).observe(data.seconds)
+            m.child(m.redis_seconds, data.outcome.value).observe(data.seconds)
         job = functools.partial(
             _prepare_in_worker,
             bundle,
@@ -199,11 +204,11 @@ class RankingService:
             s,
         )
         scored = await asyncio.wrap_future(self.batcher.submit(job))
-        stage_cpu.labels("features").inc(scored.prepare_cpu_s)
-        stage_cpu.labels("score").inc(scored.score_cpu_s)
+        m.child(stage_cpu, "features").inc(scored.prepare_cpu_s)
+        m.child(stage_cpu, "score").inc(scored.score_cpu_s)
         cpu = time.thread_time()
         response = self._respond(request, bundle, data, scored, inline is not None, started)
-        stage_cpu.labels("respond").inc(time.thread_time() - cpu)
+        m.child(stage_cpu, "respond").inc(time.thread_time() - cpu)
         return response
 
     def _observe_batch(self, batch_size: int, queued_s: list[float]) -> None:
@@ -224,7 +229,7 @@ class RankingService:
         m.candidates.observe(len(request.candidates))
         m.model_seconds.observe(scored.model_s)
         m.queue_seconds.observe(scored.queued_s)
-        m.embedding_lookups.labels(d.outcome.value).inc()
+        m.child(m.embedding_lookups, d.outcome.value).inc()
         if d.age_ms is not None:
             m.embedding_age_seconds.observe(max(d.age_ms, 0) / 1000)
         if features.corrupt_history:
@@ -233,7 +238,7 @@ class RankingService:
                         features.corrupt_history)  # fmt: skip
         for outcome, count in features.content_lookups.items():
             if count:
-                m.content_lookups.labels(outcome).inc(count)
+                m.child(m.content_lookups, outcome).inc(count)
         degraded = degradations(
             data.outcome,
             d.outcome,
@@ -243,7 +248,7 @@ class RankingService:
             features.content_lookups,
         )
         for item in degraded:
-            m.degraded_requests.labels(item.feature.value, item.reason.value).inc()
+            m.child(m.degraded_requests, item.feature.value, item.reason.value).inc()
 
         probs = scored.probs.tolist()
         scores = ranking_scores(scored.probs, [c.bid for c in request.candidates])
