@@ -1,0 +1,53 @@
+"""The feature-path micro-benchmark end to end at a few repetitions: real redis-server; the
+result JSON carries every Redis-read and decode variant and the headline lines (no figure is
+asserted: this is no benchmark)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from loadtests.bench import features
+from loadtests.bench.common import read_result
+from ranker_service.features import history_events
+from shared_model.config import online_config
+from shared_model.contract import ActionType, HistoryRecord
+
+
+def test_a_short_run_times_every_variant(tmp_path: Path) -> None:
+    out = tmp_path / "features.json"
+    features.main(["--reps", "3", "--candidates", "10", "--per-source", "20", "--out", str(out)])
+    doc = read_result(out)
+    reads, decodes = doc["tables"]
+    assert len(reads["rows"]) == 5 and all(row[3] > 0 for row in reads["rows"])
+    paths = [row[0] for row in decodes["rows"]]
+    assert paths == [
+        "per-record reference",
+        "previous serving code (newest first, early stop)",
+        "serving, content cache cold",
+        "serving, content cache warm",
+        "serving, content cache warm, history by columns",
+    ]
+    assert all(row[1] > 0 for row in decodes["rows"])
+    assert any(line.startswith("decode with the content cache warm: ") for line in doc["summary"])
+
+
+def test_the_columns_history_equals_the_serving_history() -> None:
+    """The 'history by columns' variant builds the same batch as the serving path."""
+    cfg, rng = online_config(), random.Random(0)
+    sources = [
+        [
+            HistoryRecord(
+                1_750_000_000_000 + t, ActionType.CLICK, t, 1, rng.randrange(4), 1.0,
+                tuple(rng.random() for _ in range(cfg.content_dim)),
+            ).encode()
+            for t in sorted(rng.sample(range(10**6), 30))
+        ]
+        for _ in range(2)
+    ]  # fmt: skip
+    a, kept_a, corrupt_a = features.columns_history(sources, 40, cfg.content_dim)
+    b, kept_b, corrupt_b = history_events(sources, 40, cfg.content_dim)
+    assert (kept_a, corrupt_a) == (kept_b, corrupt_b) == (40, 0)
+    for name in ("timestamps_ms", "action_type", "item_hash", "surface_hash", "value", "valid"):
+        assert getattr(a, name).equal(getattr(b, name)), name
+    assert a.content.equal(b.content)
