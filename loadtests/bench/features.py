@@ -10,7 +10,12 @@ embedding, N = 100 candidates with content by id), on a real redis-server, in on
   candidates, context): the per-record reference path (``HistoryRecord.decode`` per member,
   ``EventBatch.from_records``, ``EmbeddingRecord.decode`` and Python lists per candidate,
   uncached blake2b per id) against the serving path (one ``np.frombuffer`` per record length,
-  ``torch.from_numpy``, cached id hashes), with the content-vector cache cold and warm.
+  ``torch.from_numpy``, cached id hashes), with the content-vector cache cold and warm, and
+  with the history built through the columns path;
+* the same warm decode, thread CPU, timed back to back, right after a 5 ms sleep and right
+  after one step of the online model (random weights, its recorded graph, as the ranker
+  scores): what the caches and predictors the decode finds left behind cost it. In the ranker
+  the decode always follows a model step or an idle wait. ``--no-model`` skips this table.
 
 Each variant runs ``--reps`` times, interleaved; medians and p99 in ms, ratios within the run.
 Writes ``docs/benchmarks/results/features.json`` (or ``--out``). A benchmark: it asserts nothing.
@@ -60,6 +65,8 @@ from shared_model.contract import (
     stable_hash,
 )
 from shared_model.features import Candidates, Context, EventBatch, UpstreamFeature
+from shared_model.ranker import RankerModel
+from shared_model.traced import TracedScorer
 
 NOW_MS = 1_750_000_000_000
 USER = "bench-user"
@@ -222,6 +229,37 @@ def serving_features(
     return events, decision.feature, tensors, ctx
 
 
+def after_table(result: Result, cfg: LLaTTEConfig, decode: Callable[[], tuple], reps: int):
+    """The warm decode's thread CPU after nothing, a sleep and a model step; returns the
+    medians (ms) by what ran before."""
+    events, upstream, cands, ctx = decode()
+    scorer = TracedScorer(RankerModel(cfg).eval())
+    request = [(events, ctx, cands, upstream)]
+    scorer.score_many(request, None)  # records the graph
+    before: dict[str, Callable[[], object]] = {
+        "nothing (back to back)": lambda: None,
+        "a 5 ms sleep": lambda: time.sleep(0.005),
+        "one model step": lambda: scorer.score_many(request, None),
+    }
+    cpu: dict[str, list[float]] = {k: [] for k in before}
+    for _ in range(reps):
+        for name, run_before in before.items():
+            run_before()
+            start = time.thread_time()
+            decode()
+            cpu[name].append((time.thread_time() - start) * 1e3)
+    table = result.table(
+        "The warm decode after what ran before it (thread CPU)",
+        ["before it", "p50 ms", "p99 ms", "vs back to back"],
+        note="The same serving decode (content cache warm) as above, timed with "
+        "time.thread_time; the model step is the online model's recorded graph, random weights.",
+    )
+    base = _median(cpu["nothing (back to back)"])
+    for name, xs in cpu.items():
+        table.add(name, _median(xs), percentile(xs, 99), f"{_median(xs) / base:.2f}x")
+    return {name: _median(xs) for name, xs in cpu.items()}
+
+
 def _median(xs: list[float]) -> float:
     return percentile(xs, 50)
 
@@ -232,6 +270,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--per-source", type=int, default=400, help="records per history source")
     parser.add_argument("--reps", type=int, default=200)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--no-model", action="store_true", help="skip the decode-after-a-model-step table"
+    )
     parser.add_argument(
         "--tag", default="", help="appended to the result's name (e.g. the machine: xeon-amx)"
     )
@@ -330,6 +371,19 @@ def main(argv: list[str] | None = None) -> None:
         f"decode with the content cache warm: {warm_decode:.2f} ms, {columns:.2f} ms with the "
         f"history by columns ({columns / warm_decode:.2f}x)"
     )
+    if not args.no_model:
+        following = after_table(
+            result,
+            cfg,
+            lambda: serving_features(cfg, members, embedding_raw, {}, cands, warm),
+            args.reps,
+        )
+        back, slept, stepped = following.values()
+        result.summary.append(
+            f"warm decode, thread CPU: {back:.2f} ms back to back, {slept:.2f} ms after a 5 ms "
+            f"sleep ({slept / back:.2f}x), {stepped:.2f} ms after a model step "
+            f"({stepped / back:.2f}x)"
+        )
     result.data = {
         "before_ms": before,
         "after_warm_ms": after,

@@ -18,7 +18,7 @@ def test_a_short_run_times_every_variant(tmp_path: Path) -> None:
     out = tmp_path / "features.json"
     features.main(["--reps", "3", "--candidates", "10", "--per-source", "20", "--out", str(out)])
     doc = read_result(out)
-    reads, decodes = doc["tables"]
+    reads, decodes, following = doc["tables"]
     assert len(reads["rows"]) == 5 and all(row[3] > 0 for row in reads["rows"])
     paths = [row[0] for row in decodes["rows"]]
     assert paths == [
@@ -30,6 +30,24 @@ def test_a_short_run_times_every_variant(tmp_path: Path) -> None:
     ]
     assert all(row[1] > 0 for row in decodes["rows"])
     assert any(line.startswith("decode with the content cache warm: ") for line in doc["summary"])
+    # The same decode after nothing, a sleep and a model step (a real recorded model step).
+    assert [row[0] for row in following["rows"]] == [
+        "nothing (back to back)",
+        "a 5 ms sleep",
+        "one model step",
+    ]
+    assert all(row[1] > 0 for row in following["rows"])
+    assert any(line.startswith("warm decode, thread CPU: ") for line in doc["summary"])
+
+
+def test_no_model_skips_the_after_table(tmp_path: Path) -> None:
+    out = tmp_path / "features.json"
+    features.main(
+        ["--reps", "2", "--candidates", "5", "--per-source", "10", "--no-model", "--out", str(out)]
+    )
+    doc = read_result(out)
+    assert len(doc["tables"]) == 2
+    assert not any(line.startswith("warm decode, thread CPU") for line in doc["summary"])
 
 
 def test_the_columns_history_equals_the_serving_history() -> None:
