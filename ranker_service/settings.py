@@ -50,11 +50,11 @@ class Settings(BaseSettings):
     device: str = "cpu"
     # bf16 autocast for scoring: "none" (float32, the reference), "bf16", or "auto": bf16 on a
     # GPU and on a CPU with native bf16 matmul (AVX512-BF16 / AMX), float32 elsewhere. The
-    # Linear weights are cast to bf16 once at load. On such a CPU bf16 cuts the model step by
-    # a quarter to a third (docs/benchmarks/ranker.md, ranker-xeon-amx.md) and micro-batched
-    # requests cost less than half as much as in float32 on AMX; on one without (AVX2-only) it
-    # is several times slower. Trained rankers' test NE moved by at most 5.4e-4
-    # (docs/experiments, "Serving precision").
+    # Linear weights are cast to bf16 once at load. On AMX, micro-batched requests cost about
+    # half as much as in float32, one request alone about as much (docs/benchmarks/
+    # scoring-xeon-amx.md); on a CPU without native bf16 (AVX2-only) it is several times
+    # slower. Trained rankers' test NE moved by at most 5.4e-4 (docs/experiments, "Serving
+    # precision").
     autocast: Literal["auto", "bf16", "none"] = "none"
     # 1 intra-op thread on a 2-core box: the other core runs the event loop (JSON, validation,
     # Redis I/O). Two intra-op threads fight the loop for the cores and, under load, show
