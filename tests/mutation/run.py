@@ -214,18 +214,35 @@ EQUIVALENT: dict[str, str] = {
             ("x_decode_history_columns__mutmut_61", "argsort of distinct positions: any kind"),
             ("x_decode_history_columns__mutmut_63", "argsort of distinct positions: any kind"),
             ("x_decode_history_columns__mutmut_66", "argsort of distinct positions: any kind"),
+            *(
+                (
+                    f"x__newest_last__mutmut_{n}",
+                    "argsort of any kind: distinct timestamps sort one way, a tie takes lexsort",
+                )
+                for n in (3, 5, 7)
+            ),
+            (
+                "x_recent_event_batch__mutmut_51",
+                "no all-valid shortcut: indexing by every position returns the same rows",
+            ),
         )
     },
     **{
-        f"ranker_service.features.{fn}__mutmut_{n}": (
+        f"ranker_service.features.x_request_context__mutmut_{n}": (
             "dtype torch.long dropped: torch.tensor of Python ints is int64 already"
         )
-        for fn, ns in (
-            ("x_build_candidates", (42, 44, 47, 49)),
-            ("x_request_context", (10, 12, 14, 16, 19, 21, 24, 26)),
-        )
-        for n in ns
+        for n in (10, 12, 14, 16, 19, 21, 24, 26)
     },
+    **{
+        f"ranker_service.features.x_build_candidates__mutmut_{n}": (
+            "dtype np.int64 dropped or None: np.array of Python ints is int64 already"
+        )
+        for n in (49, 51, 55, 57)
+    },
+    "ranker_service.features.x_build_candidates__mutmut_7": (
+        "content.get(None) for a candidate without content_id: None, no vector either way"
+    ),
+    "ranker_service.features.x_build_candidates__mutmut_16": "fromiter's count only preallocates",
     **{
         f"ranker_service.features.x_ranking_scores__mutmut_{n}": (
             "zip(strict=...) dropped or False: one bid per candidate, the same list"

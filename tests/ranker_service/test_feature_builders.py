@@ -7,6 +7,8 @@ content by id or inline, the context hashes, inline events, content lookups and 
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -126,6 +128,21 @@ def test_build_candidates_takes_content_inline_first_then_by_id():
     assert built.advertiser_hash.tolist() == [stable_hash(f"adv-{i}") for i in range(4)]
     assert built.ad_hash.dtype == built.advertiser_hash.dtype == torch.long
     assert built.content.dtype == built.floats.dtype == torch.float32
+
+
+def test_build_candidates_with_every_float_sent_and_with_none():
+    F = CFG.n_candidate_floats
+    sent = [[0.125 * (i + j) for j in range(F)] for i in range(3)]
+    built = build_candidates([cand(i, floats=f) for i, f in enumerate(sent)], CFG, {})
+    assert built.floats.dtype == torch.float32 and built.floats.tolist() == sent
+    assert build_candidates([cand(i) for i in range(3)], CFG, {}).floats.tolist() == [[0.0] * F] * 3
+
+
+def test_build_candidates_without_content_features():
+    cfg = dataclasses.replace(tiny_config("online"), content_dim=0)
+    built = build_candidates([cand(0, content_id="c1"), cand(1)], cfg, {"c1": np.ones(0)})
+    assert built.content.dtype == torch.float32 and built.content.shape == (2, 0)
+    assert built.has_content.dtype == torch.bool and built.has_content.tolist() == [False, False]
 
 
 def test_request_context_equals_the_reference():

@@ -194,6 +194,38 @@ def test_one_width_history_skips_corrupt_rows_and_keeps_the_rest_in_order() -> N
     assert fast.timestamps_ms[0].tolist() == [BASE_MS + 3, BASE_MS + 4, BASE_MS + 5]
 
 
+def test_one_width_ties_order_by_event_hash_then_source() -> None:
+    """On the whole-row path too: equal timestamps order by event_hash, full ties keep the
+    sources' order."""
+
+    def rec(item: int, event_hash: int) -> bytes:
+        return HistoryRecord(
+            BASE_MS, ActionType.CLICK, item, 0, event_hash, 0.0, (0.5,) * E
+        ).encode()
+
+    sources = [[rec(0, 3), rec(1, 1)], [rec(10, 1), rec(11, 2)]]
+    fast, kept, _ = history_events(sources, 4, E)
+    assert kept == 4 and fast.item_hash[0].tolist() == [1, 10, 11, 0]
+    reference, _ = decode_history(sources, limit=4)
+    assert [r.item_hash for r in reference] == [1, 10, 11, 0]
+
+
+def test_records_without_content_take_the_row_path_for_a_model_without_content() -> None:
+    def rec(t: int) -> bytes:
+        return HistoryRecord(BASE_MS + t, ActionType.VIEW, t, 0, t, 0.5, None).encode()
+
+    sources = [[rec(t) for t in (1, 4, 5)], [rec(t) for t in (2, 3)]]
+    real = records_module.recent_history
+    records_module.recent_history = None  # the columns path would fail: not taken
+    try:
+        fast, kept, corrupt = history_events(sources, 4, 0)
+    finally:
+        records_module.recent_history = real
+    records, _ = decode_history(sources, limit=4)
+    assert (kept, corrupt) == (4, 0) and fast.content.shape == (1, 4, 0)
+    _assert_batches_equal(fast, EventBatch.from_records([records], 4, 0))
+
+
 def test_history_events_at_serving_size() -> None:
     """400 + 400 members of one width, the common case: one frombuffer."""
     g = np.random.default_rng(0)

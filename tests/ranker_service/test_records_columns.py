@@ -75,3 +75,15 @@ def test_a_limit_of_one_keeps_the_newest():
     history = records(4)
     cols, _ = recent_history([[r.encode() for r in history[::-1]]], 1, E)
     check_columns(cols, history[-1:])
+
+
+def test_mixed_widths_decode_in_input_order():
+    """Members of two widths and a corrupt one, interleaved: one frombuffer per width, rows put
+    back in input order, the other width read as no content."""
+    full, bare = records(4), records(3, content=False)
+    members = [full[0], bare[0], full[1], full[2], bare[1], bare[2], full[3]]
+    raw = [r.encode() for r in members]
+    raw.insert(3, b"\x00" * 7)
+    cols, corrupt = decode_history_columns(raw, E)
+    assert corrupt == 1
+    check_columns(cols, members)
