@@ -229,6 +229,25 @@ def serving_features(
     return events, decision.feature, tensors, ctx
 
 
+def interleaved_ms(
+    variants: dict[str, Callable[[], object]],
+    reps: int,
+    clock: Callable[[], float] = time.perf_counter,
+    setup: dict[str, Callable[[], object]] | None = None,
+) -> dict[str, list[float]]:
+    """Each variant ``reps`` times, round-robin, in ms by ``clock``; ``setup[name]`` runs
+    untimed right before its variant."""
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(reps):
+        for name, fn in variants.items():
+            if setup is not None:
+                setup[name]()
+            start = clock()
+            fn()
+            times[name].append((clock() - start) * 1e3)
+    return times
+
+
 def after_table(result: Result, cfg: LLaTTEConfig, decode: Callable[[], tuple], reps: int):
     """The warm decode's thread CPU after nothing, a sleep and a model step; returns the
     medians (ms) by what ran before."""
@@ -241,13 +260,7 @@ def after_table(result: Result, cfg: LLaTTEConfig, decode: Callable[[], tuple], 
         "a 5 ms sleep": lambda: time.sleep(0.005),
         "one model step": lambda: scorer.score_many(request, None),
     }
-    cpu: dict[str, list[float]] = {k: [] for k in before}
-    for _ in range(reps):
-        for name, run_before in before.items():
-            run_before()
-            start = time.thread_time()
-            decode()
-            cpu[name].append((time.thread_time() - start) * 1e3)
+    cpu = interleaved_ms(dict.fromkeys(before, decode), reps, time.thread_time, before)
     table = result.table(
         "The warm decode after what ran before it (thread CPU)",
         ["before it", "p50 ms", "p99 ms", "vs back to back"],
@@ -333,12 +346,7 @@ def main(argv: list[str] | None = None) -> None:
     variants["serving, content cache warm, history by columns"] = lambda: serving_features(
         cfg, members, embedding_raw, {}, cands, warm, columns_history
     )
-    decode_times: dict[str, list[float]] = {k: [] for k in variants}
-    for _ in range(args.reps):
-        for name, fn in variants.items():
-            start = time.perf_counter()
-            fn()
-            decode_times[name].append((time.perf_counter() - start) * 1e3)
+    decode_times = interleaved_ms(variants, args.reps)
     table = result.table(
         "Decode + tensors (inference thread CPU)",
         ["path", "p50 ms", "p99 ms", "vs reference"],
