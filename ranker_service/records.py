@@ -92,6 +92,16 @@ class HistoryColumns:
         )
 
 
+def _valid(records: np.ndarray, dim: int) -> np.ndarray:
+    """(R,) bool: which records of ``dim`` content values ``HistoryRecord.decode`` accepts
+    (their byte length already matches): the version, the header's width, the action."""
+    return (
+        (records["version"] == HISTORY_RECORD_VERSION)
+        & (records["dim"] == dim)
+        & _ACTION_OK[records["action"]]
+    )
+
+
 def _decode_group(
     raw: bytes, count: int, length: int, content_dim: int
 ) -> tuple[HistoryColumns, np.ndarray]:
@@ -102,11 +112,7 @@ def _decode_group(
         # No content_dim gives this length: all corrupt (the reference: too short / length).
         return HistoryColumns.empty(content_dim), np.zeros(count, dtype=bool)
     records = np.frombuffer(raw, dtype=history_dtype(dim), count=count)  # (R,) structured
-    ok = (
-        (records["version"] == HISTORY_RECORD_VERSION)
-        & (records["dim"] == dim)
-        & _ACTION_OK[records["action"]]
-    )
+    ok = _valid(records, dim)
     if not ok.all():
         records = records[ok]
     n = records.shape[0]
@@ -229,11 +235,7 @@ def recent_event_batch(
     raw = b"".join(members)
     dtype = history_dtype(content_dim)
     records = np.frombuffer(raw, dtype=dtype)  # (R,) structured, for the checks and the keys
-    ok = (
-        (records["version"] == HISTORY_RECORD_VERSION)
-        & (records["dim"] == content_dim)
-        & _ACTION_OK[records["action"]]
-    )
+    ok = _valid(records, content_dim)
     rows = None if ok.all() else np.flatnonzero(ok)  # (R',) the valid records' positions
     if rows is not None:
         records = records[rows]

@@ -222,7 +222,7 @@ EQUIVALENT: dict[str, str] = {
                 for n in (3, 5, 7)
             ),
             (
-                "x_recent_event_batch__mutmut_51",
+                "x_recent_event_batch__mutmut_45",
                 "no all-valid shortcut: indexing by every position returns the same rows",
             ),
         )
