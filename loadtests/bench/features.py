@@ -18,7 +18,8 @@ embedding, N = 100 candidates with content by id), on a real redis-server, in on
   the decode always follows a model step or an idle wait. ``--no-model`` skips this table.
 
 Each variant runs ``--reps`` times, interleaved; medians and p99 in ms, ratios within the run.
-Writes ``docs/benchmarks/results/features.json`` (or ``--out``). A benchmark: it asserts nothing.
+Writes ``docs/benchmarks/results/features.json`` (``features-<tag>.json`` with ``--tag``, or
+``--out``). A benchmark: it asserts nothing.
 """
 
 from __future__ import annotations
