@@ -207,14 +207,39 @@ def _newest_last(timestamps_ms: np.ndarray, event_hash: np.ndarray) -> np.ndarra
     return order
 
 
-# EventBatch field, record field, dtype: the columns recent_event_batch writes
-_BATCH_COLUMNS = (
-    ("timestamps_ms", "timestamp_ms", np.int64),
-    ("action_type", "action", np.int64),
-    ("item_hash", "item_hash", np.int64),
-    ("surface_hash", "surface_hash", np.int64),
-    ("value", "value", np.float32),
-)
+# EventBatch field -> HistoryRecord field, for the columns recent_event_batch reads
+_RECORD_FIELDS = {
+    "timestamps_ms": "timestamp_ms",
+    "action_type": "action",
+    "item_hash": "item_hash",
+    "surface_hash": "surface_hash",
+    "value": "value",
+}
+_BATCH_DTYPES = {
+    "timestamps_ms": np.int64,
+    "action_type": np.int64,
+    "item_hash": np.int64,
+    "surface_hash": np.int64,
+    "value": np.float32,
+}
+
+
+def _left_padded(rows: dict[str, np.ndarray], n: int, length: int, content_dim: int) -> EventBatch:
+    """``n`` rows per EventBatch field (oldest first; ``content`` (n, E)) -> a (1, length)
+    EventBatch, zeros on the left. Each column is cast once, as it is written; content float16
+    -> float32 goes through torch, vectorised on a strided field too."""
+    start = length - n
+    columns = {}
+    for name, np_type in _BATCH_DTYPES.items():
+        column = np.zeros((1, length), np_type)
+        column[0, start:] = rows[name]
+        columns[name] = torch.from_numpy(column)
+    valid = np.zeros((1, length), bool)
+    valid[0, start:] = True
+    content = np.zeros((1, length, content_dim), np.float32)
+    if content_dim and n:
+        torch.from_numpy(content[0, start:]).copy_(torch.from_numpy(rows["content"]))
+    return EventBatch(**columns, content=torch.from_numpy(content), valid=torch.from_numpy(valid))
 
 
 def recent_event_batch(
@@ -244,20 +269,11 @@ def recent_event_batch(
         order = rows[order]
     # Whole records as opaque rows: one memcpy each (a structured take copies field by field).
     kept = np.frombuffer(raw, dtype=np.dtype((np.void, size)))[order].view(dtype)  # (n,)
+    fields = {name: kept[field] for name, field in _RECORD_FIELDS.items()}
+    if content_dim:
+        fields["content"] = kept["content"]
     n = kept.shape[0]
-    start = length - n
-    columns = {}
-    for name, field, np_type in _BATCH_COLUMNS:
-        column = np.zeros((1, length), np_type)  # left padding: zeros
-        column[0, start:] = kept[field]
-        columns[name] = torch.from_numpy(column)
-    valid = np.zeros((1, length), bool)
-    valid[0, start:] = True
-    content = np.zeros((1, length, content_dim), np.float32)
-    if content_dim and n:  # float16 -> float32 by torch: vectorised on the strided field
-        torch.from_numpy(content[0, start:]).copy_(torch.from_numpy(kept["content"]))
-    batch = EventBatch(**columns, content=torch.from_numpy(content), valid=torch.from_numpy(valid))
-    return batch, n, len(members) - records.shape[0]
+    return _left_padded(fields, n, length, content_dim), n, len(members) - records.shape[0]
 
 
 def event_batch(columns: HistoryColumns, length: int, content_dim: int) -> EventBatch:
@@ -265,20 +281,10 @@ def event_batch(columns: HistoryColumns, length: int, content_dim: int) -> Event
 
     Equal to ``EventBatch.from_records`` on the decoded records (tested).
     """
-    batch = EventBatch.empty(1, length, content_dim)
     n = min(len(columns), length)
-    if not n:
-        return batch
-    start = length - n
-    batch.timestamps_ms[0, start:] = torch.from_numpy(columns.timestamps_ms[-n:])
-    batch.action_type[0, start:] = torch.from_numpy(columns.action_type[-n:])
-    batch.item_hash[0, start:] = torch.from_numpy(columns.item_hash[-n:])
-    batch.surface_hash[0, start:] = torch.from_numpy(columns.surface_hash[-n:])
-    batch.value[0, start:] = torch.from_numpy(columns.value[-n:])
-    batch.valid[0, start:] = True
-    if content_dim:
-        batch.content[0, start:] = torch.from_numpy(columns.content[-n:])  # (n, E)
-    return batch
+    first = len(columns) - n  # the newest n rows
+    rows = {name: getattr(columns, name)[first:] for name in (*_BATCH_DTYPES, "content")}
+    return _left_padded(rows, n, length, content_dim)
 
 
 @dataclass(frozen=True)

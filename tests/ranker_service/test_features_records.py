@@ -296,6 +296,17 @@ def test_embedding_decode_equals_the_reference(raw: bytes, expected_dim: int | N
     assert (fast.history_length, fast.dtype) == (reference.history_length, reference.dtype)
 
 
+def test_a_non_finite_embedding_is_refused_by_name() -> None:
+    raw = EmbeddingRecord((0.5, float("nan")), "up-1", BASE_MS, BASE_MS, 1).encode()
+    for decode in (decode_embedding, EmbeddingRecord.decode):
+        try:
+            decode(raw)
+        except ValueError as e:
+            assert str(e) == "embedding record contains non-finite values"
+        else:
+            raise AssertionError(f"{decode.__qualname__} accepted a NaN")
+
+
 def test_ties_break_by_event_hash_then_source_order() -> None:
     """merge_histories' order: (timestamp_ms, event_hash), stable for full ties."""
     ts = BASE_MS

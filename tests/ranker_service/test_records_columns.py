@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ranker_service.records import HistoryColumns, decode_history_columns, recent_history
+from ranker_service.records import (
+    HistoryColumns,
+    decode_history_columns,
+    event_batch,
+    recent_history,
+)
 from shared_model.contract import ActionType, HistoryRecord, stable_hash
 
 E = 4
@@ -87,3 +92,17 @@ def test_mixed_widths_decode_in_input_order():
     cols, corrupt = decode_history_columns(raw, E)
     assert corrupt == 1
     check_columns(cols, members)
+
+
+def test_event_batch_keeps_the_newest_rows_left_padded():
+    history = records(5)
+    cols, _ = decode_history_columns([r.encode() for r in history], E)
+    short = event_batch(cols, 3, E)  # more rows than positions: the newest 3
+    assert short.timestamps_ms[0].tolist() == [r.timestamp_ms for r in history[-3:]]
+    assert short.valid[0].tolist() == [True] * 3
+    long = event_batch(cols, 7, E)  # fewer: zeros on the left
+    assert long.timestamps_ms[0].tolist() == [0, 0] + [r.timestamp_ms for r in history]
+    assert long.valid[0].tolist() == [False, False] + [True] * 5
+    assert long.content[0, :2].abs().sum() == 0 and long.content[0, 2:].tolist() == [
+        list(r.content) for r in history
+    ]
