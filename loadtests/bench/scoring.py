@@ -62,6 +62,7 @@ if TYPE_CHECKING:
 
 NOW_MS = 1_750_000_000_000
 PAIRS = 5  # before/after subprocess pairs
+BATCH_PAIR = 8  # requests in the before/after's recorded score_many
 MATMUL_N = 1024  # the floor's fp32 matmul: n x n x n, about as long as the model step
 RECORDED_F32 = "float32, recorded graph"  # frozen and optimised, as a float32 ranker scores
 RECORDED_BF16 = "bf16, recorded graph"  # the weights cast at load, as a bf16 ranker scores
@@ -188,16 +189,32 @@ def side_by_side_table(
 
 
 def _child_step(n_candidates: int, threads: int, rounds: int) -> None:
-    """Print {"step_s", "matmul_s"} for score() of the model package on sys.path."""
+    """Print the model package on sys.path's step times in seconds: {"step_s"} for score(),
+    {"recorded_s"} for its recorded graph, {"recorded_batch_s"} per request for BATCH_PAIR
+    requests in one recorded score_many, and {"matmul_s"}, interleaved."""
+    from shared_model.traced import TracedScorer  # the package on sys.path, as the model's
+
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     cfg = online_config()
     model = RankerModel(cfg).eval()
-    request = _request(cfg, n_candidates, cfg.max_seq_len)
+    requests = [_request(cfg, n_candidates, cfg.max_seq_len) for _ in range(BATCH_PAIR)]
+    traced = TracedScorer(model)
     a, b = torch.randn(MATMUL_N, MATMUL_N), torch.randn(MATMUL_N, MATMUL_N)
-    t = interleaved({"matmul": lambda: a @ b, "step": lambda: score(model, *request)}, rounds, 5)
+    t = interleaved(
+        {
+            "matmul": lambda: a @ b,
+            "step": lambda: score(model, *requests[0]),
+            "recorded": lambda: traced.score(*requests[0]),
+            "recorded_batch": lambda: traced.score_many(requests),
+        },
+        rounds,
+        5,
+    )
     package = sys.modules["shared_model"].__file__
-    print(json.dumps({"step_s": t["step"], "matmul_s": t["matmul"], "package": package}))
+    times = {f"{name}_s": t[name] for name in ("step", "recorded", "matmul")}
+    times["recorded_batch_s"] = t["recorded_batch"] / BATCH_PAIR
+    print(json.dumps({**times, "package": package}))
 
 
 def before_after(result: Result, rev: str, n_candidates: int, threads: int, rounds: int) -> None:
@@ -235,18 +252,44 @@ def before_after(result: Result, rev: str, n_candidates: int, threads: int, roun
                 runs[label].append(run)
     table = result.table(
         f"Before/after: score(), one request, threads {threads}",
-        ["code", "step ms", "matmul GFLOP/s", "x floor"],
-        note=f"Median of {PAIRS} alternating subprocess pairs, each a median of round minima.",
+        [
+            "code",
+            "matmul GFLOP/s",
+            "eager ms",
+            "eager x floor",
+            "recorded ms",
+            "recorded x floor",
+            f"recorded score_many({BATCH_PAIR}) ms/request",
+        ],
+        note=f"Median of {PAIRS} alternating subprocess pairs, each a median of round minima; "
+        "x floor is each run's step against the floor at that run's matmul rate. 'recorded': "
+        "the graph the ranker replays in float32 (shared_model.traced).",
     )
-    steps = {}
+    median = statistics.median
+    steps: dict[str, dict[str, float]] = {}
     for label, rs in runs.items():
-        step = statistics.median(r["step_s"] for r in rs)
-        rate = statistics.median(2 * MATMUL_N**3 / r["matmul_s"] for r in rs)
-        steps[label] = step
-        table.add(label, step * 1e3, rate / 1e9, step / (flops / rate))
+        rate = median(2 * MATMUL_N**3 / r["matmul_s"] for r in rs)
+        steps[label] = {k: median(r[k] for r in rs) for k in rs[0] if k.endswith("_s")}
+        floor_x = {
+            k: median(r[k] * 2 * MATMUL_N**3 / r["matmul_s"] / flops for r in rs)
+            for k in ("step_s", "recorded_s")
+        }
+        step = steps[label]
+        table.add(
+            label,
+            rate / 1e9,
+            step["step_s"] * 1e3,
+            floor_x["step_s"],
+            step["recorded_s"] * 1e3,
+            floor_x["recorded_s"],
+            step["recorded_batch_s"] * 1e3,
+        )
     before, after = steps.values()
     result.summary.append(
-        f"model step time, {rev} / this tree: {before / after:.2f}x (threads {threads})"
+        f"model step time, {rev} / this tree: eager {before['step_s'] / after['step_s']:.2f}x, "
+        f"recorded {before['recorded_s'] / after['recorded_s']:.2f}x, recorded "
+        f"score_many({BATCH_PAIR}) {before['recorded_batch_s'] / after['recorded_batch_s']:.2f}x"
+        f" (threads {threads})"
     )
 
 
