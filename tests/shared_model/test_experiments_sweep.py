@@ -16,7 +16,7 @@ def test_sweep_end_to_end_on_a_movielens_folder(tmp_path):
     data = write_tiny_movielens(tmp_path / "ml", n_users=20, n_movies=60, ratings_per_user=20)
     out = tmp_path / "sweep"
     argv = ["--out", str(out), "--data-dir", str(data), "--seeds", "0,1", "--threads", "1"]
-    argv += ["--device", "cpu", "--bf16", "--lengths", "4,8", "--depths", "1,2"]
+    argv += ["--device", "cpu", "--lengths", "4,8", "--depths", "1,2"]
     argv += ["--base", json.dumps(TINY), "--train", '{"batch_size": 256}']
     sweep.main(argv)
     runs = [(out / "runs" / f"seed{s}.jsonl").read_text().splitlines() for s in (0, 1)]
@@ -40,6 +40,18 @@ def test_sweep_end_to_end_on_a_movielens_folder(tmp_path):
     # re-rendering from the run files gives the same report
     sweep.main(["--out", str(out), "--render-only"])
     assert (out / "sweep.md").read_text() == md
+
+
+@pytest.mark.parametrize("flag", [[], ["--bf16"]])
+def test_the_bf16_flag_reaches_every_seeds_training_config(tmp_path, flag):
+    # The end-to-end sweep above trains in float32: bf16 training on a CPU without native bf16
+    # takes minutes, and training in bf16 is tested on its own (test_training_movielens_cli).
+    data = write_tiny_movielens(tmp_path / "ml", n_users=20, n_movies=60, ratings_per_user=20)
+    out = tmp_path / "sweep"
+    args = sweep.parse(["--out", str(out), "--data-dir", str(data), "--device", "cpu", *flag])
+    sweep.SeedRun(args, 0).file.close()
+    meta = json.loads((out / "runs" / "seed0.jsonl").read_text().splitlines()[0])
+    assert meta["part"] == "meta" and meta["train"]["bf16"] is bool(flag)
 
 
 def _write_runs(folder, ranker_up, ranker_none, pop, logreg, ne_short, ne_long):
