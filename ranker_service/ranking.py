@@ -41,7 +41,8 @@ from ranker_service.features import (
 )
 from ranker_service.metrics import Metrics
 from ranker_service.model_runner import ModelBundle, ModelRunner
-from ranker_service.schemas import HistorySource, RankRequest, UpstreamStatus
+from ranker_service.request_decoder import RankInput
+from ranker_service.schemas import HistorySource, UpstreamStatus
 from ranker_service.settings import Settings
 from ranker_service.store import FeatureStore, FetchOutcome, UserData
 from shared_model.contract import (
@@ -77,7 +78,7 @@ class _Features:
 
 def _prepare_in_worker(
     bundle: ModelBundle,
-    request: RankRequest,
+    request: RankInput,
     request_time_ms: int,
     inline: list[HistoryRecord] | None,
     data: UserData,
@@ -136,7 +137,7 @@ class RankingService:
             settings.content_cache_entries, settings.content_cache_ttl_s, metrics
         )
 
-    def _check(self, request: RankRequest, bundle: ModelBundle) -> list[HistoryRecord] | None:
+    def _check(self, request: RankInput, bundle: ModelBundle) -> list[HistoryRecord] | None:
         s = self.settings
         try:
             # The contract's id rules (printable, no braces) are stricter than the schema's
@@ -166,7 +167,7 @@ class RankingService:
         except ContractError as e:
             raise RankInputError(str(e)) from None
 
-    async def rank(self, request: RankRequest, started: float) -> RankResult:
+    async def rank(self, request: RankInput, started: float) -> RankResult:
         bundle = self.runner.bundle
         if bundle is None:  # the route's readiness dependency normally prevents this
             raise RuntimeError("no model loaded")
@@ -217,7 +218,7 @@ class RankingService:
 
     def _respond(
         self,
-        request: RankRequest,
+        request: RankInput,
         bundle: ModelBundle,
         data: UserData,
         scored: Scored,

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from ranker_service.deps import RankingDep
 from ranker_service.errors import error_responses
+from ranker_service.request_decoder import RankInput, decode_fast
 from ranker_service.schemas import RankRequest, RankResponse
 
 router = APIRouter(prefix="/v1", tags=["rank"])
@@ -25,7 +26,15 @@ REQUEST_BODY = {
 }
 
 
-def parse_rank_request(body: bytes) -> RankRequest:
+def parse_rank_request(body: bytes) -> RankInput:
+    """The request body -> its request: msgspec's structs when that decoder accepts it
+    (ranker_service.request_decoder), else the reference, ``validate_rank_request``."""
+    if (request := decode_fast(body)) is not None:
+        return request
+    return validate_rank_request(body)
+
+
+def validate_rank_request(body: bytes) -> RankRequest:
     """The request body -> RankRequest, in one pass of pydantic-core over the bytes.
 
     Raises RequestValidationError with FastAPI's error shape (``loc`` starts with "body";
