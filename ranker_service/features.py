@@ -88,8 +88,8 @@ def decide_embedding(
     if age_ms > max_age_ms:
         return EmbeddingDecision(EmbeddingOutcome.STALE, absent(), age_ms, record.model_version)
     feature = UpstreamFeature(
-        torch.from_numpy(record.vector)[None, :],  # (1, U)
-        torch.ones(1, dtype=torch.bool),
+        torch.from_numpy(record.vector.reshape(1, -1)),  # (1, U)
+        torch.from_numpy(np.ones(1, dtype=bool)),
     )
     return EmbeddingDecision(EmbeddingOutcome.HIT, feature, age_ms, record.model_version)
 
@@ -227,35 +227,33 @@ def build_candidates(
     A candidate with neither an inline vector nor a vector in ``content`` has no content.
     """
     E, F, N = cfg.content_dim, cfg.n_candidate_floats, len(cands)
+    content_rows = np.zeros((N, E), dtype=np.float32)  # (N, E)
+    has_content = np.zeros(N, dtype=bool)
     if E:
-        vectors = [
-            c.content_embedding
-            if c.content_embedding is not None
-            else content.get(c.content_id)
-            if c.content_id is not None
-            else None
-            for c in cands
-        ]
-        has_content = np.fromiter((v is not None for v in vectors), dtype=bool, count=N)
-        content_rows = np.zeros((N, E), dtype=np.float32)  # (N, E)
-        if has_content.any():  # one array call for the rows, not one assignment per row
-            content_rows[has_content] = [v for v in vectors if v is not None]
+        rows, vectors = [], []
+        for i, c in enumerate(cands):
+            v = c.content_embedding
+            if v is None and c.content_id is not None:
+                v = content.get(c.content_id)
+            if v is not None:
+                rows.append(i)
+                vectors.append(v)
+        if rows:  # one array call for the rows, not one assignment per row
+            content_rows[rows] = vectors
+            has_content[rows] = True
+    sent = [c.floats for c in cands]
+    if F and all(f is not None for f in sent):
+        float_rows = np.array(sent, dtype=np.float32).reshape(N, F)  # (N, F)
     else:
-        content_rows, has_content = np.zeros((N, 0), dtype=np.float32), np.zeros(N, dtype=bool)
-    float_rows = np.zeros((N, F), dtype=np.float32)  # (N, F)
-    if F:
-        sent = [c.floats for c in cands]
-        if all(f is not None for f in sent):
-            float_rows[:] = sent
-        else:
-            for i, f in enumerate(sent):
-                if f is not None:
-                    float_rows[i] = f
-    ad_hash = np.array([cached_hash(c.ad_id) for c in cands], dtype=np.int64)
-    advertiser_hash = np.array([cached_hash(c.advertiser_id) for c in cands], dtype=np.int64)
+        float_rows = np.zeros((N, F), dtype=np.float32)
+        for i, f in enumerate(sent):
+            if F and f is not None:
+                float_rows[i] = f
+    pairs = [(cached_hash(c.ad_id), cached_hash(c.advertiser_id)) for c in cands]
+    hashes = np.array(pairs, dtype=np.int64).reshape(N, 2).T.copy()  # (2, N), rows contiguous
     return Candidates(
-        ad_hash=torch.from_numpy(ad_hash),
-        advertiser_hash=torch.from_numpy(advertiser_hash),
+        ad_hash=torch.from_numpy(hashes[0]),
+        advertiser_hash=torch.from_numpy(hashes[1]),
         content=torch.from_numpy(content_rows),
         has_content=torch.from_numpy(has_content),
         floats=torch.from_numpy(float_rows),
@@ -263,13 +261,13 @@ def build_candidates(
 
 
 def request_context(time_ms: int, user_id: str, surface: str, device: str) -> Context:
-    """``Context.make`` for one request, with cached id hashes."""
-    return Context(
-        request_time_ms=torch.tensor([time_ms], dtype=torch.long),
-        user_hash=torch.tensor([cached_hash(user_id)], dtype=torch.long),
-        surface_hash=torch.tensor([cached_hash(surface)], dtype=torch.long),
-        device_hash=torch.tensor([cached_hash(device)], dtype=torch.long),
-    )
+    """``Context.make`` for one request, with cached id hashes: four (1,) views of one array."""
+    columns = np.array(
+        [[time_ms], [cached_hash(user_id)], [cached_hash(surface)], [cached_hash(device)]],
+        dtype=np.int64,
+    )  # (4, 1)
+    request_time_ms, user_hash, surface_hash, device_hash = map(torch.from_numpy, columns)
+    return Context(request_time_ms, user_hash, surface_hash, device_hash)
 
 
 _FETCH_REASON = {

@@ -229,20 +229,21 @@ EQUIVALENT: dict[str, str] = {
     },
     **{
         f"ranker_service.features.x_request_context__mutmut_{n}": (
-            "dtype torch.long dropped: torch.tensor of Python ints is int64 already"
+            "dtype np.int64 dropped or None: numpy 2's default integer is int64, and the "
+            "contract's hashes are signed 64-bit"
         )
-        for n in (10, 12, 14, 16, 19, 21, 24, 26)
+        for n in (3, 5)
     },
     **{
         f"ranker_service.features.x_build_candidates__mutmut_{n}": (
-            "dtype np.int64 dropped or None: np.array of Python ints is int64 already"
+            "dtype np.int64 dropped or None: numpy 2's default integer is int64, and the "
+            "contract's hashes are signed 64-bit"
         )
-        for n in (49, 51, 55, 57)
+        for n in (57, 59)
     },
-    "ranker_service.features.x_build_candidates__mutmut_7": (
-        "content.get(None) for a candidate without content_id: None, no vector either way"
+    "ranker_service.features.x_decide_embedding__mutmut_68": (
+        "reshape(1, -2): numpy reads any negative size as 'the rest', as -1"
     ),
-    "ranker_service.features.x_build_candidates__mutmut_16": "fromiter's count only preallocates",
     **{
         f"ranker_service.features.x_ranking_scores__mutmut_{n}": (
             "zip(strict=...) dropped or False: one bid per candidate, the same list"
