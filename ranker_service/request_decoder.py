@@ -1,10 +1,11 @@
 """``POST /v1/rank`` bodies decoded by msgspec; the pydantic models stay the reference.
 
-pydantic-core validates a 100-candidate body in ~170-250 us, most of it building one model
-instance per candidate and matching the id pattern once per id (~300 per body). msgspec
-decodes the same bytes into slotted structs with the same fields, limits and strictness in
-~60 us, and the id rule (printable, no braces) is checked once, by one search over all ids
-of the body.
+pydantic-core builds one model instance per candidate and matches the id pattern once per
+id (~300 per 100-candidate body). msgspec decodes the same bytes into slotted structs with
+the same fields, limits and strictness, and the id rule (printable, no braces) is checked
+once, by one search over all ids of the body: 0.11 against 0.30 ms of thread CPU back to
+back, 0.16 against 0.34 ms after a 5 ms idle gap, on a 2-vCPU Xeon in one interleaved run
+(``python -m loadtests.bench.features``, docs/benchmarks/features-xeon-amx.md).
 
 A body this decoder does not accept, for whatever reason, goes to the reference
 (``RankRequest.model_validate_json``): it raises the 422 the schema gives (or, for a body only

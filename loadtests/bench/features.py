@@ -15,7 +15,11 @@ embedding, N = 100 candidates with content by id), on a real redis-server, in on
 * the same warm decode, thread CPU, timed back to back, right after a 5 ms sleep and right
   after one step of the online model (random weights, its recorded graph, as the ranker
   scores): what the caches and predictors the decode finds left behind cost it. In the ranker
-  the decode always follows a model step or an idle wait. ``--no-model`` skips this table.
+  the decode always follows a model step or an idle wait. ``--no-model`` skips this table;
+* the request body (the N candidates by content id, with their float features) decoded into
+  the request the ranker serves: the reference, pydantic's ``RankRequest``, against the serving
+  decoder (msgspec, ``ranker_service.request_decoder``), thread CPU, back to back and right
+  after a 5 ms sleep.
 
 Each variant runs ``--reps`` times, interleaved; medians and p99 in ms, ratios within the run.
 Writes ``docs/benchmarks/results/features.json`` (``features-<tag>.json`` with ``--tag``, or
@@ -27,13 +31,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import random
 import struct
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
+import msgspec
+import orjson
 import redis.asyncio as aioredis
 import torch
 from redis._parsers import _AsyncHiredisParser, _AsyncRESP2Parser
@@ -49,6 +57,7 @@ from ranker_service.features import (
     resolve_content,
 )
 from ranker_service.records import event_batch, recent_history
+from ranker_service.routes.rank import parse_rank_request, validate_rank_request
 from ranker_service.schemas import Candidate
 from ranker_service.store import FetchOutcome
 from shared_model.config import LLaTTEConfig, online_config
@@ -72,6 +81,9 @@ from shared_model.traced import TracedScorer
 NOW_MS = 1_750_000_000_000
 USER = "bench-user"
 UPSTREAM = "bench-upstream"
+
+
+K = TypeVar("K", bound=Hashable)  # a variant's name
 
 
 def seed(client, cfg: LLaTTEConfig, per_source: int, n_candidates: int, rng: random.Random):
@@ -231,14 +243,14 @@ def serving_features(
 
 
 def interleaved_ms(
-    variants: dict[str, Callable[[], object]],
+    variants: dict[K, Callable[[], object]],
     reps: int,
     clock: Callable[[], float] = time.perf_counter,
-    setup: dict[str, Callable[[], object]] | None = None,
-) -> dict[str, list[float]]:
+    setup: dict[K, Callable[[], object]] | None = None,
+) -> dict[K, list[float]]:
     """Each variant ``reps`` times, round-robin, in ms by ``clock``; ``setup[name]`` runs
     untimed right before its variant."""
-    times: dict[str, list[float]] = {name: [] for name in variants}
+    times: dict[K, list[float]] = {name: [] for name in variants}
     for _ in range(reps):
         for name, fn in variants.items():
             if setup is not None:
@@ -272,6 +284,39 @@ def after_table(result: Result, cfg: LLaTTEConfig, decode: Callable[[], tuple], 
     for name, xs in cpu.items():
         table.add(name, _median(xs), percentile(xs, 99), f"{_median(xs) / base:.2f}x")
     return {name: _median(xs) for name, xs in cpu.items()}
+
+
+REFERENCE, SERVING = "pydantic RankRequest (reference)", "msgspec (serving)"
+BACK_TO_BACK, SLEPT = "nothing (back to back)", "a 5 ms sleep"
+
+
+def body_table(result: Result, body: bytes, reps: int) -> dict[tuple[str, str], float]:
+    """The request body decoded by the reference and by the serving decoder, thread CPU, back
+    to back and after a 5 ms sleep, interleaved; returns the medians (ms) by (decoder, what ran
+    before it)."""
+    served, reference = parse_rank_request(body), validate_rank_request(body)
+    if msgspec.to_builtins(served) != reference.model_dump(mode="json"):
+        raise RuntimeError("the serving decoder and the reference read the body differently")
+    decoders = {REFERENCE: validate_rank_request, SERVING: parse_rank_request}
+    before = {BACK_TO_BACK: lambda: None, SLEPT: lambda: time.sleep(0.005)}
+    keys = [(d, b) for b in before for d in decoders]
+    cpu = interleaved_ms(
+        {(d, b): functools.partial(decoders[d], body) for d, b in keys},
+        reps,
+        time.thread_time,
+        {(d, b): before[b] for d, b in keys},
+    )
+    table = result.table(
+        f"Request body decode ({len(body):,} bytes; thread CPU)",
+        ["decoder", "before it", "p50 ms", "p99 ms", "vs reference"],
+        note="The body of the requests above, decoded into the request the ranker serves; "
+        "a body the serving decoder does not accept goes to the reference.",
+    )
+    medians = {k: _median(xs) for k, xs in cpu.items()}
+    for (decoder, ran), xs in cpu.items():
+        ratio = medians[decoder, ran] / medians[REFERENCE, ran]
+        table.add(decoder, ran, medians[decoder, ran], percentile(xs, 99), f"{ratio:.2f}x")
+    return medians
 
 
 def _median(xs: list[float]) -> float:
@@ -379,6 +424,22 @@ def main(argv: list[str] | None = None) -> None:
     result.summary.append(
         f"decode with the content cache warm: {warm_decode:.2f} ms, {columns:.2f} ms with the "
         f"history by columns ({columns / warm_decode:.2f}x)"
+    )
+    body = orjson.dumps(
+        {
+            "user_id": "user-0",
+            "context": {"surface": "feed", "device": "ios"},
+            "candidates": [c.model_dump(exclude_none=True) for c in cands],
+        }
+    )
+    bodies = body_table(result, body, args.reps)
+    ref, fast, back, slept = REFERENCE, SERVING, BACK_TO_BACK, SLEPT
+    result.summary.append(
+        f"request body decode (N = {args.candidates}), thread CPU: msgspec "
+        f"{bodies[fast, back]:.3f} ms against pydantic {bodies[ref, back]:.3f} ms back to back "
+        f"({bodies[ref, back] / bodies[fast, back]:.1f}x less), {bodies[fast, slept]:.3f} "
+        f"against {bodies[ref, slept]:.3f} ms after a 5 ms sleep "
+        f"({bodies[ref, slept] / bodies[fast, slept]:.1f}x less)"
     )
     if not args.no_model:
         following = after_table(

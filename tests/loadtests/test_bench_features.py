@@ -18,7 +18,7 @@ def test_a_short_run_times_every_variant(tmp_path: Path) -> None:
     out = tmp_path / "features.json"
     features.main(["--reps", "3", "--candidates", "10", "--per-source", "20", "--out", str(out)])
     doc = read_result(out)
-    reads, decodes, following = doc["tables"]
+    reads, decodes, bodies, following = doc["tables"]
     assert len(reads["rows"]) == 5 and all(row[3] > 0 for row in reads["rows"])
     paths = [row[0] for row in decodes["rows"]]
     assert paths == [
@@ -30,6 +30,15 @@ def test_a_short_run_times_every_variant(tmp_path: Path) -> None:
     ]
     assert all(row[1] > 0 for row in decodes["rows"])
     assert any(line.startswith("decode with the content cache warm: ") for line in doc["summary"])
+    # The request body by the reference and the serving decoder, after nothing and a sleep.
+    assert [row[:2] for row in bodies["rows"]] == [
+        ["pydantic RankRequest (reference)", "nothing (back to back)"],
+        ["msgspec (serving)", "nothing (back to back)"],
+        ["pydantic RankRequest (reference)", "a 5 ms sleep"],
+        ["msgspec (serving)", "a 5 ms sleep"],
+    ]
+    assert all(row[2] > 0 for row in bodies["rows"])
+    assert any(line.startswith("request body decode (N = 10)") for line in doc["summary"])
     # The same decode after nothing, a sleep and a model step (a real recorded model step).
     assert [row[0] for row in following["rows"]] == [
         "nothing (back to back)",
@@ -46,7 +55,7 @@ def test_no_model_skips_the_after_table(tmp_path: Path) -> None:
         ["--reps", "2", "--candidates", "5", "--per-source", "10", "--no-model", "--out", str(out)]
     )
     doc = read_result(out)
-    assert len(doc["tables"]) == 2
+    assert len(doc["tables"]) == 3
     assert not any(line.startswith("warm decode, thread CPU") for line in doc["summary"])
 
 
