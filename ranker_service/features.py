@@ -18,13 +18,12 @@ import numpy as np
 import torch
 
 from ranker_service.records import decode_embedding, recent_event_batch
+from ranker_service.request_decoder import CandidateInput, EventInput
 from ranker_service.schemas import (
-    Candidate,
     Degradation,
     DegradationReason,
     DegradedFeature,
     EmbeddingOutcome,
-    InlineEvent,
 )
 from ranker_service.store import FetchOutcome
 from shared_model.config import LLaTTEConfig
@@ -130,7 +129,7 @@ def user_events(records: Sequence[HistoryRecord], length: int, content_dim: int)
     return EventBatch.from_records([records], length, content_dim)
 
 
-def inline_history(events: Sequence[InlineEvent], user_id: str) -> list[HistoryRecord]:
+def inline_history(events: Sequence[EventInput], user_id: str) -> list[HistoryRecord]:
     """Caller-sent events -> history records via the contract; ContractError names the problem.
 
     Events without an ``event_id`` get a positional one, so two equal events stay distinct.
@@ -154,7 +153,7 @@ def inline_history(events: Sequence[InlineEvent], user_id: str) -> list[HistoryR
     return merge_histories(records, limit=len(records))
 
 
-def check_candidates(cands: Sequence[Candidate], cfg: LLaTTEConfig) -> str | None:
+def check_candidates(cands: Sequence[CandidateInput], cfg: LLaTTEConfig) -> str | None:
     """The width checks that depend on the loaded model; returns the problem or None."""
     for i, c in enumerate(cands):
         if c.content_embedding is not None and len(c.content_embedding) != cfg.content_dim:
@@ -170,7 +169,7 @@ def check_candidates(cands: Sequence[Candidate], cfg: LLaTTEConfig) -> str | Non
     return None
 
 
-def check_inline_events(events: Sequence[InlineEvent], cfg: LLaTTEConfig) -> str | None:
+def check_inline_events(events: Sequence[EventInput], cfg: LLaTTEConfig) -> str | None:
     for i, e in enumerate(events):
         if e.content_embedding is not None and len(e.content_embedding) != cfg.content_dim:
             return (
@@ -181,7 +180,7 @@ def check_inline_events(events: Sequence[InlineEvent], cfg: LLaTTEConfig) -> str
 
 
 def resolve_content(
-    cands: Sequence[Candidate],
+    cands: Sequence[CandidateInput],
     fetch: FetchOutcome,
     raw: Mapping[str, bytes | None],
     cached: Mapping[str, np.ndarray],
@@ -220,7 +219,7 @@ def resolve_content(
 
 
 def build_candidates(
-    cands: Sequence[Candidate], cfg: LLaTTEConfig, content: Mapping[str, np.ndarray]
+    cands: Sequence[CandidateInput], cfg: LLaTTEConfig, content: Mapping[str, np.ndarray]
 ) -> Candidates:
     """Candidates (N,) tensors; content by id comes from ``content`` (decoded vectors (E,)).
 

@@ -27,7 +27,7 @@ from typing import Annotated
 
 import msgspec
 
-from ranker_service.schemas import RankRequest
+from ranker_service.schemas import Candidate, InlineEvent, RankRequest
 from shared_model.contract import MAX_ID_LENGTH, MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS
 
 # Lengths here; the characters by one search over the body's ids (_BAD_ID_CHAR).
@@ -73,7 +73,10 @@ class FastRankRequest(_Struct):
     events: list[FastEvent] | None = None
 
 
-RankInput = RankRequest | FastRankRequest  # what the serving path reads: the same fields
+# What the serving path reads, from either decoder: the same fields.
+RankInput = RankRequest | FastRankRequest
+CandidateInput = Candidate | FastCandidate
+EventInput = InlineEvent | FastEvent
 
 _decoder = msgspec.json.Decoder(FastRankRequest)
 
