@@ -468,7 +468,9 @@ def main(argv: list[str] | None = None) -> None:
         ("ranker" if threads == DEFAULT_LANES else f"ranker-{threads}-thread{'s' * (threads > 1)}")
         + tag,
         "Online ranker: server CPU, model floor, micro-batching, and a LitServe peer"
-        + f" ({threads} inference thread{'s' * (threads > 1)})"
+        + f" ({threads} inference thread{'s' * (threads > 1)}"
+        + (f", {args.torch_threads} intra-op threads each" if args.torch_threads > 1 else "")
+        + ")"
         + (f", {args.tag}" if args.tag else ""),
         command_line("loadtests.bench.ranker", argv if argv is not None else sys.argv[1:]),
         description=(__doc__ or "").split("\n\n", 2)[2].strip(),
