@@ -12,7 +12,11 @@ Three interchangeable implementations of the same function:
 * ``absorbed`` - MQA in the latent space (eq. 17-19): W_up^Q is folded with the key half of
                  W_up^KV into W^QK (H, R, C), and the value half of W_up^KV with W_out into
                  W^VO (H, C, D). Keys and values are the shared C-wide latent, so a cached
-                 latent is read once for all heads and all candidates.
+                 latent is read once for all heads and all candidates. On the CPU, in float32
+                 and without autograd, a first segment with no mask (the candidates reading
+                 their user's unpadded prefix) goes through PyTorch's fused flash-attention
+                 kernel, and the other segments are merged with it by log-sum-exp
+                 (``_absorbed(..., fuse=False)`` is the materialised reference).
 
 The scale stays 1/sqrt(K) in every form, so the three are exactly the same function (eq. 19
 writes sqrt(d_c); that is a different, equally trainable, parameterisation).
@@ -102,7 +106,7 @@ class MultiHeadLatentAttention(nn.Module):
         """x (B, S, D) query rows; segments of keys/values -> (B, S, D)."""
         q_lat = self.q_latent(x)  # (B, S, R)
         if impl == "absorbed":
-            return self._absorbed(q_lat, segments)
+            return self._absorbed(q_lat, segments, fuse=True)
         if impl not in ("sdpa", "naive"):
             raise ValueError(f"unknown attention impl {impl!r}")
         B = x.shape[0]
@@ -163,7 +167,9 @@ class MultiHeadLatentAttention(nn.Module):
         )  # (B, H, S, K)
         return self.wo(out.transpose(1, 2).reshape(B, S, H * K))
 
-    def _absorbed(self, q_lat: torch.Tensor, segments: list[Segment]) -> torch.Tensor:
+    def _absorbed(
+        self, q_lat: torch.Tensor, segments: list[Segment], fuse: bool = False
+    ) -> torch.Tensor:
         B, S, _ = q_lat.shape
         H = self.n_heads
         w_qk, w_vo = self.folded_weights()
@@ -171,6 +177,8 @@ class MultiHeadLatentAttention(nn.Module):
         if B == 0:  # no query rows (a request without candidates)
             return q_lat.new_zeros(0, S, w_vo.shape[1])
         q = (q_lat @ w_qk).view(B, S, H, C)  # already scaled by 1/sqrt(K)
+        if fuse and len(segments) > 1 and _fusable(q, segments[0]):
+            return _merge_fused_first(q, segments).reshape(B, S, H * C) @ w_vo
         # Every product below is one (b)mm on the shared latent: a segment of G key sets is read
         # by B = G * M query rows as (G, M*S*H, C) @ (G, C, L), whether G is 1 (one history for
         # all candidates), B (own keys) or the users of a multi-request batch. The scores of all
@@ -195,3 +203,61 @@ class MultiHeadLatentAttention(nn.Module):
             o = torch.matmul(p, lat).view(B, S, H, C)
             out_lat = o if out_lat is None else out_lat + o  # (B, S, H, C)
         return out_lat.reshape(B, S, H * C) @ w_vo  # (B, S, D)
+
+
+def _fusable(q: torch.Tensor, first: Segment) -> bool:
+    """Whether the fused kernel can read the first segment: every key allowed and at least one,
+    float32 on the CPU, no gradient wanted (the serving path; training keeps the materialised
+    form)."""
+    lat, allowed = first
+    return (
+        allowed is None
+        and lat.shape[1] > 0
+        and q.device.type == "cpu"
+        and q.dtype == lat.dtype == torch.float32
+        and not (torch.is_grad_enabled() and (q.requires_grad or lat.requires_grad))
+    )
+
+
+def _merge_fused_first(q: torch.Tensor, segments: list[Segment]) -> torch.Tensor:
+    """Absorbed attention with the first segment through the fused kernel -> (B*S*H, C).
+
+    q (B, S, H, C), scaled. The first segment's keys (its latent, read by B = G * M rows as
+    one MQA head per user) never leave the kernel's tiles: it returns that segment's output,
+    normalised over its keys, and the log-sum-exp of its scores. The other segments' scores
+    are materialised (few keys: a candidate's own tokens) and merged with it exactly:
+    softmax over all keys = (exp(lse_1) o_1 + sum_i exp(s_i) v_i) / (exp(lse_1) + sum exp(s_i)),
+    every exponent taken relative to their common maximum. Equal to the materialised form
+    within float rounding (tests/shared_model/test_mla_fused.py).
+    """
+    B, S, H, C = q.shape
+    (first, _), rest = segments[0], segments[1:]
+    G = first.shape[0]
+    keys = first[:, None]  # (G, 1, L, C): one head, keys and values alike
+    out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+        q.reshape(G, 1, (B // G) * S * H, C), keys, keys, scale=1.0
+    )[:2]
+    out, lse = out.reshape(B * S * H, C), lse.reshape(B * S * H, 1)
+    scores = []
+    for lat, allowed in rest:
+        G, L = lat.shape[0], lat.shape[1]
+        M = B // G
+        s = torch.matmul(q.reshape(G, M * S * H, C), lat.transpose(1, 2))  # (G, M*S*H, L)
+        if allowed is not None:
+            A = allowed.shape[0]
+            mask = allowed.view(G if A == B else A, M if A == B else 1, allowed.shape[1], 1, L)
+            s = s.view(G, M, S, H, L).masked_fill_(~mask, float("-inf"))
+        scores.append(s.reshape(B * S * H, L))
+    s = torch.cat(scores, dim=-1) if len(scores) > 1 else scores[0]  # (B*S*H, sum L)
+    top = torch.maximum(s.amax(-1, keepdim=True), lse)  # finite: lse is
+    weights = (s - top).exp_()  # (B*S*H, sum L), unnormalised
+    first_weight = (lse - top).exp_()  # (B*S*H, 1)
+    total = first_weight + weights.sum(-1, keepdim=True)
+    out = out * first_weight
+    start = 0
+    for lat, _ in rest:
+        G, L = lat.shape[0], lat.shape[1]
+        p = weights[:, start : start + L].reshape(G, (B // G) * S * H, L)
+        start += L
+        out = out + torch.matmul(p, lat).reshape(B * S * H, C)
+    return out / total

@@ -1,0 +1,89 @@
+"""The absorbed MLA's fused first segment (the flash kernel merged by log-sum-exp) against the
+materialised form it replaces, and when it applies."""
+
+import pytest
+import torch
+
+from shared_model.config import tiny_config
+from shared_model.modules.mla import MultiHeadLatentAttention, _fusable
+
+
+@pytest.fixture
+def mla():
+    torch.manual_seed(0)
+    attn = MultiHeadLatentAttention(tiny_config(n_heads=3, head_dim=5, kv_lora_rank=7))
+    for p in attn.parameters():
+        torch.nn.init.normal_(p, std=0.5)
+    return attn.eval()
+
+
+def both(mla, x, segments):
+    with torch.inference_mode():
+        q_lat = mla.q_latent(x)
+        return mla._absorbed(q_lat, segments, fuse=True), mla._absorbed(q_lat, segments)
+
+
+def own_tokens(mla, x):
+    """Each row's own tokens as a second segment, causal (as decode_queries builds it)."""
+    S = x.shape[1]
+    return mla.kv_latent(x), torch.ones(S, S, dtype=torch.bool).tril()[None]
+
+
+@pytest.mark.parametrize(("B", "S", "L"), [(1, 1, 1), (5, 2, 9), (7, 3, 40)])
+def test_shared_prefix_and_own_tokens(mla, B, S, L):
+    x = torch.randn(B, S, 32)
+    prefix = mla.kv_latent(torch.randn(1, L, 32))  # one user's prefix, read by every row
+    fused, reference = both(mla, x, [(prefix, None), own_tokens(mla, x)])
+    torch.testing.assert_close(fused, reference, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fused, mla(x, [(prefix, None), own_tokens(mla, x)], "naive"))
+
+
+@pytest.mark.parametrize("G", [2, 3])
+def test_grouped_prefixes(mla, G):
+    # G users' prefixes, M rows each: row b reads user b // M's prefix only.
+    M, S, L = 4, 2, 11
+    x = torch.randn(G * M, S, 32)
+    prefixes = mla.kv_latent(torch.randn(G, L, 32))
+    fused, reference = both(mla, x, [(prefixes, None), own_tokens(mla, x)])
+    torch.testing.assert_close(fused, reference, atol=1e-5, rtol=1e-5)
+    for g in range(G):  # each group alone, as one user's request
+        rows = slice(g * M, (g + 1) * M)
+        alone, _ = both(mla, x[rows], [(prefixes[g : g + 1], None), own_tokens(mla, x[rows])])
+        torch.testing.assert_close(fused[rows], alone, atol=1e-5, rtol=1e-5)
+
+
+def test_masked_later_segments_and_a_row_that_reads_none_of_them(mla):
+    B, S = 4, 2
+    x = torch.randn(B, S, 32)
+    prefix = mla.kv_latent(torch.randn(1, 6, 32))
+    second = mla.kv_latent(torch.randn(B, 3, 32))
+    allowed = torch.rand(B, S, 3) < 0.5
+    allowed[0] = False  # row 0 reads only the prefix
+    third = mla.kv_latent(torch.randn(1, 5, 32))
+    segments = [(prefix, None), (second, allowed), (third, torch.ones(1, 1, 5, dtype=torch.bool))]
+    fused, reference = both(mla, x, segments)
+    torch.testing.assert_close(fused, reference, atol=1e-5, rtol=1e-5)
+
+
+def test_scores_far_apart(mla):
+    # Scores hundreds apart: most weights underflow to 0, each side of the merge in turn holds
+    # the maximum; the merge stays exact and finite.
+    x = torch.randn(6, 2, 32) * 30
+    prefix = mla.kv_latent(torch.randn(1, 8, 32)) * 30
+    fused, reference = both(mla, x, [(prefix, None), own_tokens(mla, x)])
+    assert torch.isfinite(fused).all()
+    torch.testing.assert_close(fused, reference, atol=1e-4, rtol=1e-4)
+
+
+def test_when_the_fused_kernel_applies():
+    q = torch.randn(2, 1, 3, 7)
+    lat = torch.randn(1, 5, 7)
+    with torch.inference_mode():
+        assert _fusable(q, (lat, None))
+        assert not _fusable(q, (lat, torch.ones(1, 1, 5, dtype=torch.bool)))  # a mask
+        assert not _fusable(q, (lat[:, :0], None))  # no key
+        assert not _fusable(q.bfloat16(), (lat.bfloat16(), None))  # not float32
+    trained = q.clone().requires_grad_()
+    assert not _fusable(trained, (lat, None))  # autograd wanted
+    with torch.no_grad():
+        assert _fusable(trained, (lat, None))
