@@ -16,7 +16,7 @@ Three interchangeable implementations of the same function:
                  and without autograd, a first segment with no mask (the candidates reading
                  their user's unpadded prefix) goes through PyTorch's fused flash-attention
                  kernel, and the other segments are merged with it by log-sum-exp
-                 (``_absorbed(..., fuse=False)`` is the materialised reference).
+                 (``fuse_first_segment = False`` keeps the materialised reference).
 
 The scale stays 1/sqrt(K) in every form, so the three are exactly the same function (eq. 19
 writes sqrt(d_c); that is a different, equally trainable, parameterisation).
@@ -42,6 +42,8 @@ from shared_model.modules.grouping import per_row
 AttnImpl = Literal["naive", "sdpa", "absorbed"]
 # (latent (G, L, C), allowed (G|B|1, S|1, L) bool, or None when every key is allowed)
 Segment = tuple[torch.Tensor, torch.Tensor | None]
+# PyTorch's CPU flash-attention kernel, with its log-sum-exp (None in a torch without it)
+_FLASH_CPU = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
 
 
 class MultiHeadLatentAttention(nn.Module):
@@ -57,6 +59,9 @@ class MultiHeadLatentAttention(nn.Module):
         self.wkv_b = nn.Linear(cfg.kv_lora_rank, H * 2 * K, bias=False)
         self.wo = nn.Linear(H * K, D, bias=False)
         self.scale = K**-0.5
+        # The absorbed form's fused read of an unmasked first segment (see _fusable); False
+        # keeps it materialised, the reference (a benchmark's baseline).
+        self.fuse_first_segment = True
         self._folded: tuple[tuple, torch.Tensor, torch.Tensor] | None = None
 
     # --- latents --------------------------------------------------------------------------
@@ -106,7 +111,7 @@ class MultiHeadLatentAttention(nn.Module):
         """x (B, S, D) query rows; segments of keys/values -> (B, S, D)."""
         q_lat = self.q_latent(x)  # (B, S, R)
         if impl == "absorbed":
-            return self._absorbed(q_lat, segments, fuse=True)
+            return self._absorbed(q_lat, segments, fuse=self.fuse_first_segment)
         if impl not in ("sdpa", "naive"):
             raise ValueError(f"unknown attention impl {impl!r}")
         B = x.shape[0]
@@ -211,7 +216,8 @@ def _fusable(q: torch.Tensor, first: Segment) -> bool:
     form)."""
     lat, allowed = first
     return (
-        allowed is None
+        _FLASH_CPU is not None
+        and allowed is None
         and lat.shape[1] > 0
         and q.device.type == "cpu"
         and q.dtype == lat.dtype == torch.float32
@@ -234,9 +240,7 @@ def _merge_fused_first(q: torch.Tensor, segments: list[Segment]) -> torch.Tensor
     (first, _), rest = segments[0], segments[1:]
     G = first.shape[0]
     keys = first[:, None]  # (G, 1, L, C): one head, keys and values alike
-    out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-        q.reshape(G, 1, (B // G) * S * H, C), keys, keys, scale=1.0
-    )[:2]
+    out, lse = _FLASH_CPU(q.reshape(G, 1, (B // G) * S * H, C), keys, keys, scale=1.0)[:2]
     out, lse = out.reshape(B * S * H, C), lse.reshape(B * S * H, 1)
     scores = []
     for lat, allowed in rest:

@@ -113,14 +113,20 @@ TARGETS: dict[str, Target] = {
     ),
     "mla": Target(
         "shared_model/modules/mla.py",
-        ("tests/shared_model/test_mla.py", "tests/shared_model/test_mla_absorbed.py"),
+        (
+            "tests/shared_model/test_mla.py",
+            "tests/shared_model/test_mla_absorbed.py",
+            "tests/shared_model/test_mla_fused.py",
+        ),
         functions=(
             "xǁMultiHeadLatentAttentionǁ_fold__*",
             "xǁMultiHeadLatentAttentionǁfolded_weights__*",
             "xǁMultiHeadLatentAttentionǁ_absorbed__*",
             "xǁMultiHeadLatentAttentionǁ_up_kv__*",
+            "x__fusable__*",
+            "x__merge_fused_first__*",
         ),
-        note="the absorbed path and its weight folding",
+        note="the absorbed path, its fused first segment and its weight folding",
     ),
 }
 

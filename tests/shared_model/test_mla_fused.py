@@ -87,3 +87,26 @@ def test_when_the_fused_kernel_applies():
     assert not _fusable(trained, (lat, None))  # autograd wanted
     with torch.no_grad():
         assert _fusable(trained, (lat, None))
+
+
+def test_a_torch_without_the_kernel_scores_materialised(mla, monkeypatch):
+    from shared_model.modules import mla as module
+
+    monkeypatch.setattr(module, "_FLASH_CPU", None)
+    x = torch.randn(3, 2, 32)
+    prefix = mla.kv_latent(torch.randn(1, 6, 32))
+    with torch.inference_mode():
+        assert not _fusable(mla.q_latent(x)[..., None], (prefix, None))
+    fused, reference = both(mla, x, [(prefix, None), own_tokens(mla, x)])
+    assert torch.equal(fused, reference)
+
+
+def test_the_module_switch_picks_the_form(mla):
+    x = torch.randn(4, 2, 32)
+    prefix = mla.kv_latent(torch.randn(1, 7, 32))
+    segments = [(prefix, None), own_tokens(mla, x)]
+    fused, reference = both(mla, x, segments)
+    with torch.inference_mode():
+        assert torch.equal(mla(x, segments, "absorbed"), fused)
+        mla.fuse_first_segment = False
+        assert torch.equal(mla(x, segments, "absorbed"), reference)
