@@ -10,7 +10,8 @@ history of T = max_seq_len events, at each intra-op thread count asked for:
 * ``score()`` (absorbed MLA, the serving path) and the same in the SDPA form, as time per
   request and as a multiple of the floor, and the absorbed step replayed as a recorded
   TorchScript graph (``shared_model.traced``, what the ranker runs in float32), frozen and
-  optimised for inference and as recorded;
+  optimised for inference and as recorded, and the optimised graph of the model with the
+  candidates' read of the prefix materialised instead of through the flash kernel;
 * ``score_many()`` over G requests against G calls of ``score()``: time per request and ratio,
   eager and recorded;
 * two Python threads scoring side by side on one intra-op thread each (the ranker with
@@ -55,6 +56,7 @@ from shared_model.config import online_config
 from shared_model.features import Candidates, Context, EventBatch, UpstreamFeature
 from shared_model.flops import scoring_flops
 from shared_model.inference import score
+from shared_model.modules.mla import MultiHeadLatentAttention
 from shared_model.ranker import RankerModel
 
 if TYPE_CHECKING:
@@ -215,6 +217,16 @@ def _child_step(n_candidates: int, threads: int, rounds: int) -> None:
     times = {f"{name}_s": t[name] for name in ("step", "recorded", "matmul")}
     times["recorded_batch_s"] = t["recorded_batch"] / BATCH_PAIR
     print(json.dumps({**times, "package": package}))
+
+
+def _materialised(model: RankerModel) -> RankerModel:
+    """A copy of ``model`` whose attention reads every segment as a materialised score matrix
+    (the reference form; the serving path reads the prefix through the flash kernel)."""
+    copied = copy.deepcopy(model)
+    for module in copied.modules():
+        if isinstance(module, MultiHeadLatentAttention):
+            module.fuse_first_segment = False
+    return copied
 
 
 def before_after(result: Result, rev: str, n_candidates: int, threads: int, rounds: int) -> None:
@@ -406,11 +418,14 @@ def main(argv: list[str] | None = None) -> int:
     step = result.table(
         "score(): one request, model step",
         ["threads", "matmul GFLOP/s", "floor ms", "absorbed ms", "x floor", "sdpa ms",
-         "as recorded ms", "recorded ms", "recorded x floor"],
+         "as recorded ms", "prefix materialised ms", "recorded ms", "recorded x floor"],
         note="'absorbed': the eager serving path; 'sdpa': the same model with SDPA attention; "
         "'recorded': the absorbed step replayed as a TorchScript graph, frozen and optimised "
         "for inference (shared_model.traced, as the ranker scores in float32); 'as recorded': "
-        "the same graph without those passes (TracedScorer(optimize=False)).",
+        "the same graph without those passes (TracedScorer(optimize=False)); 'prefix "
+        "materialised': the recorded graph of the model with the candidates' read of the "
+        "prefix as a materialised score matrix instead of the flash kernel "
+        "(MultiHeadLatentAttention.fuse_first_segment = False).",
     )  # fmt: skip
     many = result.table(
         "score_many(): G requests together vs G calls of score()",
@@ -422,7 +437,8 @@ def main(argv: list[str] | None = None) -> int:
     first = requests[0]
     traced = TracedScorer(model)
     as_recorded = TracedScorer(model, optimize=False)
-    headline, optimised = None, None
+    materialised = TracedScorer(_materialised(model))
+    headline, optimised, fused = None, None, None
     for threads in args.threads:
         torch.set_num_threads(threads)
         matmul_rate(seconds=0.3)  # warm the BLAS at this thread count
@@ -433,6 +449,7 @@ def main(argv: list[str] | None = None) -> int:
                 "absorbed": lambda: score(model, *first),
                 "sdpa": lambda: score(model, *first, impl="sdpa"),
                 "as recorded": lambda: as_recorded.score(*first),
+                "materialised": lambda: materialised.score(*first),
                 "recorded": lambda: traced.score(*first),
             },
             args.rounds,
@@ -443,6 +460,7 @@ def main(argv: list[str] | None = None) -> int:
         ratio = times["absorbed"] / floor
         headline = headline or (ratio, times["recorded"] / floor)
         optimised = optimised or (times["recorded"], times["as recorded"])
+        fused = fused or (times["recorded"], times["materialised"])
         step.add(
             threads,
             rate / 1e9,
@@ -451,6 +469,7 @@ def main(argv: list[str] | None = None) -> int:
             ratio,
             times["sdpa"] * 1e3,
             times["as recorded"] * 1e3,
+            times["materialised"] * 1e3,
             times["recorded"] * 1e3,
             times["recorded"] / floor,
         )
@@ -485,6 +504,10 @@ def main(argv: list[str] | None = None) -> int:
         f"recorded graph frozen and optimised: {optimised[0] * 1e3:.1f} ms vs "
         f"{optimised[1] * 1e3:.1f} ms as recorded ({optimised[1] / optimised[0]:.2f}x, "
         f"threads {args.threads[0]})"
+    )
+    result.summary.append(
+        f"prefix read by the flash kernel: {fused[0] * 1e3:.1f} ms vs {fused[1] * 1e3:.1f} ms "
+        f"materialised ({fused[1] / fused[0]:.2f}x, recorded graphs, threads {args.threads[0]})"
     )
     result.summary.append(
         f"model vs floor: {headline[1]:.2f}x (threads {args.threads[0]}, recorded graph, as the "
