@@ -240,7 +240,7 @@ def _merge_fused_first(q: torch.Tensor, segments: list[Segment]) -> torch.Tensor
     (first, _), rest = segments[0], segments[1:]
     G = first.shape[0]
     keys = first[:, None]  # (G, 1, L, C): one head, keys and values alike
-    out, lse = _FLASH_CPU(q.reshape(G, 1, (B // G) * S * H, C), keys, keys, scale=1.0)[:2]
+    out, lse = _FLASH_CPU(q.reshape(G, 1, (B // G) * S * H, C), keys, keys, scale=1.0)
     out, lse = out.reshape(B * S * H, C), lse.reshape(B * S * H, 1)
     scores = []
     for lat, allowed in rest:

@@ -176,11 +176,22 @@ EQUIVALENT: dict[str, str] = {
     **{
         f"shared_model.modules.mla.xǁMultiHeadLatentAttentionǁ{name}": reason
         for name, reason in (
-            ("_absorbed__mutmut_109", "cat(dim=+1) for dim=-1: the scores are 2-D"),
-            ("_absorbed__mutmut_111", "softmax(dim=+1) for dim=-1: the scores are 2-D"),
-            ("_absorbed__mutmut_92", 'float("-INF") is float("-inf")'),
+            ("_absorbed__mutmut_130", "cat(dim=+1) for dim=-1: the scores are 2-D"),
+            ("_absorbed__mutmut_132", "softmax(dim=+1) for dim=-1: the scores are 2-D"),
+            ("_absorbed__mutmut_113", 'float("-INF") is float("-inf")'),
             ("_fold__mutmut_21", "upper-case einsum subscripts name the same axes"),
             ("_fold__mutmut_39", "upper-case einsum subscripts name the same axes"),
+        )
+    },
+    **{
+        f"shared_model.modules.mla.x__merge_fused_first__mutmut_{n}": reason
+        for n, reason in (
+            (110, 'float("-INF") is float("-inf")'),
+            (120, "cat of one tensor copies it: the same scores"),
+            (127, "cat of one tensor copies it: the same scores"),
+            (125, "cat(dim=+1) for dim=-1: the scores are 2-D"),
+            (139, "amax(dim=+1) for dim=-1: the scores are 2-D"),
+            (152, "sum(dim=+1) for dim=-1: the weights are 2-D"),
         )
     },
     **{

@@ -17,9 +17,10 @@ def mla():
     return attn.eval()
 
 
-def both(mla, x, segments):
+def both(mla, x, segments, q_lat=None):
+    """The fused and the materialised form on the same query latents (x's by default)."""
     with torch.inference_mode():
-        q_lat = mla.q_latent(x)
+        q_lat = mla.q_latent(x) if q_lat is None else q_lat
         return mla._absorbed(q_lat, segments, fuse=True), mla._absorbed(q_lat, segments)
 
 
@@ -60,9 +61,32 @@ def test_masked_later_segments_and_a_row_that_reads_none_of_them(mla):
     allowed = torch.rand(B, S, 3) < 0.5
     allowed[0] = False  # row 0 reads only the prefix
     third = mla.kv_latent(torch.randn(1, 5, 32))
-    segments = [(prefix, None), (second, allowed), (third, torch.ones(1, 1, 5, dtype=torch.bool))]
+    fourth = mla.kv_latent(torch.randn(1, 4, 32))  # one key set, a mask per row
+    per_row = torch.rand(B, S, 4) < 0.6
+    segments = [
+        (prefix, None),
+        (second, allowed),
+        (third, torch.ones(1, 1, 5, dtype=torch.bool)),
+        (fourth, per_row),
+    ]
     fused, reference = both(mla, x, segments)
     torch.testing.assert_close(fused, reference, atol=1e-5, rtol=1e-5)
+
+
+def test_rows_far_apart_from_each_other(mla):
+    # Each row's exponents are taken relative to its own maximum: one row's scores hundreds
+    # above another's must not underflow the other's weights.
+    # The latents come out of RMSNorms; scaled here past them, row by row.
+    B, S = 4, 2
+    scale = torch.tensor([40.0, 0.01, 1.0, 10.0])[:, None, None]
+    q_lat = torch.randn(B, S, mla.wq_a.out_features) * scale  # (B, S, R)
+    own = torch.randn(B, S, 7) * scale  # (B, S, C): each row's own tokens
+    causal = torch.ones(S, S, dtype=torch.bool).tril()[None]
+    prefix = torch.randn(1, 5, 7)
+    x = torch.zeros(B, S, 32)  # unused: q_lat is given
+    fused, reference = both(mla, x, [(prefix, None), (own, causal)], q_lat)
+    assert torch.isfinite(fused).all()
+    torch.testing.assert_close(fused, reference, atol=1e-4, rtol=1e-4)
 
 
 def test_scores_far_apart(mla):
@@ -80,6 +104,7 @@ def test_when_the_fused_kernel_applies():
     lat = torch.randn(1, 5, 7)
     with torch.inference_mode():
         assert _fusable(q, (lat, None))
+        assert _fusable(q, (lat[:, :1], None))  # one key
         assert not _fusable(q, (lat, torch.ones(1, 1, 5, dtype=torch.bool)))  # a mask
         assert not _fusable(q, (lat[:, :0], None))  # no key
         assert not _fusable(q.bfloat16(), (lat.bfloat16(), None))  # not float32
@@ -110,3 +135,37 @@ def test_the_module_switch_picks_the_form(mla):
         assert torch.equal(mla(x, segments, "absorbed"), fused)
         mla.fuse_first_segment = False
         assert torch.equal(mla(x, segments, "absorbed"), reference)
+
+
+def test_which_segments_take_the_kernel(mla, monkeypatch):
+    from shared_model.modules import mla as module
+
+    calls = []
+
+    def spy(q, segments):
+        calls.append(len(segments))
+        return merge(q, segments)
+
+    merge = module._merge_fused_first
+    monkeypatch.setattr(module, "_merge_fused_first", spy)
+    x = torch.randn(3, 2, 32)
+    prefix = mla.kv_latent(torch.randn(1, 6, 32))
+    with torch.inference_mode():
+        mla(x, [(prefix, None), own_tokens(mla, x)], "absorbed")  # the decode's shape
+        assert calls == [2]
+        alone = mla(x, [(prefix, None)], "absorbed")  # nothing to merge with: materialised
+        masked_first = [(prefix, torch.ones(1, 1, 6, dtype=torch.bool)), own_tokens(mla, x)]
+        mla(x, masked_first, "absorbed")
+    assert calls == [2]
+    expanded = [(prefix.expand(3, -1, -1), None)]
+    torch.testing.assert_close(alone, mla(x, expanded, "naive"), atol=1e-5, rtol=1e-5)
+
+
+def test_two_later_segments(mla):
+    B, S = 3, 2
+    x = torch.randn(B, S, 32)
+    prefix = mla.kv_latent(torch.randn(1, 6, 32))
+    shared = mla.kv_latent(torch.randn(1, 4, 32))
+    segments = [(prefix, None), own_tokens(mla, x), (shared, torch.rand(B, S, 4) < 0.5)]
+    fused, reference = both(mla, x, segments)
+    torch.testing.assert_close(fused, reference, atol=1e-5, rtol=1e-5)
