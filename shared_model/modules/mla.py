@@ -184,22 +184,9 @@ class MultiHeadLatentAttention(nn.Module):
         q = (q_lat @ w_qk).view(B, S, H, C)  # already scaled by 1/sqrt(K)
         if fuse and len(segments) > 1 and _fusable(q, segments[0]):
             return _merge_fused_first(q, segments).reshape(B, S, H * C) @ w_vo
-        # Every product below is one (b)mm on the shared latent: a segment of G key sets is read
-        # by B = G * M query rows as (G, M*S*H, C) @ (G, C, L), whether G is 1 (one history for
-        # all candidates), B (own keys) or the users of a multi-request batch. The scores of all
-        # segments go side by side into one (B*S*H, sum L) matrix for one fused softmax; each
-        # segment's probabilities are then a strided view of it.
-        scores = []
-        for lat, allowed in segments:
-            G, L = lat.shape[0], lat.shape[1]
-            M = B // G
-            s = torch.matmul(q.reshape(G, M * S * H, C), lat.transpose(1, 2))  # (G, M*S*H, L)
-            if allowed is not None:
-                A = allowed.shape[0]  # 1, G or B rows of masks
-                mask = allowed.view(G if A == B else A, M if A == B else 1, allowed.shape[1], 1, L)
-                s = s.view(G, M, S, H, L).masked_fill_(~mask, float("-inf"))
-            scores.append(s.reshape(B * S * H, L))
-        probs = torch.softmax(torch.cat(scores, dim=-1), dim=-1)  # (B*S*H, sum L)
+        # The scores of all segments go side by side into one (B*S*H, sum L) matrix for one
+        # fused softmax; each segment's probabilities are then a strided view of it.
+        probs = torch.softmax(torch.cat(_scores(q, segments), dim=-1), dim=-1)  # (B*S*H, sum L)
         out_lat, start = None, 0
         for lat, _ in segments:
             G, L = lat.shape[0], lat.shape[1]
@@ -208,6 +195,27 @@ class MultiHeadLatentAttention(nn.Module):
             o = torch.matmul(p, lat).view(B, S, H, C)
             out_lat = o if out_lat is None else out_lat + o  # (B, S, H, C)
         return out_lat.reshape(B, S, H * C) @ w_vo  # (B, S, D)
+
+
+def _scores(q: torch.Tensor, segments: list[Segment]) -> list[torch.Tensor]:
+    """q (B, S, H, C), scaled -> each segment's scores (B*S*H, L_i), -inf where not allowed.
+
+    Each is one (b)mm on the shared latent: a segment of G key sets is read by B = G * M query
+    rows as (G, M*S*H, C) @ (G, C, L), whether G is 1 (one history for all candidates), B (own
+    keys) or the users of a multi-request batch.
+    """
+    B, S, H, C = q.shape
+    scores = []
+    for lat, allowed in segments:
+        G, L = lat.shape[0], lat.shape[1]
+        M = B // G
+        s = torch.matmul(q.reshape(G, M * S * H, C), lat.transpose(1, 2))  # (G, M*S*H, L)
+        if allowed is not None:
+            A = allowed.shape[0]  # 1, G or B rows of masks
+            mask = allowed.view(G if A == B else A, M if A == B else 1, allowed.shape[1], 1, L)
+            s = s.view(G, M, S, H, L).masked_fill_(~mask, float("-inf"))
+        scores.append(s.reshape(B * S * H, L))
+    return scores
 
 
 def _fusable(q: torch.Tensor, first: Segment) -> bool:
@@ -242,16 +250,7 @@ def _merge_fused_first(q: torch.Tensor, segments: list[Segment]) -> torch.Tensor
     keys = first[:, None]  # (G, 1, L, C): one head, keys and values alike
     out, lse = _FLASH_CPU(q.reshape(G, 1, (B // G) * S * H, C), keys, keys, scale=1.0)
     out, lse = out.reshape(B * S * H, C), lse.reshape(B * S * H, 1)
-    scores = []
-    for lat, allowed in rest:
-        G, L = lat.shape[0], lat.shape[1]
-        M = B // G
-        s = torch.matmul(q.reshape(G, M * S * H, C), lat.transpose(1, 2))  # (G, M*S*H, L)
-        if allowed is not None:
-            A = allowed.shape[0]
-            mask = allowed.view(G if A == B else A, M if A == B else 1, allowed.shape[1], 1, L)
-            s = s.view(G, M, S, H, L).masked_fill_(~mask, float("-inf"))
-        scores.append(s.reshape(B * S * H, L))
+    scores = _scores(q, rest)
     s = torch.cat(scores, dim=-1) if len(scores) > 1 else scores[0]  # (B*S*H, sum L)
     top = torch.maximum(s.amax(-1, keepdim=True), lse)  # finite: lse is
     weights = (s - top).exp_()  # (B*S*H, sum L), unnormalised

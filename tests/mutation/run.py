@@ -123,6 +123,7 @@ TARGETS: dict[str, Target] = {
             "xǁMultiHeadLatentAttentionǁfolded_weights__*",
             "xǁMultiHeadLatentAttentionǁ_absorbed__*",
             "xǁMultiHeadLatentAttentionǁ_up_kv__*",
+            "x__scores__*",
             "x__fusable__*",
             "x__merge_fused_first__*",
         ),
@@ -176,9 +177,8 @@ EQUIVALENT: dict[str, str] = {
     **{
         f"shared_model.modules.mla.xǁMultiHeadLatentAttentionǁ{name}": reason
         for name, reason in (
-            ("_absorbed__mutmut_130", "cat(dim=+1) for dim=-1: the scores are 2-D"),
-            ("_absorbed__mutmut_132", "softmax(dim=+1) for dim=-1: the scores are 2-D"),
-            ("_absorbed__mutmut_113", 'float("-INF") is float("-inf")'),
+            ("_absorbed__mutmut_60", "cat(dim=+1) for dim=-1: the scores are 2-D"),
+            ("_absorbed__mutmut_62", "softmax(dim=+1) for dim=-1: the scores are 2-D"),
             ("_fold__mutmut_21", "upper-case einsum subscripts name the same axes"),
             ("_fold__mutmut_39", "upper-case einsum subscripts name the same axes"),
         )
@@ -186,14 +186,14 @@ EQUIVALENT: dict[str, str] = {
     **{
         f"shared_model.modules.mla.x__merge_fused_first__mutmut_{n}": reason
         for n, reason in (
-            (110, 'float("-INF") is float("-inf")'),
-            (120, "cat of one tensor copies it: the same scores"),
-            (127, "cat of one tensor copies it: the same scores"),
-            (125, "cat(dim=+1) for dim=-1: the scores are 2-D"),
-            (139, "amax(dim=+1) for dim=-1: the scores are 2-D"),
-            (152, "sum(dim=+1) for dim=-1: the weights are 2-D"),
+            (51, "cat of one tensor copies it: the same scores"),
+            (58, "cat of one tensor copies it: the same scores"),
+            (56, "cat(dim=+1) for dim=-1: the scores are 2-D"),
+            (70, "amax(dim=+1) for dim=-1: the scores are 2-D"),
+            (83, "sum(dim=+1) for dim=-1: the weights are 2-D"),
         )
     },
+    "shared_model.modules.mla.x__scores__mutmut_68": 'float("-INF") is float("-inf")',
     **{
         f"shared_model.contract.{name}": reason
         for name, reason in (

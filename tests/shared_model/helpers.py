@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from shared_model.config import LLaTTEConfig
+from shared_model.config import LLaTTEConfig, tiny_config
 from shared_model.features import Candidates, Context, EventBatch, UpstreamFeature
+from shared_model.modules.mla import MultiHeadLatentAttention
 
 NOW_MS = 1_750_000_000_000
 
@@ -48,3 +49,13 @@ def random_candidates(cfg: LLaTTEConfig, N: int) -> Candidates:
 
 def random_upstream(cfg: LLaTTEConfig, B: int, present: bool = True) -> UpstreamFeature:
     return UpstreamFeature(torch.randn(B, cfg.d_upstream), torch.full((B,), present))
+
+
+def tiny_mla() -> MultiHeadLatentAttention:
+    """A small MLA (3 heads of 5, latent rank 7), eval mode, weights well away from identity so
+    that differences between its forms would show. Seeds the global generator with 0."""
+    torch.manual_seed(0)
+    attn = MultiHeadLatentAttention(tiny_config(n_heads=3, head_dim=5, kv_lora_rank=7))
+    for p in attn.parameters():
+        torch.nn.init.normal_(p, std=0.5)
+    return attn.eval()

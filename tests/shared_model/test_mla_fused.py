@@ -4,17 +4,13 @@ materialised form it replaces, and when it applies."""
 import pytest
 import torch
 
-from shared_model.config import tiny_config
-from shared_model.modules.mla import MultiHeadLatentAttention, _fusable
+from shared_model.modules.mla import _fusable
+from tests.shared_model.helpers import tiny_mla
 
 
 @pytest.fixture
 def mla():
-    torch.manual_seed(0)
-    attn = MultiHeadLatentAttention(tiny_config(n_heads=3, head_dim=5, kv_lora_rank=7))
-    for p in attn.parameters():
-        torch.nn.init.normal_(p, std=0.5)
-    return attn.eval()
+    return tiny_mla()
 
 
 def both(mla, x, segments, q_lat=None):
