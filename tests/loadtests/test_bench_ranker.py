@@ -84,3 +84,35 @@ def test_the_sustained_rate_is_the_last_one_before_the_first_miss() -> None:
     assert sustained_rate({10: _run(30), 2: _run(20), 5: _run(50)}) == 2  # 50 ms is a miss
     assert sustained_rate({2: _run(20), 5: _run(30, failures=1)}) == 2
     assert sustained_rate({2: _run(70), 5: _run(20)}) is None
+
+
+def test_process_cpu_reads_another_process_clock_to_the_nanosecond(monkeypatch) -> None:
+    """The server's CPU comes from its CPU-time clock, not /proc's 10 ms ticks: for a process
+    that has stopped computing, both agree within a tick, and the clock has sub-tick digits."""
+    from loadtests.bench import ranker
+
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys\nx = sum(range(3_000_000))\nprint(1, flush=True)\nsys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert child.stdout.readline() == b"1\n"  # done computing; now blocked on stdin
+        clock = ranker.process_cpu_s(child.pid)
+        ticks = sum(int(x) for x in ranker._proc_stat(child.pid)[11:15]) / ranker._CLK
+        assert clock > 0 and abs(clock - ticks) <= 2 / ranker._CLK
+        assert round(clock * ranker._CLK) != clock * ranker._CLK  # not a whole number of ticks
+        assert ranker.process_cpu_s(child.pid) == clock  # blocked: the clock stands still
+
+        def unreadable(clock_id: int) -> float:
+            raise OSError("no such clock")
+
+        monkeypatch.setattr(ranker.time, "clock_gettime", unreadable)
+        assert ranker.process_cpu_s(child.pid) == ticks
+    finally:
+        child.kill()
+        child.wait()
