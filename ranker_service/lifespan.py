@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 def make_lifespan(settings: Settings, metrics: Metrics):
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        metrics.thread_cpu.loop_thread = threading.get_ident()  # the loop serves from here
         store = FeatureStore(settings)
         runner = ModelRunner(settings)
         app.state.ranker = AppState(

@@ -10,6 +10,7 @@ from typing import TypeVar
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from ranker_service.schemas import DegradationReason, DegradedFeature
+from ranker_service.thread_cpu import ThreadCpu
 
 M = TypeVar("M", Counter, Gauge, Histogram)
 
@@ -68,6 +69,8 @@ class Metrics:
             ["stage"],
             registry=r,
         )
+        self.thread_cpu = ThreadCpu()
+        r.register(self.thread_cpu)
         self.redis_seconds = Histogram(
             "ranker_redis_duration_seconds",
             "The pipelined Redis read per request, by outcome (ok, timeout, unavailable).",

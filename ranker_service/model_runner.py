@@ -32,6 +32,7 @@ from typing import TypeVar
 import torch
 
 from ranker_service.settings import Settings
+from ranker_service.thread_cpu import INFERENCE_THREAD_PREFIX
 from shared_model.checkpoint import CheckpointError, load_checkpoint
 from shared_model.config import LLaTTEConfig
 from shared_model.contract import ActionType, HistoryRecord, stable_hash
@@ -158,7 +159,7 @@ class ModelRunner:
         configure_torch(settings)
         self._executor = ThreadPoolExecutor(
             max_workers=settings.inference_threads,
-            thread_name_prefix="ranker-model",
+            thread_name_prefix=INFERENCE_THREAD_PREFIX,
             # Intra-op settings are per OS thread for OpenMP: set them in the worker too.
             initializer=torch.set_num_threads,
             initargs=(settings.torch_threads,),

@@ -260,13 +260,21 @@ def page_faults(pid: int) -> int:
     return int(_proc_stat(pid)[7])
 
 
-def stage_cpu(base_url: str) -> dict[str, float]:
+_CPU_COUNTERS = {
+    "stages": 'ranker_stage_cpu_seconds_total{stage="',
+    "threads": 'ranker_thread_cpu_seconds_total{thread="',
+}
+
+
+def server_cpu(base_url: str) -> dict[str, dict[str, float]]:
+    """The ranker's CPU counters: by stage (``ranker_stage_cpu_seconds``) and by thread role
+    (``ranker_thread_cpu_seconds``), seconds so far."""
     text = httpx.get(f"{base_url}/metrics", trust_env=False).text
-    out = {}
+    out: dict[str, dict[str, float]] = {key: {} for key in _CPU_COUNTERS}
     for line in text.splitlines():
-        if line.startswith('ranker_stage_cpu_seconds_total{stage="'):
-            stage = line.split('"')[1]
-            out[stage] = float(line.rsplit(" ", 1)[1])
+        for key, prefix in _CPU_COUNTERS.items():
+            if line.startswith(prefix):
+                out[key][line.split('"')[1]] = float(line.rsplit(" ", 1)[1])
     return out
 
 
@@ -276,16 +284,19 @@ def sequential_cpu(proc: ServiceProcess, url: str, bodies: list[bytes], reps: in
     with httpx.Client(timeout=60, trust_env=False) as client:
         for b in bodies[:5]:  # warm
             client.post(url, content=b, headers=_JSON).raise_for_status()
-        stages0, cpu0, faults0 = stage_cpu(base), process_cpu_s(proc.pid), page_faults(proc.pid)
+        counters0, cpu0, faults0 = server_cpu(base), process_cpu_s(proc.pid), page_faults(proc.pid)
         wall = []
         for i in range(reps):
             start = time.perf_counter()
             client.post(url, content=bodies[i % len(bodies)], headers=_JSON).raise_for_status()
             wall.append((time.perf_counter() - start) * 1000)
-        cpu1, faults1, stages1 = process_cpu_s(proc.pid), page_faults(proc.pid), stage_cpu(base)
-    per = {k: (stages1[k] - stages0.get(k, 0.0)) / reps for k in stages1}
+        cpu1, faults1, counters1 = process_cpu_s(proc.pid), page_faults(proc.pid), server_cpu(base)
+    per = {
+        key: {k: (v - counters0[key].get(k, 0.0)) / reps for k, v in counters1[key].items()}
+        for key in counters1
+    }
     faults = (faults1 - faults0) / reps
-    return {"total": (cpu1 - cpu0) / reps, "stages": per, "wall_ms": wall, "faults": faults}
+    return {"total": (cpu1 - cpu0) / reps, **per, "wall_ms": wall, "faults": faults}
 
 
 async def closed_loop(url: str, bodies: list[bytes], clients: int, seconds: float) -> float:
@@ -369,22 +380,48 @@ def stage_table(result: Result, seq: dict, n: int, T: int, label: str) -> tuple[
     """Per-stage server CPU at one request in flight -> (total, score) seconds per request."""
     total = seq["total"]
     stages = dict(seq["stages"])
-    other = total - sum(stages.values())
     wall = seq["wall_ms"]
     t = result.table(
         f"Server CPU per request, one in flight (N = {n}, T = {T}{label})",
         ["stage", "CPU ms / request", "share"],
         note="Process CPU from its CPU-time clock; stages from ranker_stage_cpu_seconds; "
-        "'other' is HTTP, "
-        f"validation, JSON and the framework. Wall p50 {percentile(wall, 50):.1f} ms, "
-        f"p99 {percentile(wall, 99):.1f} ms; {seq['faults']:.1f} minor page faults per request.",
+        "'other' is HTTP, validation, JSON, the framework and the hand-offs between threads, "
+        "split by the thread it ran on (ranker_thread_cpu_seconds: the event loop's CPU less "
+        "its stages, redis and respond; the inference threads' less theirs, features and "
+        f"score). Wall p50 {percentile(wall, 50):.1f} ms, p99 {percentile(wall, 99):.1f} ms; "
+        f"{seq['faults']:.1f} minor page faults per request.",
     )
     for stage in ("redis", "features", "score", "respond"):
         v = stages.get(stage, 0.0)
         t.add(stage, v * 1000, f"{100 * v / total:.1f}%")
-    t.add("other", other * 1000, f"{100 * other / total:.1f}%")
+    for where, v in other_cpu(total, stages, seq.get("threads", {})):
+        t.add(where, v * 1000, f"{100 * v / total:.1f}%")
     t.add("total", total * 1000, "100%")
     return total, stages.get("score", 0.0)
+
+
+_THREAD_STAGES = {"event_loop": ("redis", "respond"), "inference": ("features", "score")}
+
+
+def other_cpu(
+    total: float, stages: dict[str, float], threads: dict[str, float]
+) -> list[tuple[str, float]]:
+    """The CPU outside the stages, per request: ('other', all of it) when the server reports no
+    CPU by thread; else split by thread, its CPU less its own stages: 'other, event loop',
+    'other, inference threads' and 'other, elsewhere' (other threads, and the process's native
+    threads, which no role counts)."""
+    other = total - sum(stages.values())
+    if not all(role in threads for role in _THREAD_STAGES):
+        return [("other", other)]
+    loop, inference = (
+        threads[role] - sum(stages.get(s, 0.0) for s in _THREAD_STAGES[role])
+        for role in _THREAD_STAGES
+    )
+    return [
+        ("other, event loop", loop),
+        ("other, inference threads", inference),
+        ("other, elsewhere", other - loop - inference),
+    ]
 
 
 def non_model_pct(total: float, score: float) -> float:

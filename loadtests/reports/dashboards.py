@@ -99,6 +99,13 @@ RANKER_PANELS = [
         "wait for the inference thread (queue p99 is on Model time).",
     ),
     Panel(
+        "Server CPU by thread",
+        {"{{thread}}": f"sum by (thread) (rate(ranker_thread_cpu_seconds_total[{RATE}]))"},
+        description="Cores busy per thread role, over all replicas: event_loop (HTTP, "
+        "validation, the Redis read, responses), inference (features and the model), other. "
+        "An event loop near 1 core per replica is saturated whatever the model costs.",
+    ),
+    Panel(
         "Redis time",
         {
             "p50": "histogram_quantile(0.5, sum by (le) "

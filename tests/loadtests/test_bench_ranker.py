@@ -116,3 +116,18 @@ def test_process_cpu_reads_another_process_clock_to_the_nanosecond(monkeypatch) 
     finally:
         child.kill()
         child.wait()
+
+
+def test_the_cpu_outside_the_stages_is_split_by_the_thread_it_ran_on() -> None:
+    from loadtests.bench.ranker import other_cpu
+
+    stages = {"redis": 0.5, "features": 0.75, "score": 20.0, "respond": 0.25}
+    threads = {"event_loop": 1.75, "inference": 21.0, "other": 0.0}
+    split = dict(other_cpu(23.0, stages, threads))
+    assert split == {
+        "other, event loop": 1.0,  # 1.75 - (0.5 + 0.25)
+        "other, inference threads": 0.25,  # 21.0 - (0.75 + 20.0)
+        "other, elsewhere": 0.25,  # 23.0 - 21.5 stages - 1.25
+    }
+    assert sum(split.values()) == 23.0 - sum(stages.values())
+    assert other_cpu(23.0, stages, {}) == [("other", 1.5)]  # a server without thread CPU

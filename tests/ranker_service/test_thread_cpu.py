@@ -1,0 +1,97 @@
+"""ranker_thread_cpu_seconds_total: each thread's CPU clock, by role, never going back."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+
+from loadtests.stack.polling import wait_for
+from loadtests.stack.servers import RedisServer
+from ranker_service.main import create_app
+from ranker_service.thread_cpu import ThreadCpu, thread_cpu_s
+from tests.ranker_service.helpers import rank_body, ranker_settings
+
+
+def _spinner(
+    name: str, spent: list[float], recorded: threading.Event, release: threading.Event
+) -> threading.Thread:
+    """A thread that does some work, records its own CPU time, then waits for ``release``."""
+
+    def run() -> None:
+        sum(range(2_000_000))
+        spent.append(thread_cpu_s(threading.get_native_id()))
+        recorded.set()
+        release.wait(30)
+
+    return threading.Thread(target=run, name=name)
+
+
+def test_threads_are_counted_by_role_and_an_exited_thread_stays_counted() -> None:
+    cpu = ThreadCpu(inference_prefix="spin-")
+    before = cpu.seconds()
+    spent: list[float] = []
+    recorded, release = threading.Event(), threading.Event()
+    thread = _spinner("spin-0", spent, recorded, release)
+    thread.start()
+    try:
+        assert recorded.wait(30), "the thread never ran"
+        live = cpu.seconds()
+    finally:
+        release.set()
+        thread.join(30)
+    gone = cpu.seconds()
+    assert spent[0] > 0
+    assert live["inference"] - before["inference"] >= spent[0]
+    assert gone["inference"] >= live["inference"]  # its CPU stays after it exits
+    assert set(live) == {"event_loop", "inference", "other"}
+    assert all(gone[role] >= live[role] >= before[role] for role in live)
+
+
+def test_the_loop_thread_is_the_event_loop_and_other_threads_are_other() -> None:
+    cpu = ThreadCpu(inference_prefix="spin-")
+    sum(range(200_000))
+    mine = thread_cpu_s(threading.get_native_id())
+    assert cpu.seconds()["event_loop"] == 0.0
+    assert cpu.seconds()["other"] >= mine  # this thread, while nobody named it the loop
+    cpu.loop_thread = threading.get_ident()
+    seconds = cpu.seconds()
+    assert seconds["event_loop"] >= mine
+
+
+def test_a_thread_that_has_exited_has_no_clock() -> None:
+    thread = threading.Thread(target=lambda: None)
+    thread.start()
+    thread.join()  # Python's side is done; the OS thread exits just after
+    wait_for(lambda: thread_cpu_s(thread.native_id) is None, timeout=10, what="its clock gone")
+
+
+def _sample(text: str, name: str, labels: str) -> float:
+    prefix = f"{name}{{{labels}}} "
+    lines = [line for line in text.splitlines() if line.startswith(prefix)]
+    assert len(lines) == 1, f"{prefix!r} not in /metrics once"
+    return float(lines[0].rsplit(" ", 1)[1])
+
+
+def test_the_service_reports_at_least_the_cpu_of_its_stages(
+    redis_server: RedisServer, checkpoint_dir: Path, tiny_cfg
+) -> None:
+    """The stage counters are thread CPU of the loop (redis, respond) and of the inference
+    threads (features, score): each role's clock holds at least its stages' sum."""
+    settings = ranker_settings(redis_server.url, checkpoint_dir)
+    with TestClient(create_app(settings)) as client:
+        for i in range(5):
+            body = rank_body(4, tiny_cfg, user_id=f"cpu-user-{i}")
+            assert client.post("/v1/rank", json=body).status_code == 200
+        text = client.get("/metrics").text
+
+    def stage(name: str) -> float:
+        return _sample(text, "ranker_stage_cpu_seconds_total", f'stage="{name}"')
+
+    def thread(role: str) -> float:
+        return _sample(text, "ranker_thread_cpu_seconds_total", f'thread="{role}"')
+
+    assert stage("score") > 0 and stage("redis") > 0
+    assert thread("inference") >= stage("features") + stage("score")
+    assert thread("event_loop") >= stage("redis") + stage("respond")
