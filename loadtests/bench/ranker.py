@@ -290,7 +290,9 @@ def sequential_cpu(proc: ServiceProcess, url: str, bodies: list[bytes], reps: in
             start = time.perf_counter()
             client.post(url, content=bodies[i % len(bodies)], headers=_JSON).raise_for_status()
             wall.append((time.perf_counter() - start) * 1000)
-        cpu1, faults1, counters1 = process_cpu_s(proc.pid), page_faults(proc.pid), server_cpu(base)
+        # After each scrape, the process clock: both intervals then hold one scrape's part
+        # after its counters were read, and the scrape's own CPU cancels out.
+        counters1, cpu1, faults1 = server_cpu(base), process_cpu_s(proc.pid), page_faults(proc.pid)
     per = {
         key: {k: (v - counters0[key].get(k, 0.0)) / reps for k, v in counters1[key].items()}
         for key in counters1
