@@ -49,6 +49,23 @@ def test_threads_are_counted_by_role_and_an_exited_thread_stays_counted() -> Non
     assert all(gone[role] >= live[role] >= before[role] for role in live)
 
 
+def test_threads_that_exit_one_after_another_all_stay_counted() -> None:
+    cpu = ThreadCpu(inference_prefix="spin-")
+    before = cpu.seconds()["inference"]
+    spent: list[float] = []
+    for k in range(2):
+        recorded, release = threading.Event(), threading.Event()
+        thread = _spinner(f"spin-{k}", spent, recorded, release)
+        thread.start()
+        assert recorded.wait(30), "the thread never ran"
+        cpu.seconds()  # read while it lives
+        release.set()
+        thread.join(30)
+        wait_for(lambda t=thread: thread_cpu_s(t.native_id) is None, timeout=10, what="exit")
+        cpu.seconds()  # read after it has gone
+    assert cpu.seconds()["inference"] - before >= sum(spent)
+
+
 def test_the_loop_thread_is_the_event_loop_and_other_threads_are_other() -> None:
     cpu = ThreadCpu(inference_prefix="spin-")
     sum(range(200_000))
