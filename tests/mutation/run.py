@@ -129,6 +129,11 @@ TARGETS: dict[str, Target] = {
         ),
         note="the absorbed path, its fused first segment and its weight folding",
     ),
+    "thread_cpu": Target(
+        "ranker_service/thread_cpu.py",
+        ("tests/ranker_service/test_thread_cpu.py",),
+        note="the CPU of the ranker's threads by role",
+    ),
 }
 
 # Mutants no test can kill because they do not change behaviour, each with the reason.
@@ -270,6 +275,13 @@ EQUIVALENT: dict[str, str] = {
     "shared_model.losses.x_auc__mutmut_7": (
         "`n_pos == 0 and n_neg == 0`: with one class the rank statistic is 0/0, nan anyway"
     ),
+    "ranker_service.thread_cpu.xǁThreadCpuǁ__init____mutmut_2": (
+        'loop_thread "" instead of None: no thread ident equals either'
+    ),
+    **{
+        f"ranker_service.thread_cpu.xǁThreadCpuǁcollect__mutmut_{n}": "the metric's help text"
+        for n in (10, 11, 12, 13, 14)
+    },
     "shared_model.losses.x_multitask_bce__mutmut_16": "device=None: the same tensor on CPU",
     "shared_model.losses.x_multitask_bce__mutmut_19": "device dropped: the same tensor on CPU",
     "shared_model.losses.x_normalized_entropy__mutmut_10": (

@@ -68,13 +68,22 @@ def test_threads_that_exit_one_after_another_all_stay_counted() -> None:
 
 def test_the_loop_thread_is_the_event_loop_and_other_threads_are_other() -> None:
     cpu = ThreadCpu(inference_prefix="spin-")
-    sum(range(200_000))
-    mine = thread_cpu_s(threading.get_native_id())
-    assert cpu.seconds()["event_loop"] == 0.0
-    assert cpu.seconds()["other"] >= mine  # this thread, while nobody named it the loop
-    cpu.loop_thread = threading.get_ident()
-    seconds = cpu.seconds()
-    assert seconds["event_loop"] >= mine
+    spent: list[float] = []
+    recorded, release = threading.Event(), threading.Event()
+    thread = _spinner("worker-0", spent, recorded, release)  # not an inference name
+    thread.start()
+    try:
+        assert recorded.wait(30), "the thread never ran"
+        unnamed = cpu.seconds()
+        cpu.loop_thread = thread.ident
+        named = cpu.seconds()
+        now = thread_cpu_s(thread.native_id)  # the thread's clock after both reads
+    finally:
+        release.set()
+        thread.join(30)
+    assert unnamed["event_loop"] == 0.0 and unnamed["inference"] == 0.0
+    assert unnamed["other"] >= spent[0]  # the thread, among the others
+    assert spent[0] <= named["event_loop"] <= now  # the thread alone is the loop now
 
 
 def test_a_thread_that_has_exited_has_no_clock() -> None:
@@ -112,3 +121,43 @@ def test_the_service_reports_at_least_the_cpu_of_its_stages(
     assert stage("score") > 0 and stage("redis") > 0
     assert thread("inference") >= stage("features") + stage("score")
     assert thread("event_loop") >= stage("redis") + stage("respond")
+
+
+def test_threads_of_one_role_add_up() -> None:
+    cpu = ThreadCpu(inference_prefix="spin-")
+    spent: list[float] = []
+    releases, threads = [], []
+    try:
+        for k in range(2):
+            recorded, release = threading.Event(), threading.Event()
+            releases.append(release)
+            threads.append(_spinner(f"spin-{k}", spent, recorded, release))
+            threads[-1].start()
+            assert recorded.wait(30), "the thread never ran"
+        live = cpu.seconds()["inference"]
+    finally:
+        for release in releases:
+            release.set()
+        for thread in threads:
+            thread.join(30)
+    assert live >= sum(spent)
+
+
+def test_a_thread_not_yet_running_is_skipped(monkeypatch) -> None:
+    """A thread in ``threading.enumerate()`` before it runs has no kernel id yet: it is
+    passed over, and the threads after it are still counted."""
+    starting = threading.Thread(target=lambda: None, name="spin-starting")  # never started
+    spent: list[float] = []
+    recorded, release = threading.Event(), threading.Event()
+    thread = _spinner("spin-0", spent, recorded, release)
+    thread.start()
+    try:
+        assert recorded.wait(30), "the thread never ran"
+        monkeypatch.setattr(
+            "ranker_service.thread_cpu.threading.enumerate", lambda: [starting, thread]
+        )
+        seconds = ThreadCpu(inference_prefix="spin-").seconds()
+    finally:
+        release.set()
+        thread.join(30)
+    assert starting.native_id is None and seconds["inference"] >= spent[0]
