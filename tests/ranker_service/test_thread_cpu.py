@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from fastapi.testclient import TestClient
@@ -14,10 +16,12 @@ from ranker_service.thread_cpu import ThreadCpu, thread_cpu_s
 from tests.ranker_service.helpers import rank_body, ranker_settings
 
 
-def _spinner(
-    name: str, spent: list[float], recorded: threading.Event, release: threading.Event
-) -> threading.Thread:
-    """A thread that does some work, records its own CPU time, then waits for ``release``."""
+@contextlib.contextmanager
+def _spinning(name: str) -> Iterator[tuple[threading.Thread, float]]:
+    """A thread named ``name`` that did some work and now blocks, with the CPU it recorded
+    for itself; it ends when the block exits (its clock gone by then)."""
+    spent: list[float] = []
+    recorded, release = threading.Event(), threading.Event()
 
     def run() -> None:
         sum(range(2_000_000))
@@ -25,25 +29,26 @@ def _spinner(
         recorded.set()
         release.wait(30)
 
-    return threading.Thread(target=run, name=name)
+    thread = threading.Thread(target=run, name=name)
+    thread.start()
+    try:
+        assert recorded.wait(30), "the thread never ran"
+        yield thread, spent[0]
+    finally:
+        release.set()
+        thread.join(30)
+    # Python's side is done; the OS thread exits just after
+    wait_for(lambda: thread_cpu_s(thread.native_id) is None, timeout=10, what="its clock gone")
 
 
 def test_threads_are_counted_by_role_and_an_exited_thread_stays_counted() -> None:
     cpu = ThreadCpu(inference_prefix="spin-")
     before = cpu.seconds()
-    spent: list[float] = []
-    recorded, release = threading.Event(), threading.Event()
-    thread = _spinner("spin-0", spent, recorded, release)
-    thread.start()
-    try:
-        assert recorded.wait(30), "the thread never ran"
+    with _spinning("spin-0") as (_, spent):
         live = cpu.seconds()
-    finally:
-        release.set()
-        thread.join(30)
     gone = cpu.seconds()
-    assert spent[0] > 0
-    assert live["inference"] - before["inference"] >= spent[0]
+    assert spent > 0
+    assert live["inference"] - before["inference"] >= spent
     assert gone["inference"] >= live["inference"]  # its CPU stays after it exits
     assert set(live) == {"event_loop", "inference", "other"}
     assert all(gone[role] >= live[role] >= before[role] for role in live)
@@ -52,45 +57,50 @@ def test_threads_are_counted_by_role_and_an_exited_thread_stays_counted() -> Non
 def test_threads_that_exit_one_after_another_all_stay_counted() -> None:
     cpu = ThreadCpu(inference_prefix="spin-")
     before = cpu.seconds()["inference"]
-    spent: list[float] = []
+    spent = []
     for k in range(2):
-        recorded, release = threading.Event(), threading.Event()
-        thread = _spinner(f"spin-{k}", spent, recorded, release)
-        thread.start()
-        assert recorded.wait(30), "the thread never ran"
-        cpu.seconds()  # read while it lives
-        release.set()
-        thread.join(30)
-        wait_for(lambda t=thread: thread_cpu_s(t.native_id) is None, timeout=10, what="exit")
+        with _spinning(f"spin-{k}") as (_, seconds):
+            cpu.seconds()  # read while it lives
+            spent.append(seconds)
         cpu.seconds()  # read after it has gone
     assert cpu.seconds()["inference"] - before >= sum(spent)
 
 
+def test_threads_of_one_role_add_up() -> None:
+    cpu = ThreadCpu(inference_prefix="spin-")
+    with _spinning("spin-0") as (_, first), _spinning("spin-1") as (_, second):
+        live = cpu.seconds()["inference"]
+    assert live >= first + second
+
+
 def test_the_loop_thread_is_the_event_loop_and_other_threads_are_other() -> None:
     cpu = ThreadCpu(inference_prefix="spin-")
-    spent: list[float] = []
-    recorded, release = threading.Event(), threading.Event()
-    thread = _spinner("worker-0", spent, recorded, release)  # not an inference name
-    thread.start()
-    try:
-        assert recorded.wait(30), "the thread never ran"
+    with _spinning("worker-0") as (thread, spent):  # not an inference name
         unnamed = cpu.seconds()
         cpu.loop_thread = thread.ident
         named = cpu.seconds()
         now = thread_cpu_s(thread.native_id)  # the thread's clock after both reads
-    finally:
-        release.set()
-        thread.join(30)
     assert unnamed["event_loop"] == 0.0 and unnamed["inference"] == 0.0
-    assert unnamed["other"] >= spent[0]  # the thread, among the others
-    assert spent[0] <= named["event_loop"] <= now  # the thread alone is the loop now
+    assert unnamed["other"] >= spent  # the thread, among the others
+    assert spent <= named["event_loop"] <= now  # the thread alone is the loop now
+
+
+def test_a_thread_not_yet_running_is_skipped(monkeypatch) -> None:
+    """A thread in ``threading.enumerate()`` before it runs has no kernel id yet: it is
+    passed over, and the threads after it are still counted."""
+    starting = threading.Thread(target=lambda: None, name="spin-starting")  # never started
+    with _spinning("spin-0") as (thread, spent):
+        monkeypatch.setattr(
+            "ranker_service.thread_cpu.threading.enumerate", lambda: [starting, thread]
+        )
+        seconds = ThreadCpu(inference_prefix="spin-").seconds()
+    assert starting.native_id is None and seconds["inference"] >= spent
 
 
 def test_a_thread_that_has_exited_has_no_clock() -> None:
-    thread = threading.Thread(target=lambda: None)
-    thread.start()
-    thread.join()  # Python's side is done; the OS thread exits just after
-    wait_for(lambda: thread_cpu_s(thread.native_id) is None, timeout=10, what="its clock gone")
+    with _spinning("spin-0") as (thread, _):
+        assert thread_cpu_s(thread.native_id) is not None
+    assert thread_cpu_s(thread.native_id) is None
 
 
 def _sample(text: str, name: str, labels: str) -> float:
@@ -121,43 +131,3 @@ def test_the_service_reports_at_least_the_cpu_of_its_stages(
     assert stage("score") > 0 and stage("redis") > 0
     assert thread("inference") >= stage("features") + stage("score")
     assert thread("event_loop") >= stage("redis") + stage("respond")
-
-
-def test_threads_of_one_role_add_up() -> None:
-    cpu = ThreadCpu(inference_prefix="spin-")
-    spent: list[float] = []
-    releases, threads = [], []
-    try:
-        for k in range(2):
-            recorded, release = threading.Event(), threading.Event()
-            releases.append(release)
-            threads.append(_spinner(f"spin-{k}", spent, recorded, release))
-            threads[-1].start()
-            assert recorded.wait(30), "the thread never ran"
-        live = cpu.seconds()["inference"]
-    finally:
-        for release in releases:
-            release.set()
-        for thread in threads:
-            thread.join(30)
-    assert live >= sum(spent)
-
-
-def test_a_thread_not_yet_running_is_skipped(monkeypatch) -> None:
-    """A thread in ``threading.enumerate()`` before it runs has no kernel id yet: it is
-    passed over, and the threads after it are still counted."""
-    starting = threading.Thread(target=lambda: None, name="spin-starting")  # never started
-    spent: list[float] = []
-    recorded, release = threading.Event(), threading.Event()
-    thread = _spinner("spin-0", spent, recorded, release)
-    thread.start()
-    try:
-        assert recorded.wait(30), "the thread never ran"
-        monkeypatch.setattr(
-            "ranker_service.thread_cpu.threading.enumerate", lambda: [starting, thread]
-        )
-        seconds = ThreadCpu(inference_prefix="spin-").seconds()
-    finally:
-        release.set()
-        thread.join(30)
-    assert starting.native_id is None and seconds["inference"] >= spent[0]
