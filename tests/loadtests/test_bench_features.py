@@ -39,9 +39,12 @@ def test_a_short_run_times_every_variant(tmp_path: Path) -> None:
     ]
     assert all(row[2] > 0 for row in bodies["rows"])
     assert any(line.startswith("request body decode (N = 10)") for line in doc["summary"])
-    # The same decode after nothing, a sleep and a model step (a real recorded model step).
+    # The same decode after nothing, spinning, a sleep and a model step (a real recorded one).
     assert [row[0] for row in following["rows"]] == [
         "nothing (back to back)",
+        "0.5 ms of spinning",
+        "5 ms of spinning",
+        "20 ms of spinning",
         "a 5 ms sleep",
         "one model step",
     ]
@@ -57,6 +60,19 @@ def test_no_model_skips_the_after_table(tmp_path: Path) -> None:
     doc = read_result(out)
     assert len(doc["tables"]) == 3
     assert not any(line.startswith("warm decode, thread CPU") for line in doc["summary"])
+
+
+def test_spin_keeps_the_thread_busy_until_the_clock_passes_the_deadline() -> None:
+    ticks = iter(range(100))
+    reads: list[float] = []
+
+    def clock() -> float:
+        reads.append(next(ticks) * 0.001)  # 1 ms a read
+        return reads[-1]
+
+    features.spin(0.0045, clock)
+    # The deadline is the first read + 4.5 ms: the loop reads until it sees 5 ms, then stops.
+    assert reads == [0.0, 0.001, 0.002, 0.003, 0.004, 0.005]
 
 
 def test_the_columns_history_equals_the_serving_history() -> None:
