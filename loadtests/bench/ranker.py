@@ -28,7 +28,10 @@ once); it shares the cores with the server, and its CPU per request is reported.
    measurement before and one right after this phase).
 2. Saturation: closed loop with many clients; throughput with micro-batching vs without.
 3. Poisson arrivals at several rates against the ranker and the peer, one after the other:
-   P99 of each and their ratio; the highest rate with P99 < 50 ms, and P99 at half of it.
+   P99 of each and their ratio; the highest rate with P99 < 50 ms, and P99 at half of it;
+   and the ranker's CPU per request over each round, with its non-model share, as load
+   changes how often the work outside the model finds its caches warm and how many requests
+   a model call scores.
 """
 
 from __future__ import annotations
@@ -266,15 +269,22 @@ _CPU_COUNTERS = {
 }
 
 
+_BATCHES = "ranker_model_batch_size_"  # its _sum (requests) and _count (model calls)
+
+
 def server_cpu(base_url: str) -> dict[str, dict[str, float]]:
     """The ranker's CPU counters: by stage (``ranker_stage_cpu_seconds``) and by thread role
-    (``ranker_thread_cpu_seconds``), seconds so far."""
+    (``ranker_thread_cpu_seconds``), seconds so far; and under "batches" the requests scored
+    ("sum") and the model calls that scored them ("count") so far."""
     text = httpx.get(f"{base_url}/metrics", trust_env=False).text
-    out: dict[str, dict[str, float]] = {key: {} for key in _CPU_COUNTERS}
+    out: dict[str, dict[str, float]] = {key: {} for key in (*_CPU_COUNTERS, "batches")}
     for line in text.splitlines():
         for key, prefix in _CPU_COUNTERS.items():
             if line.startswith(prefix):
                 out[key][line.split('"')[1]] = float(line.rsplit(" ", 1)[1])
+        if line.startswith((f"{_BATCHES}sum ", f"{_BATCHES}count ")):
+            name, value = line.split(" ")
+            out["batches"][name.removeprefix(_BATCHES)] = float(value)
     return out
 
 
@@ -426,6 +436,47 @@ def other_cpu(
     ]
 
 
+@dataclass
+class RoundCpu:
+    """The server's CPU over one Poisson round, per answered request."""
+
+    total_s: float  # the process's CPU
+    score_s: float  # score()'s (ranker_stage_cpu_seconds{stage="score"})
+    per_call: float  # requests scored per model call
+
+
+def round_cpu(
+    before: tuple[float, dict], after: tuple[float, dict], answered: int
+) -> RoundCpu | None:
+    """(process CPU, ``server_cpu``) before and after a round -> its CPU per answered request;
+    None when no request was answered."""
+    if answered <= 0:
+        return None
+    (cpu0, c0), (cpu1, c1) = before, after
+
+    def delta(key: str, name: str) -> float:
+        return c1[key].get(name, 0.0) - c0[key].get(name, 0.0)
+
+    calls = delta("batches", "count")
+    return RoundCpu(
+        (cpu1 - cpu0) / answered,
+        delta("stages", "score") / answered,
+        delta("batches", "sum") / calls if calls else 0.0,
+    )
+
+
+def measured_round(
+    proc: ServiceProcess, url: str, bodies: list[bytes], rate: float, seconds: float, seed: int
+) -> tuple[OpenLoopRun, RoundCpu | None]:
+    """``open_loop`` with the server's CPU read around it (one scrape's CPU counts in the
+    round's, a few ms over hundreds of requests)."""
+    base = url.rsplit("/v1/", 1)[0]
+    before = (process_cpu_s(proc.pid), server_cpu(base))
+    run = asyncio.run(open_loop(url, bodies, rate, seconds, seed=seed))
+    after = (process_cpu_s(proc.pid), server_cpu(base))
+    return run, round_cpu(before, after, len(run.latencies_ms))
+
+
 def non_model_pct(total: float, score: float) -> float:
     """Server CPU outside score() as a percentage of the request's server CPU."""
     return 100 * (total - score) / total
@@ -562,10 +613,12 @@ def main(argv: list[str] | None = None) -> None:
             # the two measurements (load can only slow it) keeps the ratio from flattering.
             rate_flops = max(rate_flops, matmul_rate(seconds=1.0))
             sat = {"batched": asyncio.run(closed_loop(url, bodies, sat_clients, sat_s))}
-            ours = {
-                rate: asyncio.run(open_loop(url, bodies, rate, round_s, seed=i))
+            measured = {
+                rate: measured_round(proc, url, bodies, rate, round_s, seed=i)
                 for i, rate in enumerate(rates)
             }
+            ours = {rate: run for rate, (run, _) in measured.items()}
+            loaded = {rate: cpu for rate, (_, cpu) in measured.items() if cpu is not None}
             best, half = best_rate(ours, url, bodies, round_s)
         # 1b. the same ranker answering through the FastAPI route (RANKER_FAST_PATH=false, the
         # reference): what the fast path saves outside the model
@@ -689,6 +742,19 @@ def main(argv: list[str] | None = None) -> None:
         else:
             row += [None, None, None, None]
         t3.add(*row)
+    t4 = result.table(
+        f"Server CPU per request under Poisson load (N = {n}, T = {cfg.max_seq_len}, "
+        f"content {args.content})",
+        ["req/s", "CPU ms / request", "score ms / request", "outside score ms / request",
+         "non-model share", "requests per model call"],
+        note="The micro-batched float32 ranker over each round of the Poisson table above: "
+        "its process CPU (CPU-time clock) and score() CPU (ranker_stage_cpu_seconds) between "
+        "the round's start and end, per answered request; requests per model call from "
+        "ranker_model_batch_size. The first table measures one request in flight, back to back.",
+    )  # fmt: skip
+    for rate, c in loaded.items():
+        t4.add(rate, 1e3 * c.total_s, 1e3 * c.score_s, 1e3 * (c.total_s - c.score_s),
+               f"{non_model_pct(c.total_s, c.score_s):.1f}%", c.per_call)  # fmt: skip
     result.data["poisson"] = {
         "ours": {str(r): ours[r].latencies_ms for r in rates},
         "ours_eager": {str(r): ours_eager[r].latencies_ms for r in ours_eager},
@@ -720,6 +786,11 @@ def main(argv: list[str] | None = None) -> None:
             else ""
         ),
         rate_line("", best, half, rates),
+        "non-model share under Poisson load: "
+        + ", ".join(
+            f"{non_model_pct(c.total_s, c.score_s):.1f}% at {rate:g} req/s"
+            for rate, c in loaded.items()
+        ),
         "ours / peer P99 at the rates the peer sustains: "
         + (
             ", ".join(f"{x:.3f}x" for x in ratios)

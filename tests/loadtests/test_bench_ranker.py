@@ -51,6 +51,7 @@ def test_quick_mode_writes_every_headline(tmp_path: Path) -> None:
         "bf16 batched saturation gain: ",
         "recorded graphs vs eager: ",
         "fast path vs the FastAPI route: ",
+        "non-model share under Poisson load: ",
     )
     for prefix in (*HEADLINES, *extra):
         assert any(line.startswith(prefix) for line in doc["summary"]), (prefix, doc["summary"])
@@ -58,6 +59,9 @@ def test_quick_mode_writes_every_headline(tmp_path: Path) -> None:
     titles = [t["title"] for t in doc["tables"]]
     assert any(t.startswith("Server CPU per request") for t in titles)
     assert any(t.endswith("FastAPI route)") for t in titles)
+    (loaded,) = [t for t in doc["tables"] if t["title"].startswith("Server CPU per request under")]
+    assert [row[0] for row in loaded["rows"]] == [2.0, 5.0]  # every quick-mode rate
+    assert all(row[1] > row[2] > 0 and row[5] >= 1 for row in loaded["rows"])
     assert any("LitServe peer" in t for t in titles)
     servers = [
         row[0] for t in doc["tables"] if t["title"].startswith("Saturation") for row in t["rows"]
@@ -84,6 +88,21 @@ def test_the_sustained_rate_is_the_last_one_before_the_first_miss() -> None:
     assert sustained_rate({10: _run(30), 2: _run(20), 5: _run(50)}) == 2  # 50 ms is a miss
     assert sustained_rate({2: _run(20), 5: _run(30, failures=1)}) == 2
     assert sustained_rate({2: _run(70), 5: _run(20)}) is None
+
+
+def test_a_round_s_cpu_is_per_answered_request_and_its_batches_per_model_call() -> None:
+    from loadtests.bench.ranker import round_cpu
+
+    before = (10.0, {"stages": {"score": 4.0}, "batches": {"sum": 30.0, "count": 20.0}})
+    after = (13.0, {"stages": {"score": 6.7}, "batches": {"sum": 130.0, "count": 60.0}})
+    cpu = round_cpu(before, after, answered=100)
+    assert cpu is not None
+    assert cpu.total_s == pytest.approx(0.03) and cpu.score_s == pytest.approx(0.027)
+    assert cpu.per_call == pytest.approx(2.5)  # 100 requests in 40 model calls
+    assert round_cpu(before, after, answered=0) is None
+    # a server that never scored (no batch series yet) reports no batches, not a division error
+    empty = (10.0, {"stages": {}, "batches": {}})
+    assert round_cpu(empty, empty, answered=1).per_call == 0.0
 
 
 def test_process_cpu_reads_another_process_clock_to_the_nanosecond(monkeypatch) -> None:
