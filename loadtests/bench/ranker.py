@@ -28,7 +28,8 @@ once); it shares the cores with the server, and its CPU per request is reported.
    measurement before and one right after this phase).
 2. Saturation: closed loop with many clients; throughput with micro-batching vs without.
 3. Poisson arrivals at several rates against the ranker and the peer, one after the other:
-   P99 of each and their ratio; the highest rate with P99 < 50 ms, and P99 at half of it;
+   P99 of each and their ratio (each round long enough to expect ``--min-requests``, the
+   sample a P99 needs); the highest rate with P99 < 50 ms, and P99 at half of it;
    and the ranker's CPU per request over each round, with its non-model share, as load
    changes how often the work outside the model finds its caches warm and how many requests
    a model call scores.
@@ -46,7 +47,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -495,14 +496,21 @@ def sustained_rate(runs: dict[float, OpenLoopRun]) -> float | None:
     return best
 
 
+def round_seconds(rate: float, round_s: float, min_requests: int) -> float:
+    """How long a Poisson round at ``rate`` runs: ``round_s``, or long enough to expect
+    ``min_requests`` arrivals. A P99 needs them: of 60 requests (30 s at 2 req/s), the
+    nearest-rank P99 is the slowest one."""
+    return max(round_s, min_requests / rate)
+
+
 def best_rate(
-    runs: dict[float, OpenLoopRun], url: str, bodies: list[bytes], round_s: float
+    runs: dict[float, OpenLoopRun], url: str, bodies: list[bytes], seconds: Callable[[float], float]
 ) -> tuple[float | None, float | None]:
-    """``sustained_rate`` and the P99 of a new run at half that rate."""
+    """``sustained_rate`` and the P99 of a new run at half that rate (``seconds(rate)`` long)."""
     best = sustained_rate(runs)
     if best is None:
         return None, None
-    run = asyncio.run(open_loop(url, bodies, best / 2, round_s, seed=99))
+    run = asyncio.run(open_loop(url, bodies, best / 2, seconds(best / 2), seed=99))
     return best, percentile(run.latencies_ms, 99)
 
 
@@ -534,6 +542,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--users", type=int, default=16)
     parser.add_argument("--rates", default="2,5,10,15,20,25,30", help="Poisson req/s")
     parser.add_argument("--round-s", type=float, default=12.0, help="seconds per rate")
+    parser.add_argument(
+        "--min-requests", type=int, default=200,
+        help="a rate's round runs long enough to expect this many requests (its P99's sample)",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, default=None, help="result JSON path")
     parser.add_argument(
         "--bf16", choices=["auto", "yes", "no"], default="auto",
@@ -563,6 +575,11 @@ def main(argv: list[str] | None = None) -> None:
     n, users = (10, 4) if args.quick else (args.candidates, args.users)
     rates = [2.0, 5.0] if args.quick else [float(r) for r in args.rates.split(",")]
     round_s = 2.0 if args.quick else args.round_s
+    min_requests = 6 if args.quick else args.min_requests
+
+    def seconds(rate: float) -> float:
+        return round_seconds(rate, round_s, min_requests)
+
     reps, sat_s, sat_clients = (10, 2.0, 4) if args.quick else (100, 15.0, 8)
     per_source = cfg.max_seq_len
 
@@ -614,12 +631,12 @@ def main(argv: list[str] | None = None) -> None:
             rate_flops = max(rate_flops, matmul_rate(seconds=1.0))
             sat = {"batched": asyncio.run(closed_loop(url, bodies, sat_clients, sat_s))}
             measured = {
-                rate: measured_round(proc, url, bodies, rate, round_s, seed=i)
+                rate: measured_round(proc, url, bodies, rate, seconds(rate), seed=i)
                 for i, rate in enumerate(rates)
             }
             ours = {rate: run for rate, (run, _) in measured.items()}
             loaded = {rate: cpu for rate, (_, cpu) in measured.items() if cpu is not None}
-            best, half = best_rate(ours, url, bodies, round_s)
+            best, half = best_rate(ours, url, bodies, seconds)
         # 1b. the same ranker answering through the FastAPI route (RANKER_FAST_PATH=false, the
         # reference): what the fast path saves outside the model
         with serving(*ranker("ranker-route", 8, threads, RANKER_FAST_PATH="false")) as (p, u):
@@ -639,10 +656,10 @@ def main(argv: list[str] | None = None) -> None:
                 seq = sequential_cpu(proc, url, bodies, reps)
                 saturation = asyncio.run(closed_loop(url, bodies, sat_clients, sat_s))
                 runs = {
-                    rate: asyncio.run(open_loop(url, bodies, rate, round_s, seed=i))
+                    rate: asyncio.run(open_loop(url, bodies, rate, seconds(rate), seed=i))
                     for i, rate in enumerate(rates)
                 }
-                return seq, saturation, runs, *best_rate(runs, url, bodies, round_s)
+                return seq, saturation, runs, *best_rate(runs, url, bodies, seconds)
 
         seq_eager, sat["batched eager"], ours_eager, best_eager, half_eager = variant(
             "ranker-eager", RANKER_TRACED="false"
@@ -712,12 +729,17 @@ def main(argv: list[str] | None = None) -> None:
         t2.add("one at a time, bf16", sat_clients, sat["single bf16"])
         t2.add("micro-batched, bf16", sat_clients, sat["batched bf16"])
     t3 = result.table(
-        f"Poisson arrivals, {round_s:.0f} s per rate: this ranker vs the LitServe peer",
+        f"Poisson arrivals, {round_s:.0f} s per rate or long enough to expect {min_requests} "
+        "requests: this ranker vs the LitServe peer",
         ["req/s", "ours p50 ms", "ours p99 ms", "ours failed"]
         + ["eager p50 ms", "eager p99 ms", "eager failed"]
         + (["bf16 p50 ms", "bf16 p99 ms", "bf16 failed"] if with_bf16 else [])
         + ["peer p50 ms", "peer p99 ms", "peer failed", "ours / peer p99"],
-        note="The peer: LitServe dynamic batching (max 8, 5 ms), plain redis-py WITHSCORES, "
+        note="Each of this ranker's rounds ran "
+        + ", ".join(f"{seconds(r):.0f} s at {r:g} req/s" for r in rates)
+        + " (long enough to expect the requests a P99 needs); the peer's ran "
+        f"{round_s:.0f} s each: past its saturation a longer round only grows its queue. "
+        "The peer: LitServe dynamic batching (max 8, 5 ms), plain redis-py WITHSCORES, "
         "one independent row per candidate; '-' where a lower rate already overloaded it "
         "(its median waited a quarter of the round or more). The load generator "
         "(loadtests.bench.http_load, on the same cores) spent "

@@ -90,6 +90,14 @@ def test_the_sustained_rate_is_the_last_one_before_the_first_miss() -> None:
     assert sustained_rate({2: _run(70), 5: _run(20)}) is None
 
 
+def test_a_round_is_long_enough_to_expect_the_requests_its_p99_needs() -> None:
+    from loadtests.bench.ranker import round_seconds
+
+    assert round_seconds(2.0, 30.0, 200) == 100.0  # 60 requests in 30 s: too few
+    assert round_seconds(20.0, 30.0, 200) == 30.0  # 600 in the round as set
+    assert round_seconds(5.0, 30.0, 0) == 30.0
+
+
 def test_a_round_s_cpu_is_per_answered_request_and_its_batches_per_model_call() -> None:
     from loadtests.bench.ranker import round_cpu
 
