@@ -32,7 +32,18 @@ class Settings(BaseSettings):
         gt=0,
         validation_alias=AliasChoices("RANKER_REDIS_TIMEOUT_MS", "RANKER_REDIS_BUDGET_MS"),
     )
+    # How the request's read reaches one Redis server. "multiplexed": every request's commands
+    # pipelined on one shared connection, replies parsed by hiredis as they arrive (a late reply
+    # is dropped, never read by another request); the event loop spends less than half the CPU
+    # per read that redis.asyncio's pipeline costs (docs/benchmarks/features.md). "redis-py":
+    # redis.asyncio's connection pool and pipeline, the reference. A Redis Cluster is always
+    # read through redis-py's cluster client ("multiplexed" is then refused).
+    redis_reader: Literal["auto", "multiplexed", "redis-py"] = "auto"
+    # Connections of the redis-py reader (per node on a cluster).
     redis_max_connections: int = Field(default=64, gt=0)
+    # The multiplexed reader closes its connection when a reply has been outstanding this long
+    # (a server that stopped answering without closing it) and opens a new one on the next read.
+    redis_stale_s: float = Field(default=5.0, gt=0)
     # Switch the upstream embedding lookup off (the benchmark's baseline; an emergency lever).
     upstream_lookup_enabled: bool = True
     # An embedding older than this (request time - computed_at_ms) is "stale" and not used.
@@ -114,6 +125,15 @@ class Settings(BaseSettings):
                 if old in data:
                     data = {new: data[old], **{k: v for k, v in data.items() if k != old}}
         return data
+
+    @model_validator(mode="after")
+    def _reader_fits_the_topology(self) -> Settings:
+        if self.redis_cluster and self.redis_reader == "multiplexed":
+            raise ValueError(
+                "redis_reader=multiplexed reads one Redis server; a cluster is read with "
+                "redis_reader=auto or redis-py (redis-py's cluster client)"
+            )
+        return self
 
     @property
     def redis_budget_ms(self) -> float:

@@ -1,16 +1,17 @@
 """Redis reads: the user's upstream embedding, recent history and content vectors, in one trip.
 
-``redis.asyncio`` on the event loop rather than a sync client in the inference thread: the
-Redis wait of one request then overlaps the model time of another, and the per-request budget
-is a plain ``asyncio.timeout`` that cancels the read (redis-py drops a connection cancelled
-mid-reply, so a late answer can never be read by the next request). A sync client in the
-worker would serialise every Redis wait behind the single inference thread.
+The read runs on the event loop rather than in the inference thread: the Redis wait of one
+request then overlaps the model time of another, and the per-request budget is a plain
+``asyncio.timeout`` that cancels the read. On one Redis server every request's read shares one
+pipelined connection (``redis_mux.MultiplexedRedis``: a late reply is parsed and dropped, never
+read by the next request); on a Redis Cluster, or with ``RANKER_REDIS_READER=redis-py`` (the
+reference), redis-py's pipeline sends it (redis-py drops a connection cancelled mid-reply).
 
 This module only moves bytes; decoding (which can fail on a corrupt record) lives in
 ``features.py`` / ``records.py`` and runs in the worker thread. The history is read without
 scores: the score is the record's own ``timestamp_ms``, and 800 scores each sent as text and
-parsed back into a float cost more than the records themselves. With ``hiredis`` installed
-(a dependency) redis-py parses replies in C.
+parsed back into a float cost more than the records themselves. hiredis (a dependency) parses
+the replies in C on both paths.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from ranker_service.redis_client import REDIS_ERRORS, connect_redis, is_cluster
+from ranker_service.redis_client import REDIS_ERRORS, RedisClient, connect_redis, is_cluster
+from ranker_service.redis_mux import Command, MultiplexedRedis
 from ranker_service.settings import Settings
 from shared_model.contract import (
     EMBEDDING_FIELD_RECORD,
@@ -60,8 +62,19 @@ class FeatureStore:
 
     def __init__(self, settings: Settings) -> None:
         self.budget_s = settings.redis_budget_ms / 1000
-        self.client = connect_redis(settings, self.budget_s)
-        self.cluster = is_cluster(self.client)
+        self.mux: MultiplexedRedis | None = None
+        self.client: RedisClient | None = None
+        self.cluster = settings.redis_cluster
+        if settings.redis_reader == "redis-py" or settings.redis_cluster:  # auto: a cluster
+            self.client = connect_redis(settings, self.budget_s)
+            self.cluster = is_cluster(self.client)
+        else:
+            self.mux = MultiplexedRedis(
+                settings.redis_url.get_secret_value(),
+                connect_timeout_s=max(self.budget_s, 0.001),
+                stale_s=max(settings.redis_stale_s, self.budget_s),
+                tls_ca_file=settings.redis_tls_ca_file,
+            )
 
     async def fetch(
         self,
@@ -81,26 +94,26 @@ class FeatureStore:
         start = time.perf_counter()
         if not (read_embedding or read_history or content_ids):
             return UserData(FetchOutcome.SKIPPED, 0.0)
-        pipe = self.client.pipeline(transaction=False)
+        commands: list[Command] = []
         versioned = read_embedding and embedding_version is not None
         if versioned:
-            pipe.hget(versioned_embedding_key(user_id, embedding_version), EMBEDDING_FIELD_RECORD)
+            key = versioned_embedding_key(user_id, embedding_version)  # type: ignore[arg-type]
+            commands.append(("HGET", key, EMBEDDING_FIELD_RECORD))
         if read_embedding:
-            pipe.hget(embedding_key(user_id), EMBEDDING_FIELD_RECORD)
+            commands.append(("HGET", embedding_key(user_id), EMBEDDING_FIELD_RECORD))
         if read_history:
             for source in HISTORY_SOURCES:
                 # Each source capped separately (paper: per-source horizon), oldest first.
-                pipe.zrange(history_key(user_id, source), -history_limit, -1)
+                commands.append(("ZRANGE", history_key(user_id, source), -history_limit, -1))
         if content_ids:
             keys = [content_embedding_key(c) for c in content_ids]
-            if self.cluster:
-                for key in keys:  # content keys span slots: no MGET; one GET each, per node
-                    pipe.get(key)
+            if self.cluster:  # content keys span slots: no MGET; one GET each, per node
+                commands += [("GET", key) for key in keys]
             else:
-                pipe.mget(keys)
+                commands.append(("MGET", *keys))
         try:
             async with asyncio.timeout(self.budget_s):
-                replies = await pipe.execute()
+                replies = await self._send(commands)
         except TimeoutError:
             return UserData(FetchOutcome.TIMEOUT, time.perf_counter() - start)
         except REDIS_ERRORS as e:
@@ -120,12 +133,28 @@ class FeatureStore:
             data.content = dict(zip(content_ids, values, strict=True))
         return data
 
+    async def _send(self, commands: list[Command]) -> list:
+        """One round trip: the multiplexed connection, or a redis-py pipeline."""
+        if self.mux is not None:
+            return await self.mux.execute(commands)
+        assert self.client is not None
+        pipe = self.client.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        return await pipe.execute()
+
     async def ping(self) -> bool:
         try:
             async with asyncio.timeout(max(self.budget_s, 0.25)):
+                if self.mux is not None:
+                    return await self.mux.ping()
+                assert self.client is not None
                 return bool(await self.client.ping())
         except (TimeoutError, *REDIS_ERRORS):
             return False
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        if self.mux is not None:
+            await self.mux.aclose()
+        if self.client is not None:
+            await self.client.aclose()

@@ -6,6 +6,10 @@ embedding, N = 100 candidates with content by id), on a real redis-server, in on
 
 * the pipelined Redis read (embedding + both histories + content by id), four ways: redis-py's
   pure-Python reply parser or hiredis, the history read WITHSCORES or without;
+* the ranker's own read (``FeatureStore.fetch``: versioned and version-1 embedding keys, both
+  histories, content cached) through its two readers, the multiplexed connection and
+  redis.asyncio's pipeline (the reference), as the event loop's thread CPU and wall time per
+  read, back to back and right after a 5 ms sleep;
 * decoding the replies into the model's input tensors (history EventBatch, upstream feature,
   candidates, context): the per-record reference path (``HistoryRecord.decode`` per member,
   ``EventBatch.from_records``, ``EmbeddingRecord.decode`` and Python lists per candidate,
@@ -61,7 +65,8 @@ from ranker_service.features import (
 from ranker_service.records import event_batch, recent_history
 from ranker_service.routes.rank import parse_rank_request, validate_rank_request
 from ranker_service.schemas import Candidate
-from ranker_service.store import FetchOutcome
+from ranker_service.settings import Settings
+from ranker_service.store import FeatureStore, FetchOutcome
 from shared_model.config import LLaTTEConfig, online_config
 from shared_model.contract import (
     EMBEDDING_FIELD_RECORD,
@@ -169,6 +174,44 @@ async def time_reads(url: str, cfg: LLaTTEConfig, content_ids: list[str], reps: 
         for client in clients.values():
             await client.aclose()
     return times, samples
+
+
+READERS = {"multiplexed": "multiplexed (serving)", "redis-py": "redis.asyncio pipeline (reference)"}
+
+
+async def time_store_reads(url: str, cfg: LLaTTEConfig, reps: int) -> dict[tuple, list[float]]:
+    """``FeatureStore.fetch`` through each reader, interleaved: thread CPU and wall ms per read,
+    back to back and right after a 5 ms sleep (the event loop idles between requests)."""
+    stores = {r: FeatureStore(Settings(redis_url=url, redis_reader=r)) for r in READERS}
+
+    async def fetch(store: FeatureStore):
+        data = await store.fetch(
+            USER, history_limit=cfg.max_seq_len, read_embedding=True, read_history=True,
+            embedding_version=UPSTREAM,
+        )  # fmt: skip
+        if data.outcome is not FetchOutcome.OK:
+            raise RuntimeError(f"the bench's read failed: {data.outcome}")
+        return data.embedding, data.history
+
+    times: dict[tuple, list[float]] = {}
+    try:
+        replies = [await fetch(store) for store in stores.values()]  # connected, and equal
+        if replies[0] != replies[1]:
+            raise RuntimeError("the two readers returned different bytes")
+        for _ in range(reps):
+            for pause in (0.0, 0.005):
+                for reader, store in stores.items():
+                    if pause:
+                        await asyncio.sleep(pause)
+                    cpu, wall = time.thread_time(), time.perf_counter()
+                    await fetch(store)
+                    key = (reader, pause)
+                    times.setdefault((*key, "cpu"), []).append((time.thread_time() - cpu) * 1e3)
+                    times.setdefault((*key, "wall"), []).append((time.perf_counter() - wall) * 1e3)
+    finally:
+        for store in stores.values():
+            await store.aclose()
+    return times
 
 
 # ----------------------------------------------------------------------------------------------
@@ -374,6 +417,7 @@ def main(argv: list[str] | None = None) -> None:
     with RedisServer() as server:
         seed(server.client(), cfg, args.per_source, args.candidates, rng)
         read_times, samples = asyncio.run(time_reads(server.url, cfg, content_ids, args.reps))
+        store_times = asyncio.run(time_store_reads(server.url, cfg, args.reps))
 
     table = result.table(
         "Redis read (one pipelined round trip)",
@@ -389,6 +433,31 @@ def main(argv: list[str] | None = None) -> None:
             percentile(xs, 99),
             f"{_median(xs) / before_read:.2f}x",
         )
+
+    table = result.table(
+        "The ranker's read, by reader (event loop thread CPU and wall time per read)",
+        ["reader", "before it", "CPU p50 ms", "CPU p99 ms", "wall p50 ms", "CPU vs reference"],
+        note="FeatureStore.fetch as the ranker calls it: the versioned and the version-1 "
+        "embedding keys and both histories (content vectors cached, none read), through each "
+        "of RANKER_REDIS_READER's readers, interleaved; the loop runs nothing else.",
+    )
+    cpu_ms = {}
+    for pause, ran in ((0.0, "nothing (back to back)"), (0.005, "a 5 ms sleep")):
+        reference = _median(store_times[("redis-py", pause, "cpu")])
+        for reader, label in READERS.items():
+            cpu, wall = store_times[(reader, pause, "cpu")], store_times[(reader, pause, "wall")]
+            table.add(
+                label, ran, _median(cpu), percentile(cpu, 99), _median(wall),
+                f"{_median(cpu) / reference:.2f}x",
+            )  # fmt: skip
+            cpu_ms[reader, pause] = _median(cpu)
+    read_line = (
+        f"the ranker's Redis read, event loop CPU: multiplexed {cpu_ms['multiplexed', 0.0]:.3f} "
+        f"ms against redis.asyncio's pipeline {cpu_ms['redis-py', 0.0]:.3f} ms back to back "
+        f"({cpu_ms['multiplexed', 0.0] / cpu_ms['redis-py', 0.0]:.2f}x), "
+        f"{cpu_ms['multiplexed', 0.005]:.3f} against {cpu_ms['redis-py', 0.005]:.3f} ms "
+        f"after a 5 ms sleep ({cpu_ms['multiplexed', 0.005] / cpu_ms['redis-py', 0.005]:.2f}x)"
+    )
 
     _, pairs, content_raw = samples[("python parser", True, tuple(content_ids))]
     embedding_raw, members, _ = samples[("hiredis", False, tuple(content_ids))]
@@ -438,6 +507,7 @@ def main(argv: list[str] | None = None) -> None:
         f"feature path p50, after: {after:.2f} ms with the content cache warm "
         f"({before / after:.1f}x less), {after_cold:.2f} ms cold ({before / after_cold:.1f}x)",
     ]
+    result.summary.append(read_line)
     columns = _median(decode_times["serving, content cache warm, history by columns"])
     warm_decode = _median(decode_times["serving, content cache warm"])
     result.summary.append(

@@ -18,8 +18,19 @@ def test_a_short_run_times_every_variant(tmp_path: Path) -> None:
     out = tmp_path / "features.json"
     features.main(["--reps", "3", "--candidates", "10", "--per-source", "20", "--out", str(out)])
     doc = read_result(out)
-    reads, decodes, bodies, following = doc["tables"]
+    reads, readers, decodes, bodies, following = doc["tables"]
     assert len(reads["rows"]) == 5 and all(row[3] > 0 for row in reads["rows"])
+    # The ranker's own read through both readers, back to back and after a sleep.
+    assert [row[:2] for row in readers["rows"]] == [
+        ["multiplexed (serving)", "nothing (back to back)"],
+        ["redis.asyncio pipeline (reference)", "nothing (back to back)"],
+        ["multiplexed (serving)", "a 5 ms sleep"],
+        ["redis.asyncio pipeline (reference)", "a 5 ms sleep"],
+    ]
+    assert all(row[2] > 0 and row[4] > 0 for row in readers["rows"])
+    assert any(
+        line.startswith("the ranker's Redis read, event loop CPU: ") for line in doc["summary"]
+    )
     paths = [row[0] for row in decodes["rows"]]
     assert paths == [
         "per-record reference",
@@ -58,7 +69,7 @@ def test_no_model_skips_the_after_table(tmp_path: Path) -> None:
         ["--reps", "2", "--candidates", "5", "--per-source", "10", "--no-model", "--out", str(out)]
     )
     doc = read_result(out)
-    assert len(doc["tables"]) == 3
+    assert len(doc["tables"]) == 4
     assert not any(line.startswith("warm decode, thread CPU") for line in doc["summary"])
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import secrets
 import shutil
+import ssl
 import subprocess
 from pathlib import Path
 
@@ -224,13 +225,38 @@ def test_redis_tls_and_password_settings_reach_redis_py() -> None:
     ranker_settings = RankerSettings(
         redis_url=f"rediss://:{secret}@redis.internal:6380/0",
         redis_tls_ca_file=Path("/etc/redis/ca.pem"),
+        redis_reader="redis-py",
     )
     assert secret not in repr(ranker_settings)
     store = FeatureStore(ranker_settings)
+    assert store.client is not None
     pool = store.client.connection_pool
     assert pool.connection_class.__name__ == "SSLConnection"
     assert pool.connection_kwargs["password"] == secret
     assert pool.connection_kwargs["ssl_ca_certs"] == "/etc/redis/ca.pem"
+
+
+def test_redis_tls_and_password_settings_reach_the_multiplexed_reader(tmp_path: Path) -> None:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed: cannot make a test certificate")
+    secret = secrets.token_urlsafe(12)
+    ca = tmp_path / "ca.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(tmp_path / "key.pem"), "-out", str(ca), "-subj", "/CN=test-ca"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    settings = RankerSettings(
+        redis_url=f"rediss://reader:{secret}@redis.internal:6380/2", redis_tls_ca_file=ca
+    )
+    mux = FeatureStore(settings).mux
+    assert mux is not None
+    assert (mux.host, mux.port, mux.path) == ("redis.internal", 6380, None)
+    assert mux.ssl is not None and mux.ssl.verify_mode == ssl.CERT_REQUIRED
+    assert mux.ssl.check_hostname and mux.ssl.cert_store_stats()["x509_ca"] == 1  # ca.pem
+    assert mux.setup == [("AUTH", "reader", secret), ("SELECT", 2)]
+    with pytest.raises(FileNotFoundError):  # the CA file is really read
+        FeatureStore(settings.model_copy(update={"redis_tls_ca_file": tmp_path / "missing"}))
 
 
 # ------------------------------------------------------------------------------------------
