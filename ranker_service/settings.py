@@ -32,12 +32,13 @@ class Settings(BaseSettings):
         gt=0,
         validation_alias=AliasChoices("RANKER_REDIS_TIMEOUT_MS", "RANKER_REDIS_BUDGET_MS"),
     )
-    # How the request's read reaches one Redis server. "multiplexed": every request's commands
-    # pipelined on one shared connection, replies parsed by hiredis as they arrive (a late reply
-    # is dropped, never read by another request); the event loop spends less than half the CPU
-    # per read that redis.asyncio's pipeline costs (docs/benchmarks/features.md). "redis-py":
-    # redis.asyncio's connection pool and pipeline, the reference. A Redis Cluster is always
-    # read through redis-py's cluster client ("multiplexed" is then refused).
+    # How the request's read reaches Redis. "multiplexed": every request's commands pipelined
+    # on one shared connection, replies parsed by hiredis as they arrive (a late reply is
+    # dropped, never read by another request); the event loop spends less than half the CPU
+    # per read that redis.asyncio's pipeline costs (docs/benchmarks/features-zen4.md).
+    # "redis-py": redis.asyncio's connection pool and pipeline, the reference. "auto":
+    # multiplexed on one server, redis-py's cluster client on a Redis Cluster (where
+    # "multiplexed" is refused).
     redis_reader: Literal["auto", "multiplexed", "redis-py"] = "auto"
     # Connections of the redis-py reader (per node on a cluster).
     redis_max_connections: int = Field(default=64, gt=0)

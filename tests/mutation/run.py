@@ -134,6 +134,11 @@ TARGETS: dict[str, Target] = {
         ("tests/ranker_service/test_thread_cpu.py",),
         note="the CPU of the ranker's threads by role",
     ),
+    "redis_mux": Target(
+        "ranker_service/redis_mux.py",
+        ("tests/ranker_service/test_redis_mux.py",),
+        note="the ranker's multiplexed Redis reader: replies to the read that asked for them",
+    ),
 }
 
 # Mutants no test can kill because they do not change behaviour, each with the reason.
