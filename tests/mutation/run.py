@@ -144,6 +144,15 @@ TARGETS: dict[str, Target] = {
 # Mutants no test can kill because they do not change behaviour, each with the reason.
 # Keys are mutmut's mutant names; a listed name that no longer exists is reported.
 EQUIVALENT: dict[str, str] = {
+    "ranker_service.redis_mux.xǁ_Connectionǁconnection_made__mutmut_15": (
+        "TCP_NODELAY set to 2: a boolean socket option, on for any non-zero value"
+    ),
+    "ranker_service.redis_mux.xǁ_Connectionǁconnection_made__mutmut_22": (
+        "SO_KEEPALIVE set to 2: a boolean socket option, on for any non-zero value"
+    ),
+    "ranker_service.redis_mux.xǁMultiplexedRedisǁping__mutmut_3": (
+        "PING sent as 'ping': Redis command names are case-insensitive"
+    ),
     "upstream_service.offsets.xǁOffsetTrackerǁ__init____mutmut_3": "chunk ids start at 1: opaque",
     "upstream_service.offsets.xǁOffsetTrackerǁopen__mutmut_3": "ids count down: still unique",
     "upstream_service.offsets.xǁOffsetTrackerǁopen__mutmut_4": "ids step by 2: still unique",

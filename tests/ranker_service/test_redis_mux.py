@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
 from collections.abc import Awaitable, Callable, Iterator
 
 import hiredis
@@ -307,20 +308,21 @@ def test_a_late_reply_is_dropped_never_read_by_the_next_read() -> None:
 
 
 def test_a_connection_silent_for_stale_s_is_replaced() -> None:
-    now = [0.0]
+    now = [100.0]
 
     async def scenario() -> tuple[list, int]:
         fake = _FakeRedis()
         async with fake as url:
             mux = _mux(url, clock=lambda: now[0])
-            waiting = asyncio.ensure_future(mux.execute([("GET", "never")]))
+            waiting = asyncio.ensure_future(mux.execute([("GET", "never")]))  # sent at 100
             await asyncio.sleep(0.05)
-            now[0] = 5.0  # not yet stale: the same connection
-            with pytest.raises(TimeoutError):
-                async with asyncio.timeout(0.05):
-                    await mux.execute([("GET", "again")])
-            assert mux.connections_opened == 1 and not waiting.done()
-            now[0] = 10.5  # the first reply has waited more than stale_s
+            for t in (105.0, 110.0):  # not yet more than stale_s (10 s): the same connection
+                now[0] = t
+                with pytest.raises(TimeoutError):
+                    async with asyncio.timeout(0.05):
+                        await mux.execute([("GET", "again")])
+                assert mux.connections_opened == 1 and not waiting.done()
+            now[0] = 110.5  # the first reply has waited more than stale_s
             fake.answering.set()
             got = await mux.execute([("GET", "fresh")])
             with pytest.raises(ConnectionError, match=r"no reply from redis in 10\.0 s"):
@@ -329,6 +331,25 @@ def test_a_connection_silent_for_stale_s_is_replaced() -> None:
             return got, fake.connections
 
     assert _run(scenario) == ([b"fresh"], 2)
+
+
+def test_the_connection_sends_at_once_and_is_kept_alive() -> None:
+    async def scenario() -> tuple[int, int]:
+        fake = _FakeRedis()
+        async with fake as url:
+            mux = _mux(url)
+            fake.answering.set()
+            await mux.execute([("GET", "x")])
+            assert mux._conn is not None and mux._conn.transport is not None
+            sock = mux._conn.transport.get_extra_info("socket")
+            options = (
+                sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY),
+                sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+            )
+            await mux.aclose()
+            return options
+
+    assert _run(scenario) == (1, 1)
 
 
 @pytest.mark.parametrize(
@@ -346,10 +367,13 @@ def test_garbage_from_the_server_closes_the_connection(garbage: bytes, first: li
             fake.answering.set()
             fake.garbage = garbage  # one write
             if first is None:
-                with pytest.raises(ConnectionError, match="redis protocol error"):
+                with pytest.raises(ConnectionError, match="redis protocol error: Protocol error"):
                     await mux.execute([("GET", "x")])
             else:
                 assert await mux.execute([("GET", "x")]) == first
+                conn = mux._conn  # failed by the reply that came after x's
+                assert conn is not None
+                assert str(conn.error) == "redis protocol error: a reply nobody asked for"
             got = await mux.execute([("GET", "y")])
             await mux.aclose()
             return got, fake.connections
