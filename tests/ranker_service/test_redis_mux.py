@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import secrets
 import socket
 from collections.abc import Awaitable, Callable, Iterator
 
@@ -191,19 +192,23 @@ def test_a_lost_connection_fails_its_read_and_the_next_read_reconnects() -> None
 
 
 def test_the_url_names_password_user_and_database() -> None:
-    with RedisServer(password="s3cret") as server:
+    password, reader_password = secrets.token_urlsafe(12), secrets.token_urlsafe(12)
+    wrong_password = "not-" + password
+    with RedisServer(password=password) as server:
         admin = server.client()
-        admin.execute_command("ACL", "SETUSER", "reader", "on", ">pw2", "~*", "+@all")
+        admin.execute_command(
+            "ACL", "SETUSER", "reader", "on", f">{reader_password}", "~*", "+@all"
+        )
         _write_users(server.client(db=3), 2)
         base = f"{LOOPBACK}:{server.port}"
 
         async def scenario() -> list[tuple[FetchOutcome, bool]]:
             out = []
             for url in (
-                f"redis://:s3cret@{base}/3",
-                f"redis://reader:pw2@{base}/3",
-                f"redis://:wrong@{base}/3",
-                f"redis://:s3cret@{base}/0",  # right password, a database without the user
+                f"redis://:{password}@{base}/3",
+                f"redis://reader:{reader_password}@{base}/3",
+                f"redis://:{wrong_password}@{base}/3",
+                f"redis://:{password}@{base}/0",  # right password, a database without the user
             ):
                 store = _store(url, "multiplexed")
                 data = await _fetch(store, "u1")
