@@ -250,15 +250,22 @@ def test_a_cluster_is_read_with_redis_py() -> None:
 
 class _FakeRedis:
     """Answers each command with its second argument as a bulk string ("GET a" -> "a"), but
-    only while ``answering`` is set; ``garbage`` is written instead of the next reply."""
+    only while ``answering`` is set; ``garbage`` is written instead of the next reply (the
+    connection is closed instead when it is ``CLOSE``). On a unix socket when given a path."""
 
-    def __init__(self) -> None:
+    CLOSE = b"<close>"
+
+    def __init__(self, unix_path: str | None = None) -> None:
         self.answering = asyncio.Event()
-        self.connections = 0
+        self.connections = self.closed = 0
         self.garbage: bytes | None = None
         self.server: asyncio.Server | None = None
+        self.unix_path = unix_path
 
     async def __aenter__(self) -> str:
+        if self.unix_path is not None:
+            self.server = await asyncio.start_unix_server(self._serve, self.unix_path)
+            return f"unix://{self.unix_path}"
         self.server = await asyncio.start_server(self._serve, LOOPBACK, 0)
         return f"redis://{LOOPBACK}:{self.server.sockets[0].getsockname()[1]}/0"
 
@@ -274,6 +281,9 @@ class _FakeRedis:
                 parser.feed(data)
                 while (command := parser.gets()) is not False:
                     await self.answering.wait()
+                    if self.garbage == self.CLOSE:
+                        self.garbage = None
+                        return
                     if self.garbage is not None:
                         writer.write(self.garbage)
                         self.garbage = None
@@ -284,7 +294,15 @@ class _FakeRedis:
         except ConnectionError:
             pass
         finally:
+            self.closed += 1
             writer.close()
+
+
+async def _until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    """Poll ``condition`` on the loop until it holds; TimeoutError past ``timeout_s``."""
+    async with asyncio.timeout(timeout_s):
+        while not condition():
+            await asyncio.sleep(0.01)
 
 
 def _mux(url: str, clock: Callable[[], float] = lambda: 0.0, **kw: object) -> MultiplexedRedis:
@@ -332,6 +350,7 @@ def test_a_connection_silent_for_stale_s_is_replaced() -> None:
             got = await mux.execute([("GET", "fresh")])
             with pytest.raises(ConnectionError, match=r"no reply from redis in 10\.0 s"):
                 await waiting
+            await _until(lambda: fake.closed == 1)  # the stale connection was closed
             await mux.aclose()
             return got, fake.connections
 
@@ -419,3 +438,34 @@ def test_an_error_reply_is_a_response_error() -> None:
             await mux.aclose()
 
     _run(scenario)
+
+
+def test_a_connection_the_server_closes_fails_its_reads() -> None:
+    async def scenario() -> tuple[list, int]:
+        fake = _FakeRedis()
+        async with fake as url:
+            mux = _mux(url)
+            fake.answering.set()
+            fake.garbage = _FakeRedis.CLOSE
+            with pytest.raises(
+                ConnectionError, match=r"^redis connection lost: closed by the server$"
+            ):
+                await mux.execute([("GET", "x")])
+            got = await mux.execute([("GET", "y")])
+            await mux.aclose()
+            return got, fake.connections
+
+    assert _run(scenario) == ([b"y"], 2)
+
+
+def test_a_unix_socket(tmp_path) -> None:
+    async def scenario() -> list:
+        fake = _FakeRedis(str(tmp_path / "redis.sock"))
+        async with fake as url:
+            mux = _mux(url)
+            fake.answering.set()
+            got = await mux.execute([("GET", "x"), ("GET", "y")])
+            await mux.aclose()
+            return got
+
+    assert _run(scenario) == [b"x", b"y"]
