@@ -10,8 +10,12 @@ from __future__ import annotations
 import asyncio
 import random
 import secrets
+import shutil
 import socket
+import ssl
+import subprocess
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 
 import hiredis
 import pytest
@@ -469,3 +473,83 @@ def test_a_unix_socket(tmp_path) -> None:
             return got
 
     assert _run(scenario) == [b"x", b"y"]
+
+
+@pytest.mark.parametrize(
+    "url, host, port, path, setup",
+    [
+        ("redis://cache.internal/0", "cache.internal", 6379, None, []),  # the default port
+        ("redis://:pw@cache:6380/2", "cache", 6380, None, [("AUTH", "pw"), ("SELECT", 2)]),
+        ("redis://reader:pw@cache:6380", "cache", 6380, None, [("AUTH", "reader", "pw")]),
+        ("unix:///run/redis.sock?db=3", "localhost", 6379, "/run/redis.sock", [("SELECT", 3)]),
+    ],
+)
+def test_the_url_is_read_as_redis_py_reads_it(
+    url: str, host: str, port: int, path: str | None, setup: list
+) -> None:
+    mux = _mux(url)
+    assert (mux.host, mux.port, mux.path, mux.setup, mux.ssl) == (host, port, path, setup, None)
+    assert (mux.connect_timeout_s, mux.stale_s, mux.max_waiting) == (1.0, 10.0, 10_000)
+    secure = _mux(url.replace("redis://", "rediss://"))
+    assert (secure.ssl is not None) is url.startswith("redis://")
+
+
+def test_closing_fails_the_waiting_reads_and_closes_the_connection() -> None:
+    async def scenario() -> None:
+        fake = _FakeRedis()
+        async with fake as url:
+            mux = _mux(url)
+            fake.answering.set()
+            await mux.execute([("GET", "warm")])
+            fake.answering.clear()
+            waiting = asyncio.ensure_future(mux.execute([("GET", "never")]))
+            await asyncio.sleep(0.02)
+            await mux.aclose()
+            with pytest.raises(ConnectionError, match=r"^the redis reader was closed$"):
+                await waiting
+            assert mux._conn is None
+            fake.answering.set()  # the server's handler goes on to read the end of the stream
+            await _until(lambda: fake.closed == 1)
+
+    _run(scenario)
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed: cannot make a test certificate")
+    d = tmp_path_factory.mktemp("tls")
+    cert, key = d / "cert.pem", d / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", f"/CN={LOOPBACK}",
+         "-addext", f"subjectAltName=IP:{LOOPBACK}"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+def test_tls_with_the_ca_file_and_not_without(certificate: tuple[Path, Path]) -> None:
+    cert, key = certificate
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+
+    async def scenario() -> tuple[list, bool]:
+        fake = _FakeRedis()
+        fake.answering.set()
+        fake.server = await asyncio.start_server(fake._serve, LOOPBACK, 0, ssl=server_tls)
+        url = f"rediss://{LOOPBACK}:{fake.server.sockets[0].getsockname()[1]}/0"
+        trusted = MultiplexedRedis(url, connect_timeout_s=5, stale_s=10, tls_ca_file=cert)
+        got = await trusted.execute([("GET", "x")])
+        await trusted.aclose()
+        untrusted = MultiplexedRedis(url, connect_timeout_s=5, stale_s=10)  # system CAs only
+        refused = False
+        try:
+            await untrusted.execute([("GET", "x")])
+        except ssl.SSLCertVerificationError:
+            refused = True
+        await untrusted.aclose()
+        fake.server.close()
+        return got, refused
+
+    assert _run(scenario) == ([b"x"], True)
