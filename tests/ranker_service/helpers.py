@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import functools
+import shutil
+import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
 import redis
 import torch
 
 from loadtests.stack.checkpoints import random_checkpoint
+from loadtests.stack.servers import LOOPBACK
 from ranker_service.settings import Settings
 from shared_model.checkpoint import Checkpoint, load_checkpoint
 from shared_model.config import LLaTTEConfig, tiny_config
@@ -181,3 +185,18 @@ def offline_probs(
     else:
         upstream = UpstreamFeature(torch.tensor([list(embedding)]), torch.ones(1, dtype=torch.bool))
     return score(ckpt.model, events, ctx, candidates, upstream, shared=shared)
+
+
+def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
+    """A throwaway certificate for the loopback address (its own CA) and its key, made by
+    ``openssl``; the test is skipped where openssl is not installed."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed: cannot make a test certificate")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", f"/CN={LOOPBACK}",
+         "-addext", f"subjectAltName=IP:{LOOPBACK}"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key

@@ -10,10 +10,8 @@ from __future__ import annotations
 import asyncio
 import random
 import secrets
-import shutil
 import socket
 import ssl
-import subprocess
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -35,6 +33,7 @@ from shared_model.contract import (
 )
 from tests.ranker_service.helpers import (
     make_history,
+    self_signed_certificate,
     write_content,
     write_embedding,
     write_history,
@@ -516,17 +515,7 @@ def test_closing_fails_the_waiting_reads_and_closes_the_connection() -> None:
 
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed: cannot make a test certificate")
-    d = tmp_path_factory.mktemp("tls")
-    cert, key = d / "cert.pem", d / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-keyout", str(key), "-out", str(cert), "-subj", f"/CN={LOOPBACK}",
-         "-addext", f"subjectAltName=IP:{LOOPBACK}"],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return cert, key
+    return self_signed_certificate(tmp_path_factory.mktemp("tls"))
 
 
 def test_tls_with_the_ca_file_and_not_without(certificate: tuple[Path, Path]) -> None:

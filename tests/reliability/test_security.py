@@ -27,7 +27,7 @@ from ranker_service.store import FeatureStore
 from shared_model.checkpoint import build_model, save_checkpoint
 from shared_model.config import tiny_config
 from shared_model.contract import UserEvent
-from tests.ranker_service.helpers import rank_body
+from tests.ranker_service.helpers import rank_body, self_signed_certificate
 from tests.reliability.conftest import (
     RankerProcess,
     UpstreamProcess,
@@ -122,15 +122,7 @@ def test_redis_password_right_and_wrong(kafka_broker, checkpoints, new_topic, pr
 @pytest.fixture
 def tls_redis(tmp_path: Path):
     """A redis-server that speaks TLS only, with a throwaway self-signed certificate."""
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed: cannot make a test certificate")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-keyout", str(key), "-out", str(cert), "-subj", f"/CN={LOOPBACK}",
-         "-addext", f"subjectAltName=IP:{LOOPBACK}"],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    cert, key = self_signed_certificate(tmp_path)
     port = free_port()
     server = ManagedProcess(
         [shutil.which("redis-server") or "redis-server",
@@ -237,15 +229,8 @@ def test_redis_tls_and_password_settings_reach_redis_py() -> None:
 
 
 def test_redis_tls_and_password_settings_reach_the_multiplexed_reader(tmp_path: Path) -> None:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed: cannot make a test certificate")
     secret = secrets.token_urlsafe(12)
-    ca = tmp_path / "ca.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-keyout", str(tmp_path / "key.pem"), "-out", str(ca), "-subj", "/CN=test-ca"],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    ca, _ = self_signed_certificate(tmp_path)
     settings = RankerSettings(
         redis_url=f"rediss://reader:{secret}@redis.internal:6380/2", redis_tls_ca_file=ca
     )
