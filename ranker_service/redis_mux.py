@@ -4,10 +4,10 @@ Redis answers a connection's commands in the order it received them, so a queue 
 reads pairs each reply with the read that sent its command. A read is one ``transport.write``
 of its commands (packed by hiredis); hiredis parses the bytes in the protocol's
 ``data_received`` callback as they arrive, and a read's future completes when its last reply
-is in. No connection pool, no command objects, no retry wrapper: on a 2-vCPU EPYC the
-ranker's read (two HGETs and two ZRANGEs of 400 records) cost the event loop ~0.10 ms of CPU
-this way against ~0.25 ms through ``redis.asyncio``'s pipeline
-(``python -m loadtests.bench.features`` measures both).
+is in. No connection pool, no command objects, no retry wrapper: on a 2-vCPU EPYC Zen 4 the
+ranker's read (two HGETs and two ZRANGEs of 400 records) cost the event loop 0.21 ms of CPU
+this way against 0.47 ms through ``redis.asyncio``'s pipeline, back to back, in one run of
+``python -m loadtests.bench.features --tag zen4`` (docs/benchmarks/features-zen4.md).
 
 A read that gives up (the request's budget cancels it) keeps its place in the queue: its
 replies, when they come, are parsed and dropped, so a late reply is never taken for another
