@@ -40,7 +40,3 @@ def connect_redis(settings: Settings, timeout_s: float) -> RedisClient:
     if settings.redis_cluster:
         return aiocluster.RedisCluster.from_url(url, **kwargs)
     return aioredis.Redis.from_url(url, **kwargs)
-
-
-def is_cluster(client: RedisClient) -> bool:
-    return isinstance(client, aiocluster.RedisCluster)

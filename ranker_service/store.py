@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from ranker_service.redis_client import REDIS_ERRORS, RedisClient, connect_redis, is_cluster
+from ranker_service.redis_client import REDIS_ERRORS, RedisClient, connect_redis
 from ranker_service.redis_mux import Command, MultiplexedRedis
 from ranker_service.settings import Settings
 from shared_model.contract import (
@@ -65,9 +65,9 @@ class FeatureStore:
         self.mux: MultiplexedRedis | None = None
         self.client: RedisClient | None = None
         self.cluster = settings.redis_cluster
-        if settings.redis_reader == "redis-py" or settings.redis_cluster:  # auto: a cluster
+        # "auto" reads a cluster through redis-py's cluster client (settings refuse "multiplexed")
+        if settings.redis_reader == "redis-py" or self.cluster:
             self.client = connect_redis(settings, self.budget_s)
-            self.cluster = is_cluster(self.client)
         else:
             self.mux = MultiplexedRedis(
                 settings.redis_url.get_secret_value(),
