@@ -28,7 +28,7 @@ import numpy as np
 from ranker_service.metrics import Metrics
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Entry:
     vector: np.ndarray  # (E,) float32, read-only
     content_dim: int

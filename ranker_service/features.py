@@ -328,8 +328,32 @@ def degradations(
     return out
 
 
-def ranking_scores(probs: torch.Tensor, bids: Sequence[float | None]) -> list[float]:
-    """probs (N, 2) [pCTR, pCVR] -> pCTR * pCVR, times the bid when the candidate has one."""
-    p = probs.double()  # float64: the product the response shows is the one it sorts by
-    base = (p[:, 0] * p[:, 1]).tolist()
-    return [s * b if b is not None else s for s, b in zip(base, bids, strict=True)]
+def ranking_scores(probs: np.ndarray, bids: Sequence[float | None]) -> np.ndarray:
+    """probs (N, 2) float32 [pCTR, pCVR] -> (N,) float64 pCTR * pCVR, times the bid when the
+    candidate has one. float64: the product the response shows is the one it sorts by.
+
+    numpy on the scored tensor's memory: five torch ops on (N, 2) cost more than the product
+    itself on the event loop. ``ranking_reference`` is the per-candidate reference.
+    """
+    p = probs.astype(np.float64)  # (N, 2)
+    scores = p[:, 0] * p[:, 1]  # (N,)
+    if any(b is not None for b in bids):
+        scores *= np.array([1.0 if b is None else b for b in bids])  # x * 1.0 is x, exactly
+    return scores
+
+
+def ranking_order(scores: np.ndarray) -> list[int]:
+    """Candidate indices by descending score; equal scores keep their request order."""
+    return np.argsort(-scores, kind="stable").tolist()
+
+
+def ranking_reference(
+    probs: Sequence[Sequence[float]], bids: Sequence[float | None]
+) -> tuple[list[float], list[int]]:
+    """The reference of ``ranking_scores`` + ``ranking_order``: one candidate at a time, in
+    Python floats (float64), sorted by Python's stable sort."""
+    scores = []
+    for (ctr, cvr), bid in zip(probs, bids, strict=True):
+        score = float(ctr) * float(cvr)
+        scores.append(score * bid if bid is not None else score)
+    return scores, sorted(range(len(scores)), key=lambda i: -scores[i])

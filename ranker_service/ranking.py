@@ -34,6 +34,7 @@ from ranker_service.features import (
     degradations,
     history_events,
     inline_history,
+    ranking_order,
     ranking_scores,
     request_context,
     resolve_content,
@@ -137,24 +138,32 @@ class RankingService:
             settings.content_cache_entries, settings.content_cache_ttl_s, metrics
         )
 
-    def _check(self, request: RankInput, bundle: ModelBundle) -> list[HistoryRecord] | None:
+    def _check(
+        self, request: RankInput, bundle: ModelBundle
+    ) -> tuple[list[HistoryRecord] | None, list[str]]:
+        """The request's limits -> its inline history (None: read the stored one) and the
+        content ids to look up (each once, in request order); RankInputError names a problem."""
         s = self.settings
+        n = len(request.candidates)
+        if n > s.max_candidates:
+            raise RankInputError(f"too many candidates: {n} > max_candidates={s.max_candidates}")
+        by_id: dict[str, None] = {}  # the candidates' content ids without an inline vector
         try:
             # The contract's id rules (printable, no braces) are stricter than the schema's
             # pattern; building the Redis keys checks them before the store would raise.
             embedding_key(request.user_id)
             for c in request.candidates:
-                if c.content_id is not None:
-                    _content_key(c.content_id)
+                if (cid := c.content_id) is not None:
+                    _content_key(cid)
+                    if not c.content_embedding:
+                        by_id[cid] = None
         except ContractError as e:
             raise RankInputError(str(e)) from None
-        n = len(request.candidates)
-        if n > s.max_candidates:
-            raise RankInputError(f"too many candidates: {n} > max_candidates={s.max_candidates}")
         if problem := check_candidates(request.candidates, bundle.config):
             raise RankInputError(problem)
+        content_ids = list(by_id) if bundle.config.content_dim else []
         if request.events is None:
-            return None
+            return None, content_ids
         if len(request.events) > s.max_inline_events:
             raise RankInputError(
                 f"too many inline events: {len(request.events)} > "
@@ -163,7 +172,7 @@ class RankingService:
         if problem := check_inline_events(request.events, bundle.config):
             raise RankInputError(problem)
         try:
-            return inline_history(request.events, request.user_id)
+            return inline_history(request.events, request.user_id), content_ids
         except ContractError as e:
             raise RankInputError(str(e)) from None
 
@@ -171,21 +180,19 @@ class RankingService:
         bundle = self.runner.bundle
         if bundle is None:  # the route's readiness dependency normally prevents this
             raise RuntimeError("no model loaded")
-        inline = self._check(request, bundle)
+        inline, content_ids = self._check(request, bundle)
         request_time_ms = request.context.time_ms or int(time.time() * 1000)
         s = self.settings
-        content_ids = sorted(
-            {c.content_id for c in request.candidates if c.content_id and not c.content_embedding}
-        )
         cached_content = self.content_cache.get_many(content_ids, bundle.config.content_dim)
-        content_ids = [c for c in content_ids if c not in cached_content]
+        if cached_content:
+            content_ids = [c for c in content_ids if c not in cached_content]
         cpu = time.thread_time()
         data = await self.store.fetch(
             request.user_id,
             history_limit=bundle.config.max_seq_len,
             read_embedding=s.upstream_lookup_enabled,
             read_history=inline is None,
-            content_ids=content_ids if bundle.config.content_dim else (),
+            content_ids=content_ids,
             embedding_version=bundle.upstream_model_version,
         )
         m = self.metrics
@@ -251,16 +258,16 @@ class RankingService:
         for item in degraded:
             m.child(m.degraded_requests, item.feature.value, item.reason.value).inc()
 
-        probs = scored.probs.tolist()
-        scores = ranking_scores(scored.probs, [c.bid for c in request.candidates])
-        order = sorted(range(len(scores)), key=lambda i: -scores[i])  # stable: ties keep order
+        cands = request.candidates
+        p = scored.probs.numpy()  # (N, 2) float32, the tensor's memory
+        s = ranking_scores(p, [c.bid for c in cands])
+        order, probs, scores = ranking_order(s), p.tolist(), s.tolist()
         if inline:
             history_source = HistorySource.INLINE
         elif data.outcome is FetchOutcome.OK:
             history_source = HistorySource.REDIS
         else:
             history_source = HistorySource.NONE
-        cands = request.candidates
         # The JSON of a RankResponse as plain data (orjson writes it in one pass); no model
         # object per candidate. tests/ranker_service/test_openapi.py holds real responses to
         # the RankResponse schema.

@@ -104,6 +104,8 @@ TARGETS: dict[str, Target] = {
             "x_build_candidates__*",
             "x_request_context__*",
             "x_ranking_scores__*",
+            "x_ranking_order__*",
+            "x_ranking_reference__*",
         ),
         note="the embedding decision and feature building (not the input checks)",
     ),
@@ -315,12 +317,6 @@ EQUIVALENT: dict[str, str] = {
     "ranker_service.features.x_decide_embedding__mutmut_68": (
         "reshape(1, -2): numpy reads any negative size as 'the rest', as -1"
     ),
-    **{
-        f"ranker_service.features.x_ranking_scores__mutmut_{n}": (
-            "zip(strict=...) dropped or False: one bid per candidate, the same list"
-        )
-        for n in (12, 15, 16)
-    },
     "shared_model.losses.x_auc__mutmut_7": (
         "`n_pos == 0 and n_neg == 0`: with one class the rank statistic is 0/0, nan anyway"
     ),

@@ -12,11 +12,15 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ranker_service.features import (
     build_candidates,
     decide_embedding,
     inline_history,
+    ranking_order,
+    ranking_reference,
     ranking_scores,
     request_context,
     resolve_content,
@@ -154,14 +158,36 @@ def test_request_context_equals_the_reference():
 
 
 def test_ranking_scores_multiply_in_float64_and_apply_bids():
-    probs = torch.tensor([[1 / 3, 1 / 7], [0.5, 0.25], [0.9, 0.1]], dtype=torch.float32)
-    p = probs.double()
+    probs = np.array([[1 / 3, 1 / 7], [0.5, 0.25], [0.9, 0.1]], dtype=np.float32)
+    p = probs.astype(np.float64)
     got = ranking_scores(probs, [None, 2.0, 0.5])
-    assert got == [
-        p[0, 0].item() * p[0, 1].item(),
-        p[1, 0].item() * p[1, 1].item() * 2.0,
-        p[2, 0].item() * p[2, 1].item() * 0.5,
+    assert got.dtype == np.float64
+    assert got.tolist() == [
+        p[0, 0] * p[0, 1],
+        p[1, 0] * p[1, 1] * 2.0,
+        p[2, 0] * p[2, 1] * 0.5,
     ]
+    assert got[0] != np.float32(p[0, 0]) * np.float32(p[0, 1])  # not the float32 product
+
+
+def test_ranking_order_is_descending_and_keeps_ties_in_request_order():
+    assert ranking_order(np.array([0.2, 0.5, 0.2, 0.0, 0.5])) == [1, 4, 0, 2, 3]
+
+
+_prob = st.floats(0, 1, width=32)
+_bid = st.one_of(st.none(), st.sampled_from([0.0, 0.5, 1.0, 2.0]), st.floats(0, 1e6))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(_prob, _prob, _bid), min_size=1, max_size=40))
+def test_ranking_scores_and_order_equal_the_per_candidate_reference(rows):
+    """Ties are common here (few distinct values): the order must keep them as sent."""
+    probs = np.array([[a, b] for a, b, _ in rows], dtype=np.float32)  # (N, 2)
+    bids = [bid for _, _, bid in rows]
+    scores = ranking_scores(probs, bids)
+    want_scores, want_order = ranking_reference(probs.tolist(), bids)
+    assert scores.tolist() == want_scores
+    assert ranking_order(scores) == want_order
 
 
 def test_inline_history_keeps_equal_events_apart_and_sorts_them():
