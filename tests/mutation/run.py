@@ -317,6 +317,18 @@ EQUIVALENT: dict[str, str] = {
     "ranker_service.features.x_decide_embedding__mutmut_68": (
         "reshape(1, -2): numpy reads any negative size as 'the rest', as -1"
     ),
+    "ranker_service.features.x_ranking_scores__mutmut_2": (
+        "astype(None): numpy's default dtype is float64, the one asked for"
+    ),
+    "ranker_service.features.x_ranking_order__mutmut_7": (
+        'kind="STABLE": numpy reads the sort kind case-insensitively'
+    ),
+    **{
+        f"ranker_service.features.x_ranking_reference__mutmut_{n}": (
+            "zip(strict=...) dropped or False: one bid per candidate, the same list"
+        )
+        for n in (4, 7, 8)
+    },
     "shared_model.losses.x_auc__mutmut_7": (
         "`n_pos == 0 and n_neg == 0`: with one class the rank statistic is 0/0, nan anyway"
     ),
