@@ -68,6 +68,26 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def cpu_family_model(cpuinfo: str | None = None) -> str | None:
+    """ "family F, model M" of the first processor in /proc/cpuinfo (x86; None elsewhere): what
+    tells CPU generations apart where the model name does not (a VM's "AMD EPYC" is a Zen 3,
+    4 or 5)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return None
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        if not line.strip():  # the end of the first processor's block
+            break
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    if "cpu family" not in fields or "model" not in fields:
+        return None
+    return f"family {fields['cpu family']}, model {fields['model']}"
+
+
 def cpu_flags() -> list[str]:
     """The interesting ISA flags this CPU reports, in a fixed order."""
     with contextlib.suppress(OSError):
@@ -89,6 +109,7 @@ def machine_info() -> dict[str, Any]:
     """The machine, as every result records it. Imports torch only if it is installed."""
     info: dict[str, Any] = {
         "cpu": cpu_model(),
+        "cpu_family_model": cpu_family_model(),
         "flags": cpu_flags(),
         "cores_usable": len(os.sched_getaffinity(0)),
         "cores_total": os.cpu_count(),
@@ -114,8 +135,10 @@ def machine_line(info: Mapping[str, Any] | None = None) -> str:
     flags = ",".join(m.get("flags") or []) or "none of " + "/".join(_INTERESTING_FLAGS[:3])
     load = "/".join(f"{x:.2f}" for x in m.get("load_average") or [])
     gpu = f", GPU {m['gpu']}" if m.get("gpu") else ""
+    generation = f" ({m['cpu_family_model']})" if m.get("cpu_family_model") else ""
     return (
-        f"{m.get('cpu')} [{flags}], {m.get('cores_usable')} cores usable, load {load or '?'}, "
+        f"{m.get('cpu')}{generation} [{flags}], {m.get('cores_usable')} cores usable, "
+        f"load {load or '?'}, "
         f"torch {m.get('torch')} ({m.get('torch_threads', '?')} threads){gpu}"
     )
 

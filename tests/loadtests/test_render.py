@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from loadtests.bench.common import Result, read_result
+from loadtests.bench.common import Result, cpu_family_model, machine_line, read_result
 from loadtests.reports.render import render
 
 MACHINE = {
@@ -83,3 +83,25 @@ def test_a_pipe_inside_a_header_or_cell_does_not_split_the_column() -> None:
     # an escaped pipe is not a column separator: every line has the same 3 separators
     assert [line.replace("\\|", "").count("|") for line in lines] == [3, 3, 3]
     assert lines[0] == "| variant | max \\|diff\\| |" and lines[2] == "| a\\|b | 0.50 |"
+
+
+ZEN5 = """processor\t: 0
+vendor_id\t: AuthenticAMD
+cpu family\t: 26
+model\t\t: 2
+model name\t: AMD EPYC
+stepping\t: 1
+
+processor\t: 1
+cpu family\t: 25
+model\t\t: 17
+"""
+
+
+def test_the_cpu_generation_is_read_from_the_first_processor_and_shown_in_the_machine_line():
+    assert cpu_family_model(ZEN5) == "family 26, model 2"
+    assert cpu_family_model("processor\t: 0\nCPU implementer\t: 0x41\n") is None  # arm64
+    assert machine_line({**MACHINE, "cpu_family_model": "family 26, model 2"}).startswith(
+        "Test CPU 9000 (family 26, model 2) [avx2,fma], 2 cores usable"
+    )
+    assert machine_line(MACHINE).startswith("Test CPU 9000 [avx2,fma]")  # results before it
