@@ -47,6 +47,9 @@ _FLASH_CPU = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cp
 
 
 class MultiHeadLatentAttention(nn.Module):
+    # Linear layers whose weights the absorbed form folds (read directly, not called)
+    direct_weights = ("wq_b", "wkv_b", "wo")
+
     def __init__(self, cfg: LLaTTEConfig) -> None:
         super().__init__()
         D, H, K = cfg.d_model, cfg.n_heads, cfg.head_dim

@@ -68,6 +68,9 @@ class CandidateEmbedding(nn.Module):
 
 
 class QueryTokens(nn.Module):
+    # candidate_proj's weight is split into column blocks (read directly, not called)
+    direct_weights = ("candidate_proj",)
+
     def __init__(self, cfg: LLaTTEConfig) -> None:
         super().__init__()
         self.d_model = cfg.d_model
