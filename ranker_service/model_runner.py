@@ -44,6 +44,7 @@ from shared_model.inference import (
     score_many,
 )
 from shared_model.process import freeze_long_lived_objects
+from shared_model.quantize import quantize_int8
 from shared_model.ranker import RankerModel
 from shared_model.traced import TracedScorer
 
@@ -62,6 +63,14 @@ class ModelBundle:
     path: Path
     autocast_dtype: torch.dtype | None = None  # settings.autocast resolved; None = float32
     traced: TracedScorer | None = None  # the recorded graphs it scores with (settings.traced)
+    int8: bool = False  # its Linear layers quantized (settings.quantize)
+
+    @property
+    def precision(self) -> str:
+        """What the model computes in: "int8", "bfloat16" or "float32"."""
+        if self.int8:
+            return "int8"
+        return str(self.autocast_dtype or torch.float32).removeprefix("torch.")
 
 
 def configure_torch(settings: Settings) -> None:
@@ -85,9 +94,18 @@ def load_bundle(path: Path, settings: Settings) -> ModelBundle:
         upstream = None
     autocast = resolve_autocast(settings.autocast, torch.device(settings.device))
     model = cast_weights_for_autocast(ckpt.model, autocast)  # once here, not per request
+    if settings.quantize == "int8":
+        model = quantize_int8(model)
     traced = TracedScorer(model) if settings.traced else None
     bundle = ModelBundle(
-        model, ckpt.config, ckpt.model_version, upstream, Path(path), autocast, traced
+        model,
+        ckpt.config,
+        ckpt.model_version,
+        upstream,
+        Path(path),
+        autocast,
+        traced,
+        int8=settings.quantize == "int8",
     )
     warm_up(bundle, settings.warmup_candidates)
     return bundle
@@ -148,7 +166,7 @@ def warm_up(bundle: ModelBundle, candidate_counts: list[int]) -> None:
         bundle.model_version,
         candidate_counts,
         time.perf_counter() - start,
-        dtype or torch.float32,
+        bundle.precision,
         f"{scorer.graphs} graphs recorded in {scorer.record_s:.2f}s" if scorer else "eager",
     )
 

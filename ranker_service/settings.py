@@ -71,6 +71,12 @@ class Settings(BaseSettings):
     # slower. Trained rankers' test NE moved by at most 5.4e-4 (docs/experiments, "Serving
     # precision").
     autocast: Literal["auto", "bf16", "none"] = "none"
+    # "int8": the model's eligible Linear layers (the FFNs, the tokenizer, the readout, DHEN)
+    # scored in dynamic int8 through FBGEMM (shared_model/quantize.py): for a CPU without
+    # native bf16, where it is the faster precision; "none": float32, the reference. CPU only,
+    # with autocast "none". A request's scores then depend slightly on the requests
+    # micro-batched with it (the activations' 8-bit scale is per call).
+    quantize: Literal["int8", "none"] = "none"
     # 1 intra-op thread on a 2-core box: the other core runs the event loop (JSON, validation,
     # Redis I/O). Two intra-op threads fight the loop for the cores and, under load, show
     # 10-100x latency spikes (OpenMP workers spinning on a busy core); see docs/benchmarks.
@@ -136,6 +142,17 @@ class Settings(BaseSettings):
                 "redis_reader=multiplexed reads one Redis server; a cluster is read with "
                 "redis_reader=auto or redis-py (redis-py's cluster client)"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _int8_runs_alone_on_the_cpu(self) -> Settings:
+        if self.quantize == "int8" and self.autocast != "none":
+            raise ValueError(
+                f"quantize=int8 scores in int8 and float32: set autocast=none, not "
+                f"{self.autocast!r}"
+            )
+        if self.quantize == "int8" and not self.device.startswith("cpu"):
+            raise ValueError(f"quantize=int8 runs on the CPU only, not on {self.device!r}")
         return self
 
     @property
