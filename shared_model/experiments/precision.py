@@ -1,4 +1,4 @@
-"""Serving precision on trained models: a training run's test NE in float32 and in bf16.
+"""Serving precision on trained models: a training run's test NE in float32, bf16 and int8.
 
     python -m shared_model.experiments.precision RUN [RUN ...] --out DIR
 
@@ -12,7 +12,11 @@ models are scored on the test rows, the ranker with its upstream's stale embeddi
 * ``bf16 autocast``: the ranker under bf16 autocast on its float32 weights (the reference);
 * ``bf16 cast weights``: the ranker's Linear weights cast once, as the services run it
   (``shared_model.inference.cast_weights_for_autocast``);
-* ``bf16 cast weights, bf16 upstream``: the upstream encoder in the same precision too.
+* ``bf16 cast weights, bf16 upstream``: the upstream encoder in the same precision too;
+* ``int8``: the ranker's eligible Linear layers in dynamic int8, as it serves with
+  ``RANKER_QUANTIZE=int8`` (``shared_model.quantize``); the activations' 8-bit scale is taken
+  per batch of 512 rows (several users), where the ranker takes it per request or
+  micro-batch.
 
 It prints, per precision, the ranker's test NE and, over runs, its change against float32
 (mean ± std over seeds), with the largest probability change. Scores go through the models'
@@ -27,6 +31,7 @@ import copy
 import json
 import logging
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -34,17 +39,26 @@ import torch
 from shared_model.checkpoint import load_checkpoint
 from shared_model.experiments.render import fmt, stats, table, write_report
 from shared_model.inference import cast_weights_for_autocast
+from shared_model.quantize import quantize_int8
 from shared_model.training.pipeline import ranker_batches, upstream_tables
 from shared_model.training.trainer import metrics, predict
 
 log = logging.getLogger("shared_model.experiments.precision")
 
-# name -> (ranker in bf16, ranker weights cast, upstream in bf16)
-MODES: dict[str, tuple[bool, bool, bool]] = {
-    "float32": (False, False, False),
-    "bf16 autocast": (True, False, False),
-    "bf16 cast weights": (True, True, False),
-    "bf16 cast weights, bf16 upstream": (True, True, True),
+
+class Mode(NamedTuple):
+    bf16: bool  # the ranker under bf16 autocast
+    cast: bool  # its Linear weights cast to bf16 at load
+    upstream_bf16: bool  # the upstream encoder in bf16 too
+    int8: bool = False  # its eligible Linear layers in dynamic int8
+
+
+MODES: dict[str, Mode] = {
+    "float32": Mode(False, False, False),
+    "bf16 autocast": Mode(True, False, False),
+    "bf16 cast weights": Mode(True, True, False),
+    "bf16 cast weights, bf16 upstream": Mode(True, True, True),
+    "int8": Mode(False, False, False, int8=True),
 }
 
 
@@ -66,7 +80,7 @@ def check_run(run: Path, rows: str = "", days: float = 14.0, modes: dict = MODES
     tables: dict[bool, object] = {}
     results: dict[str, dict] = {}
     reference = None
-    for name, (bf16, cast, up_bf16) in modes.items():
+    for name, (bf16, cast, up_bf16, int8) in modes.items():
         if up_bf16 not in tables:
             upstream = up_ckpt.model
             if up_bf16:
@@ -75,6 +89,8 @@ def check_run(run: Path, rows: str = "", days: float = 14.0, modes: dict = MODES
         ranker = on_ckpt.model
         if cast:
             ranker = cast_weights_for_autocast(copy.deepcopy(ranker), torch.bfloat16)
+        if int8:
+            ranker = quantize_int8(ranker)
         batch = ranker_batches(ds, ds.test, on_cfg.max_seq_len, tables[up_bf16], on_cfg.d_upstream)
         probs, labels = predict(ranker, batch, len(ds.test), 512, torch.device("cpu"), bf16)
         r = metrics(probs, labels, on_cfg.task_weights)

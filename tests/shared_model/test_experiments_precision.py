@@ -1,5 +1,6 @@
 """The serving-precision check rebuilds a training run's test rows and scores them in float32
-(reproducing the run's recorded NE) and in bf16, with and without the weights cast at load."""
+(reproducing the run's recorded NE), in bf16, with and without the weights cast at load, and
+in int8."""
 
 import json
 
@@ -45,9 +46,9 @@ def test_float32_reproduces_the_run_and_bf16_is_reported_beside_it(run, tmp_path
         recorded["ranker (upstream embedding)"]["ne_mean"], abs=1e-9
     )
     assert f32["max_abs_prob_change"] == 0
-    for name in ("bf16 autocast", "bf16 cast weights", "bf16 cast weights, bf16 upstream"):
+    for name in ("bf16 autocast", "bf16 cast weights", "bf16 cast weights, bf16 upstream", "int8"):
         r = check["results"][name]
-        assert 0 < r["max_abs_prob_change"] < 5e-2  # really bf16, still close
+        assert 0 < r["max_abs_prob_change"] < 5e-2  # really bf16 or int8, still close
         assert r["ne_mean"] == pytest.approx(f32["ne_mean"], abs=2e-2)
         assert f"| {name} |" in text
     assert (tmp_path / "out" / "precision.md").read_text() == text
