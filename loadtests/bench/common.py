@@ -35,6 +35,7 @@ import json
 import math
 import os
 import platform
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -98,6 +99,40 @@ def cpu_flags() -> list[str]:
     return []
 
 
+# The environment that caps the instruction set of every CPU kernel library torch uses
+# (ATen's vectorised ops, oneDNN, MKL and FBGEMM): an AVX2-only CPU's kernels, measured on a
+# CPU with more. Each library reads its variable once, when torch loads.
+ISA_CAPS: dict[str, dict[str, str]] = {
+    "avx2": {
+        "ATEN_CPU_CAPABILITY": "avx2",
+        "ONEDNN_MAX_CPU_ISA": "AVX2",
+        "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+        "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2",
+    },
+}
+
+
+def isa_cap(environ: Mapping[str, str] | None = None) -> str | None:
+    """The ``ISA_CAPS`` entry this environment sets in full, or None."""
+    env = os.environ if environ is None else environ
+    for name, caps in ISA_CAPS.items():
+        if all(env.get(k) == v for k, v in caps.items()):
+            return name
+    return None
+
+
+def cap_isa(isa: str | None, module: str, argv: Sequence[str]) -> None:
+    """Re-run ``python -m module argv`` in this process with the instruction set capped at
+    ``isa`` (an ``ISA_CAPS`` key), unless it already is or ``isa`` is None; the libraries
+    read the caps only when torch loads, so the benchmark must start again under them."""
+    if isa is None or isa_cap() == isa:
+        return
+    if isa not in ISA_CAPS:
+        raise ValueError(f"unknown ISA cap {isa!r}: one of {sorted(ISA_CAPS)}")
+    env = {**os.environ, **ISA_CAPS[isa]}
+    os.execve(sys.executable, [sys.executable, "-m", module, *argv], env)
+
+
 def load_average() -> list[float]:
     try:
         return [round(x, 2) for x in os.getloadavg()]
@@ -124,6 +159,8 @@ def machine_info() -> dict[str, Any]:
     else:
         info["torch"] = torch.__version__
         info["torch_threads"] = torch.get_num_threads()
+        info["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+        info["isa_cap"] = isa_cap()
         if torch.cuda.is_available():
             info["gpu"] = torch.cuda.get_device_name(0)
     return info
@@ -136,8 +173,14 @@ def machine_line(info: Mapping[str, Any] | None = None) -> str:
     load = "/".join(f"{x:.2f}" for x in m.get("load_average") or [])
     gpu = f", GPU {m['gpu']}" if m.get("gpu") else ""
     generation = f" ({m['cpu_family_model']})" if m.get("cpu_family_model") else ""
+    capped = (
+        f", kernels capped at {m['isa_cap'].upper()} (torch's: "
+        f"{m.get('torch_cpu_capability', '?')})"
+        if m.get("isa_cap")
+        else ""
+    )
     return (
-        f"{m.get('cpu')}{generation} [{flags}], {m.get('cores_usable')} cores usable, "
+        f"{m.get('cpu')}{generation} [{flags}]{capped}, {m.get('cores_usable')} cores usable, "
         f"load {load or '?'}, "
         f"torch {m.get('torch')} ({m.get('torch_threads', '?')} threads){gpu}"
     )

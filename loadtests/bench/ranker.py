@@ -56,7 +56,9 @@ import redis
 import torch
 
 from loadtests.bench.common import (
+    ISA_CAPS,
     Result,
+    cap_isa,
     command_line,
     matmul_rate,
     parallel_matmul_scaling,
@@ -446,6 +448,16 @@ class RoundCpu:
     per_call: float  # requests scored per model call
 
 
+@dataclass
+class Lower:
+    """A lower-precision ranker's phases (bf16, int8), as the float32 one's."""
+
+    seq: dict  # sequential_cpu: server CPU by stage at one request in flight
+    runs: dict[float, OpenLoopRun]  # Poisson rounds by rate
+    best: float | None  # the highest rate with P99 < 50 ms
+    half: float | None  # the P99 at half that rate, ms
+
+
 def round_cpu(
     before: tuple[float, dict], after: tuple[float, dict], answered: int
 ) -> RoundCpu | None:
@@ -553,6 +565,16 @@ def main(argv: list[str] | None = None) -> None:
         "multiplies bf16 natively (AVX512-BF16/AMX), where it is faster than float32",
     )  # fmt: skip
     parser.add_argument(
+        "--int8", choices=["yes", "no"], default="yes",
+        help="also measure an int8 ranker (RANKER_QUANTIZE=int8)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--isa", choices=sorted(ISA_CAPS), default=None,
+        help="cap the instruction set of torch's CPU kernels (ATen, oneDNN, MKL, FBGEMM) at "
+        "this one, in this process and the servers it starts: an AVX2-only CPU measured on "
+        "a newer one",
+    )  # fmt: skip
+    parser.add_argument(
         "--inference-threads", type=int, default=DEFAULT_LANES,
         help="RANKER_INFERENCE_THREADS of the micro-batched rankers (default: the ranker's, "
         f"{DEFAULT_LANES}; the one-at-a-time ranker keeps 1; with more, the saturation table "
@@ -567,8 +589,11 @@ def main(argv: list[str] | None = None) -> None:
         "--tag", default="", help="appended to the result's name (e.g. the machine: xeon-amx)"
     )
     args = parser.parse_args(argv)
+    cap_isa(args.isa, "loadtests.bench.ranker", argv if argv is not None else sys.argv[1:])
     threads = args.inference_threads
     with_bf16 = args.bf16 == "yes" or (args.bf16 == "auto" and cpu_has_native_bf16())
+    if with_bf16 and args.isa:
+        with_bf16 = args.bf16 == "yes"  # a capped ISA has no native bf16 either
     torch.set_num_threads(1)  # the floor at the ranker's thread count
 
     cfg = tiny_config("online") if args.quick else online_config()
@@ -664,14 +689,21 @@ def main(argv: list[str] | None = None) -> None:
         seq_eager, sat["batched eager"], ours_eager, best_eager, half_eager = variant(
             "ranker-eager", RANKER_TRACED="false"
         )
-        # 4. bf16 (its graphs recorded in bf16 and replayed as recorded)
-        seq_bf16, ours_bf16, best_bf16, half_bf16 = None, {}, None, None
+        # 4. lower precisions: bf16 (its graphs recorded in bf16 and replayed as recorded)
+        # and int8 (the Linear layers quantized, its graphs recorded from the int8 model)
+        precisions: dict[str, tuple[str, dict[str, str]]] = {}
         if with_bf16:
-            seq_bf16, sat["batched bf16"], ours_bf16, best_bf16, half_bf16 = variant(
-                "ranker-bf16", "bf16"
+            precisions["bf16"] = ("bf16", {})
+        if args.int8 == "yes":
+            precisions["int8"] = ("none", {"RANKER_QUANTIZE": "int8"})
+        lower: dict[str, Lower] = {}
+        for name, (autocast, extra) in precisions.items():
+            seq_p, sat[f"batched {name}"], runs_p, best_p, half_p = variant(
+                f"ranker-{name}", autocast, **extra
             )
-            with serving(*ranker("ranker-single-bf16", 1, 1, "bf16")) as (_, url):
-                sat["single bf16"] = asyncio.run(closed_loop(url, bodies, sat_clients, sat_s))
+            with serving(*ranker(f"ranker-single-{name}", 1, 1, autocast, **extra)) as (_, url):
+                sat[f"single {name}"] = asyncio.run(closed_loop(url, bodies, sat_clients, sat_s))
+            lower[name] = Lower(seq_p, runs_p, best_p, half_p)
         # 5. the peer, rate by rate until it no longer keeps up
         theirs: dict[float, OpenLoopRun] = {}
         peer_sustains: list[float] = []
@@ -709,11 +741,11 @@ def main(argv: list[str] | None = None) -> None:
     total_eager, score_eager = stage_table(
         result, seq_eager, n, cfg.max_seq_len, f", content {args.content}, eager"
     )
-    if seq_bf16 is not None:
-        total_bf16, score_bf16 = stage_table(
-            result, seq_bf16, n, cfg.max_seq_len, f", content {args.content}, bf16"
-        )
-        floor_bf16 = scoring_flops(cfg, n, shared=True) / rate_bf16
+    cpu_lower = {
+        name: stage_table(result, low.seq, n, cfg.max_seq_len, f", content {args.content}, {name}")
+        for name, low in lower.items()
+    }
+    if with_bf16:
         result.data["matmul_bf16_flops_per_s"] = rate_bf16
     t2 = result.table(
         "Saturation (closed loop)", ["server", "clients", "req/s"],
@@ -725,15 +757,15 @@ def main(argv: list[str] | None = None) -> None:
     t2.add("micro-batched, eager", sat_clients, sat["batched eager"])
     if threads > 1:
         t2.add("micro-batched, 1 thread", sat_clients, sat["batched 1 thread"])
-    if with_bf16:
-        t2.add("one at a time, bf16", sat_clients, sat["single bf16"])
-        t2.add("micro-batched, bf16", sat_clients, sat["batched bf16"])
+    for name in lower:
+        t2.add(f"one at a time, {name}", sat_clients, sat[f"single {name}"])
+        t2.add(f"micro-batched, {name}", sat_clients, sat[f"batched {name}"])
     t3 = result.table(
         f"Poisson arrivals, {round_s:.0f} s per rate or long enough to expect {min_requests} "
         "requests: this ranker vs the LitServe peer",
         ["req/s", "ours p50 ms", "ours p99 ms", "ours failed"]
         + ["eager p50 ms", "eager p99 ms", "eager failed"]
-        + (["bf16 p50 ms", "bf16 p99 ms", "bf16 failed"] if with_bf16 else [])
+        + [f"{name} {col}" for name in lower for col in ("p50 ms", "p99 ms", "failed")]
         + ["peer p50 ms", "peer p99 ms", "peer failed", "ours / peer p99"],
         note="Each of this ranker's rounds ran "
         + ", ".join(f"{seconds(r):.0f} s at {r:g} req/s" for r in rates)
@@ -752,8 +784,8 @@ def main(argv: list[str] | None = None) -> None:
         row = [rate, percentile(run.latencies_ms, 50), p99, run.failures]
         e = ours_eager[rate]
         row += [percentile(e.latencies_ms, 50), percentile(e.latencies_ms, 99), e.failures]
-        if with_bf16:
-            h = ours_bf16[rate]
+        for low in lower.values():
+            h = low.runs[rate]
             row += [percentile(h.latencies_ms, 50), percentile(h.latencies_ms, 99), h.failures]
         if rate in theirs:
             peer = theirs[rate]
@@ -780,7 +812,10 @@ def main(argv: list[str] | None = None) -> None:
     result.data["poisson"] = {
         "ours": {str(r): ours[r].latencies_ms for r in rates},
         "ours_eager": {str(r): ours_eager[r].latencies_ms for r in ours_eager},
-        "ours_bf16": {str(r): ours_bf16[r].latencies_ms for r in ours_bf16},
+        **{
+            f"ours_{name}": {str(r): run.latencies_ms for r, run in low.runs.items()}
+            for name, low in lower.items()
+        },
         "peer": {str(r): theirs[r].latencies_ms for r in theirs},
     }
     # score() CPU is the inference thread's own: with more intra-op threads, the OpenMP
@@ -839,7 +874,9 @@ def main(argv: list[str] | None = None) -> None:
         f"fp32 matmuls from 2 threads at once: {two_thread_scaling:.2f}x the throughput of one "
         "(the parallel compute this machine gives the model)"
     )
-    if with_bf16:
+    if "bf16" in lower:
+        (total_bf16, score_bf16), low = cpu_lower["bf16"], lower["bf16"]
+        floor_bf16 = scoring_flops(cfg, n, shared=True) / rate_bf16
         result.summary += [
             f"bf16: non-model share {non_model_pct(total_bf16, score_bf16):.1f}%, "
             f"model step {1e3 * score_bf16:.1f} ms vs {1e3 * score_s:.1f} ms float32 "
@@ -849,7 +886,19 @@ def main(argv: list[str] | None = None) -> None:
             f"({sat['batched bf16'] / sat['single']:.2f}x one-at-a-time float32)",
             f"bf16 batched saturation gain: {sat['batched bf16'] / sat['single bf16']:.2f}x "
             "(micro-batched vs one at a time, both bf16)",
-            rate_line(", bf16", best_bf16, half_bf16, rates),
+            rate_line(", bf16", low.best, low.half, rates),
+        ]
+    if "int8" in lower:
+        (total_int8, score_int8), low = cpu_lower["int8"], lower["int8"]
+        result.summary += [
+            f"int8: non-model share {non_model_pct(total_int8, score_int8):.1f}%, "
+            f"model step {1e3 * score_int8:.1f} ms vs {1e3 * score_s:.1f} ms float32 "
+            f"({score_s / score_int8:.2f}x), {score_int8 / floor_s:.2f}x the float32 floor",
+            f"int8 saturation: {sat['batched int8']:.1f} req/s "
+            f"({sat['batched int8'] / sat['single']:.2f}x one-at-a-time float32)",
+            f"int8 batched saturation gain: {sat['batched int8'] / sat['single int8']:.2f}x "
+            "(micro-batched vs one at a time, both int8)",
+            rate_line(", int8", low.best, low.half, rates),
         ]
     result.write(args.out)
 

@@ -22,6 +22,12 @@ history of T = max_seq_len events, at each intra-op thread count asked for:
   (``shared_model.inference.cast_weights_for_autocast``, as the ranker loads a bf16 model)
   and as that model's recorded bf16 graph (what a bf16 ranker replays), one request and G
   together, against the floor at the bf16 matmul rate;
+* int8 (``--int8 no`` skips it): the model with its eligible Linear layers in dynamic int8
+  (``shared_model.quantize``, as the ranker loads it with ``RANKER_QUANTIZE=int8``), eager
+  and as its recorded graph, one request and G together, against the float32 recorded graph
+  and the float32 floor;
+* with ``--isa avx2``: all of it with torch's CPU kernels capped at AVX2
+  (``loadtests.bench.common.ISA_CAPS``), an AVX2-only CPU measured on a newer one;
 * with ``--baseline REV``: before/after, the same ``score()`` step timed with the model package
   of git revision REV (``git archive``) and with this tree's, in alternating subprocesses.
 
@@ -51,7 +57,14 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from loadtests.bench.common import REPO_ROOT, Result, command_line, matmul_rate
+from loadtests.bench.common import (
+    ISA_CAPS,
+    REPO_ROOT,
+    Result,
+    cap_isa,
+    command_line,
+    matmul_rate,
+)
 from shared_model.config import online_config
 from shared_model.features import Candidates, Context, EventBatch, UpstreamFeature
 from shared_model.flops import scoring_flops
@@ -68,6 +81,7 @@ BATCH_PAIR = 8  # requests in the before/after's recorded score_many
 MATMUL_N = 1024  # the floor's fp32 matmul: n x n x n, about as long as the model step
 RECORDED_F32 = "float32, recorded graph"  # frozen and optimised, as a float32 ranker scores
 RECORDED_BF16 = "bf16, recorded graph"  # the weights cast at load, as a bf16 ranker scores
+RECORDED_INT8 = "int8, recorded graph"  # the Linear layers quantized, as an int8 ranker scores
 Request = tuple[EventBatch, Context, Candidates, UpstreamFeature]
 
 
@@ -370,6 +384,60 @@ def bf16_table(
     )
 
 
+def int8_table(
+    result: Result, model: RankerModel, requests: list[Request], threads: int, rounds: int
+) -> str:
+    """float32 vs int8 (eager and recorded), one request and G together; the summary line."""
+    from shared_model.inference import score_many
+    from shared_model.quantize import quantize_int8
+    from shared_model.traced import TracedScorer
+
+    torch.set_num_threads(threads)
+    int8 = quantize_int8(model)
+    first, G = requests[0], len(requests)
+    ref = score(model, *first)
+    recorded = {RECORDED_F32: TracedScorer(model), RECORDED_INT8: TracedScorer(int8)}
+    calls: dict[str, Callable[[], object]] = {
+        "int8, eager": lambda: score(int8, *first),
+        "int8, eager many": lambda: score_many(int8, requests),
+    }
+    for name, scorer in recorded.items():
+        scorer.score_many(requests[:1]), scorer.score_many(requests)  # record both cases
+        calls[name] = lambda s=scorer: s.score(*first)
+        calls[name + " many"] = lambda s=scorer: s.score_many(requests)
+    a, b = torch.randn(MATMUL_N, MATMUL_N), torch.randn(MATMUL_N, MATMUL_N)
+    calls["matmul"] = lambda: a @ b
+    t = interleaved(calls, rounds, 3)
+    rate = 2 * MATMUL_N**3 / t["matmul"]
+    floor = scoring_flops(model.cfg, len(first[2]), shared=True) / rate
+    table = result.table(
+        f"int8 on this CPU: one request and {G} together (threads {threads})",
+        ["precision", "step ms", "x float32", "x float32 floor", f"score_many({G}) ms/request",
+         "max |Δp| vs float32"],
+        note=f"float32 floor: the step's FLOPs at the fp32 rate of a {MATMUL_N}^3 matmul timed "
+        f"in the same rounds ({rate / 1e9:.0f} GFLOP/s). Random weights: |Δp| shows the "
+        "precision, not its effect on NE (python -m shared_model.experiments.precision "
+        "measures that on trained models).",
+    )  # fmt: skip
+    answers = {
+        RECORDED_F32: lambda: recorded[RECORDED_F32].score(*first),
+        "int8, eager": lambda: score(int8, *first),
+        RECORDED_INT8: lambda: recorded[RECORDED_INT8].score(*first),
+    }
+    f32 = t[RECORDED_F32]
+    for name, answer in answers.items():
+        step = t[name]
+        table.add(name, step * 1e3, f32 / step, step / floor, t[name + " many"] * 1e3 / G,
+                  (answer() - ref).abs().max().item())  # fmt: skip
+    i8 = t[RECORDED_INT8]
+    return (
+        f"int8 recorded graph: {i8 * 1e3:.1f} ms vs float32 {f32 * 1e3:.1f} ms "
+        f"({f32 / i8:.2f}x, {i8 / floor:.2f}x the float32 floor), score_many({G}) "
+        f"{t[RECORDED_INT8 + ' many'] * 1e3 / G:.1f} vs {t[RECORDED_F32 + ' many'] * 1e3 / G:.1f} "
+        f"ms/request (threads {threads})"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--candidates", type=int, default=100)
@@ -383,6 +451,14 @@ def main(argv: list[str] | None = None) -> int:
         "--bf16", choices=["auto", "yes", "no"], default="auto",
         help="the bf16 table; auto: when the CPU multiplies bf16 natively (AVX512-BF16/AMX)",
     )  # fmt: skip
+    parser.add_argument(
+        "--int8", choices=["yes", "no"], default="yes", help="the int8 table (RANKER_QUANTIZE)"
+    )
+    parser.add_argument(
+        "--isa", choices=sorted(ISA_CAPS), default=None,
+        help="cap the instruction set of torch's CPU kernels (ATen, oneDNN, MKL, FBGEMM) at "
+        "this one: an AVX2-only CPU measured on a newer one",
+    )  # fmt: skip
     parser.add_argument("--baseline", default=None, help="git revision to compare against")
     parser.add_argument(
         "--tag", default="", help="appended to the result's name (e.g. the machine: xeon-amx)"
@@ -393,6 +469,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child_step:
         _child_step(args.candidates, args.threads[0], args.rounds)
         return 0
+    cap_isa(args.isa, "loadtests.bench.scoring", argv if argv is not None else sys.argv[1:])
     # not in a --baseline revision's package
     from shared_model.inference import cpu_has_native_bf16, score_many
     from shared_model.traced import TracedScorer
@@ -490,8 +567,12 @@ def main(argv: list[str] | None = None) -> int:
             )  # fmt: skip
     side_line = side_by_side_table(result, model, traced, first, args.rounds)
     bf16_line = None
-    if args.bf16 == "yes" or (args.bf16 == "auto" and cpu_has_native_bf16()):
+    if args.bf16 == "yes" or (args.bf16 == "auto" and cpu_has_native_bf16() and not args.isa):
         bf16_line = bf16_table(result, model, requests[: max(args.batches)], args.threads[0],
+                               args.rounds)  # fmt: skip
+    int8_line = None
+    if args.int8 == "yes":
+        int8_line = int8_table(result, model, requests[: max(args.batches)], args.threads[0],
                                args.rounds)  # fmt: skip
     if args.baseline:
         before_after(result, args.baseline, N, args.threads[0], args.rounds)
@@ -499,6 +580,8 @@ def main(argv: list[str] | None = None) -> int:
         compile_table(result, model, first, args.threads[0], args.rounds)
     if bf16_line:
         result.summary.append(bf16_line)
+    if int8_line:
+        result.summary.append(int8_line)
     result.summary.append(side_line)
     result.summary.append(
         f"recorded graph frozen and optimised: {optimised[0] * 1e3:.1f} ms vs "

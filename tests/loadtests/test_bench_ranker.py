@@ -49,6 +49,10 @@ def test_quick_mode_writes_every_headline(tmp_path: Path) -> None:
     extra = (
         "bf16 saturation: ",
         "bf16 batched saturation gain: ",
+        "int8: non-model share ",
+        "int8 saturation: ",
+        "int8 batched saturation gain: ",
+        "highest Poisson rate with P99 < 50 ms, int8: ",
         "recorded graphs vs eager: ",
         "fast path vs the FastAPI route: ",
         "non-model share under Poisson load: ",
@@ -73,7 +77,12 @@ def test_quick_mode_writes_every_headline(tmp_path: Path) -> None:
         "micro-batched, 1 thread",  # the ranker's default runs 2
         "one at a time, bf16",
         "micro-batched, bf16",
+        "one at a time, int8",
+        "micro-batched, int8",
     ]
+    (poisson,) = [t for t in doc["tables"] if t["title"].startswith("Poisson arrivals")]
+    assert {"bf16 p99 ms", "int8 p99 ms"} <= set(poisson["columns"])
+    assert set(doc["data"]["poisson"]) == {"ours", "ours_eager", "ours_bf16", "ours_int8", "peer"}
     assert run.stdout.rstrip().splitlines()[-1].startswith("wrote ")
 
 
