@@ -32,7 +32,9 @@ def make_lifespan(settings: Settings, metrics: Metrics):
         try:
             # A checkpoint that does not load fails startup: better no server than a wrong one.
             bundle = await runner.start()
-            metrics.set_model(bundle.model_version, bundle.upstream_model_version or "")
+            metrics.set_model(
+                bundle.model_version, bundle.upstream_model_version or "", bundle.precision
+            )
             log.info("%d startup objects frozen out of the cyclic GC", freeze_long_lived_objects())
             yield
         finally:

@@ -140,8 +140,9 @@ class Metrics:
         )
         self.model_info = Gauge(
             "ranker_model_info",
-            "1 for the loaded model version (and the upstream version it expects).",
-            ["model_version", "upstream_model_version"],
+            "1 for the loaded model version (with the upstream version it expects and the "
+            "precision it scores in: float32, bfloat16 or int8).",
+            ["model_version", "upstream_model_version", "precision"],
             registry=r,
         )
         # Every known label value starts at 0, so rate() and the dashboards read 0 (not "no
@@ -166,6 +167,8 @@ class Metrics:
             found = self._children[key] = metric.labels(*values)
         return found  # type: ignore[return-value]
 
-    def set_model(self, model_version: str, upstream_model_version: str) -> None:
+    def set_model(
+        self, model_version: str, upstream_model_version: str, precision: str = "float32"
+    ) -> None:
         self.model_info.clear()
-        self.model_info.labels(model_version, upstream_model_version).set(1)
+        self.model_info.labels(model_version, upstream_model_version, precision).set(1)

@@ -174,8 +174,10 @@ RANKER_PANELS = [
         {
             "in flight": "sum(ranker_requests_in_flight)",
             "replicas per model version": "count by (model_version) (ranker_model_info)",
+            "replicas per precision": "count by (precision) (ranker_model_info)",
         },
-        description="Requests being served; how many replicas run each model version.",
+        description="Requests being served; how many replicas run each model version, and "
+        "in which precision (float32, bfloat16 or int8).",
     ),
 ]
 

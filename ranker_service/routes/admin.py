@@ -57,7 +57,7 @@ async def reload(
         log.error("reload failed, still serving %s: %s", previous, e)
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(e)) from None
     metrics.model_reloads.labels("ok").inc()
-    metrics.set_model(bundle.model_version, bundle.upstream_model_version or "")
+    metrics.set_model(bundle.model_version, bundle.upstream_model_version or "", bundle.precision)
     return ReloadResponse(
         model_version=bundle.model_version,
         previous_model_version=previous,

@@ -45,6 +45,7 @@ def test_metrics_exposition(
         "ranker_embedding_age_seconds_count",
         "ranker_requests_in_flight 0.0",
         "ranker_model_info{",
+        'precision="float32"',
     ):
         assert name in text, name
 

@@ -7,11 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from fastapi.testclient import TestClient
 
+from ranker_service.main import create_app
 from ranker_service.model_runner import load_bundle
 from ranker_service.settings import Settings
 from shared_model.inference import score_many
-from tests.ranker_service.helpers import ranker_settings
+from tests.ranker_service.helpers import rank_body, ranker_settings, write_embedding
 from tests.shared_model.helpers import (
     random_candidates,
     random_context,
@@ -75,3 +77,28 @@ def test_an_int8_bundle_scores_with_int8_graphs_close_to_float32(checkpoint_dir:
         assert (g - eager).abs().max() <= 1e-5  # the graph replays the int8 model
         assert (g - reference).abs().max() < 0.03  # which stays near float32
     assert int8.traced.graphs == recorded
+
+
+def test_an_int8_ranker_ranks_over_http_and_says_so_on_metrics(
+    redis_server, redis_client, checkpoint_dir: Path, tiny_cfg
+) -> None:
+    write_embedding(redis_client, "u1", [0.5] * tiny_cfg.d_upstream)
+    body = rank_body(4, tiny_cfg)
+    answers = {}
+    for quantize in ("none", "int8"):
+        settings = ranker_settings(redis_server.url, checkpoint_dir, quantize=quantize)
+        with TestClient(create_app(settings)) as client:
+            response = client.post("/v1/rank", json=body)
+            assert response.status_code == 200, response.text
+            answers[quantize] = {
+                r["ad_id"]: (r["p_ctr"], r["p_cvr"]) for r in response.json()["candidates"]
+            }
+            precision = "int8" if quantize == "int8" else "float32"
+            assert f'precision="{precision}"' in client.get("/metrics").text
+    assert answers["int8"].keys() == answers["none"].keys()
+    diffs = [
+        abs(a - b)
+        for ad, probs in answers["int8"].items()
+        for a, b in zip(probs, answers["none"][ad], strict=True)
+    ]
+    assert 0 < max(diffs) < 0.03  # scored in int8, close to float32
