@@ -71,11 +71,11 @@ class Settings(BaseSettings):
     # slower. Trained rankers' test NE moved by at most 5.4e-4 (docs/experiments, "Serving
     # precision").
     autocast: Literal["auto", "bf16", "none"] = "none"
-    # "int8": the model's eligible Linear layers (the FFNs, the tokenizer, the readout, DHEN)
-    # scored in dynamic int8 through FBGEMM (shared_model/quantize.py): for a CPU without
-    # native bf16, where it is the faster precision; "none": float32, the reference. CPU only,
-    # with autocast "none". A request's scores then depend slightly on the requests
-    # micro-batched with it (the activations' 8-bit scale is per call).
+    # "int8": the sequence module's Linear layers (the FFNs, the MLA down-projections, the
+    # tokenizer, the readout) scored in dynamic int8 through FBGEMM (shared_model/quantize.py):
+    # for a CPU without native bf16, where it is the faster precision; "none": float32, the
+    # reference. CPU only, with autocast "none". A request's scores then depend slightly on
+    # the requests micro-batched with it (the activations' 8-bit scale is per call).
     quantize: Literal["int8", "none"] = "none"
     # 1 intra-op thread on a 2-core box: the other core runs the event loop (JSON, validation,
     # Redis I/O). Two intra-op threads fight the loop for the cores and, under load, show

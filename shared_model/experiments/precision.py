@@ -13,10 +13,11 @@ models are scored on the test rows, the ranker with its upstream's stale embeddi
 * ``bf16 cast weights``: the ranker's Linear weights cast once, as the services run it
   (``shared_model.inference.cast_weights_for_autocast``);
 * ``bf16 cast weights, bf16 upstream``: the upstream encoder in the same precision too;
-* ``int8``: the ranker's eligible Linear layers in dynamic int8, as it serves with
+* ``int8``: the ranker's sequence module's Linear layers in dynamic int8, as it serves with
   ``RANKER_QUANTIZE=int8`` (``shared_model.quantize``); the activations' 8-bit scale is taken
   per batch of 512 rows (several users), where the ranker takes it per request or
-  micro-batch.
+  micro-batch;
+* ``int8, DHEN and heads too``: every eligible Linear layer of the ranker in int8.
 
 It prints, per precision, the ranker's test NE and, over runs, its change against float32
 (mean ± std over seeds), with the largest probability change. Scores go through the models'
@@ -50,7 +51,7 @@ class Mode(NamedTuple):
     bf16: bool  # the ranker under bf16 autocast
     cast: bool  # its Linear weights cast to bf16 at load
     upstream_bf16: bool  # the upstream encoder in bf16 too
-    int8: bool = False  # its eligible Linear layers in dynamic int8
+    int8: str | None = None  # quantize_int8's ``within``: the submodule put in int8
 
 
 MODES: dict[str, Mode] = {
@@ -58,7 +59,8 @@ MODES: dict[str, Mode] = {
     "bf16 autocast": Mode(True, False, False),
     "bf16 cast weights": Mode(True, True, False),
     "bf16 cast weights, bf16 upstream": Mode(True, True, True),
-    "int8": Mode(False, False, False, int8=True),
+    "int8": Mode(False, False, False, int8="sequence"),
+    "int8, DHEN and heads too": Mode(False, False, False, int8=""),
 }
 
 
@@ -89,8 +91,8 @@ def check_run(run: Path, rows: str = "", days: float = 14.0, modes: dict = MODES
         ranker = on_ckpt.model
         if cast:
             ranker = cast_weights_for_autocast(copy.deepcopy(ranker), torch.bfloat16)
-        if int8:
-            ranker = quantize_int8(ranker)
+        if int8 is not None:
+            ranker = quantize_int8(ranker, within=int8)
         batch = ranker_batches(ds, ds.test, on_cfg.max_seq_len, tables[up_bf16], on_cfg.d_upstream)
         probs, labels = predict(ranker, batch, len(ds.test), 512, torch.device("cpu"), bf16)
         r = metrics(probs, labels, on_cfg.task_weights)

@@ -55,7 +55,7 @@ def requests(ranker):
     return [_request(cfg, 20, 12), _request(cfg, 7, 5), _request(cfg, 13, 16), _request(cfg, 3, 9)]
 
 
-def test_the_linears_called_through_their_forward_are_quantized_and_the_others_are_not(
+def test_the_sequence_linears_called_through_their_forward_are_quantized_and_no_others(
     ranker, int8
 ):
     names = set(int8_linear_names(ranker))
@@ -66,12 +66,15 @@ def test_the_linears_called_through_their_forward_are_quantized_and_the_others_a
         owner_name, _, child = name.rpartition(".")
         owner = ranker.get_submodule(owner_name)
         direct = child in getattr(owner, "direct_weights", ())
-        expected = not direct and module.out_features > 1
+        expected = name.startswith("sequence.") and not direct and module.out_features > 1
         assert (name in names) == expected, name
         assert isinstance(modules[name], DYNAMIC_LINEAR) == expected, name
     # the FFNs carry most of the step's FLOPs; the folded attention weights stay float32
     assert {"sequence.layers.0.ffn.w1", "sequence.layers.2.ffn.w2"} <= names
-    assert not names & {"sequence.layers.0.attn.wkv_b", "dhen.input"}
+    assert not names & {"sequence.layers.0.attn.wkv_b", "dhen.layers.0.ensemble.1.net.0"}
+    everywhere = set(int8_linear_names(ranker, within=""))
+    assert names < everywhere and "dhen.layers.0.ensemble.1.net.0" in everywhere
+    assert "dhen.input" not in everywhere and "heads.heads.0.2" not in everywhere
 
 
 def test_direct_weights_name_children_that_stay_float32():
@@ -83,8 +86,9 @@ def test_direct_weights_name_children_that_stay_float32():
             self.folded, self.called, self.logit = nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 1)
 
     model = nn.Sequential(Owner())
-    assert int8_linear_names(model) == ["0.called"]
-    quantized = quantize_int8(model)
+    assert int8_linear_names(model, within="") == ["0.called"]
+    assert int8_linear_names(model, within="0") == ["0.called"]
+    quantized = quantize_int8(model, within="")
     assert type(quantized[0].folded) is nn.Linear and type(quantized[0].logit) is nn.Linear
     assert isinstance(quantized[0].called, DYNAMIC_LINEAR)
     assert type(model[0].called) is nn.Linear  # the original is left as it was
