@@ -73,9 +73,13 @@ class Settings(BaseSettings):
     autocast: Literal["auto", "bf16", "none"] = "none"
     # "int8": the sequence module's Linear layers (the FFNs, the MLA down-projections, the
     # tokenizer, the readout) scored in dynamic int8 through FBGEMM (shared_model/quantize.py):
-    # for a CPU without native bf16, where it is the faster precision; "none": float32, the
-    # reference. CPU only, with autocast "none". A request's scores then depend slightly on
-    # the requests micro-batched with it (the activations' 8-bit scale is per call).
+    # the lower precision for a CPU without native bf16; "none": float32, the reference. On a
+    # 2-vCPU Xeon with its kernels capped at AVX2 the step took 14.5 against 16.7 ms and int8
+    # held a P99 under 50 ms up to 30 req/s where float32 held 25 (docs/benchmarks/
+    # ranker-xeon-amx-avx2.md). Trained rankers' test NE moved by -0.5e-4 and +3.0e-4
+    # (docs/experiments, "Serving precision"). CPU only, with autocast "none". A request's
+    # scores depend slightly on the requests micro-batched with it (the 8-bit scale of the
+    # activations is per call).
     quantize: Literal["int8", "none"] = "none"
     # 1 intra-op thread on a 2-core box: the other core runs the event loop (JSON, validation,
     # Redis I/O). Two intra-op threads fight the loop for the cores and, under load, show

@@ -60,7 +60,8 @@ def cast_weights_for_autocast(model: torch.nn.Module, dtype: torch.dtype | None)
 
     Under autocast each Linear casts its float32 weight to the autocast dtype on every call:
     for the online config that is 3.9M parameters (16 MB) read and rewritten per request,
-    about a fifth of a bf16 step on a CPU with AMX (docs/benchmarks/ranker-xeon-amx.md).
+    about a fifth of a bf16 step on a CPU with AMX (docs/benchmarks/ranker-xeon-amx.md as of
+    commit 034879a).
     Cast once at load, those casts become no-ops and the results are those of autocast up to
     the absorbed attention's folded weights, which are then folded from the cast weights
     (parity: tests/shared_model/test_precision.py). The model must then always run under
