@@ -33,7 +33,6 @@ of torchao; it works in the pinned torch, and its deprecation notice is silenced
 
 from __future__ import annotations
 
-import copy
 import warnings
 
 import torch
@@ -41,7 +40,7 @@ from torch import nn
 
 
 def int8_linear_names(model: nn.Module, within: str = "sequence") -> list[str]:
-    """The qualified names of the Linear layers ``quantize_int8`` replaces, in module order:
+    """The qualified names of the Linear layers ``quantize_int8`` replaces, owner by owner:
     the eligible ones in the submodule named ``within`` ("" for the whole model)."""
     names = []
     for owner_name, owner in model.get_submodule(within).named_modules(prefix=within):
@@ -72,7 +71,6 @@ def quantize_int8(model: nn.Module, within: str = "sequence") -> nn.Module:
         # torch.ao.quantization's deprecation notice and that of quantized tensor dtypes
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.filterwarnings("ignore", message=".*quantiz.*deprecated", category=UserWarning)
-        quantized = torch.ao.quantization.quantize_dynamic(
-            copy.deepcopy(model), spec, dtype=torch.qint8
-        )
+        # the qconfig makes the weights qint8; inplace=False quantizes a deep copy
+        quantized = torch.ao.quantization.quantize_dynamic(model, spec, inplace=False)
     return quantized.eval()

@@ -141,11 +141,35 @@ TARGETS: dict[str, Target] = {
         ("tests/ranker_service/test_redis_mux.py",),
         note="the ranker's multiplexed Redis reader: replies to the read that asked for them",
     ),
+    "quantize": Target(
+        "shared_model/quantize.py",
+        ("tests/shared_model/test_quantize.py",),
+        note="which Linear layers int8 serving quantizes, and what it refuses",
+    ),
 }
 
 # Mutants no test can kill because they do not change behaviour, each with the reason.
 # Keys are mutmut's mutant names; a listed name that no longer exists is reported.
 EQUIVALENT: dict[str, str] = {
+    "shared_model.quantize.x_quantize_int8__mutmut_25": (
+        "simplefilter('ignore') with no category silences every warning inside the block, "
+        "a superset of DeprecationWarning: nothing else warns there"
+    ),
+    "shared_model.quantize.x_quantize_int8__mutmut_32": (
+        "every UserWarning ignored instead of the quantization ones: the only UserWarning "
+        "raised inside the block is that one"
+    ),
+    "shared_model.quantize.x_quantize_int8__mutmut_33": (
+        "the message filter without its category: the only warning with that message is a "
+        "UserWarning"
+    ),
+    "shared_model.quantize.x_quantize_int8__mutmut_37": (
+        "the message pattern upper-cased: the warnings module matches messages ignoring case"
+    ),
+    "shared_model.quantize.x_quantize_int8__mutmut_41": "inplace=None is falsy, as False",
+    "shared_model.quantize.x_quantize_int8__mutmut_44": (
+        "quantize_dynamic's inplace defaults to False"
+    ),
     "ranker_service.redis_mux.xǁ_Connectionǁ__init____mutmut_4": (
         "transport starts as '' instead of None: connection_made sets it before send() or "
         "fail() can run (_open awaits it)"

@@ -6,6 +6,10 @@ the eager int8 model), so a Linear quantized wrongly (a lost bias, a transposed 
 folded weight quantized) fails them, while the quantization error itself passes.
 """
 
+import subprocess
+import sys
+import warnings
+
 import pytest
 import torch
 from torch import nn
@@ -83,15 +87,18 @@ def test_direct_weights_name_children_that_stay_float32():
 
         def __init__(self):
             super().__init__()
-            self.folded, self.called, self.logit = nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 1)
+            self.folded, self.called = nn.Linear(4, 4), nn.Linear(4, 4)
+            self.pair, self.logit = nn.Linear(4, 2), nn.Linear(4, 1)
 
-    model = nn.Sequential(Owner())
-    assert int8_linear_names(model, within="") == ["0.called"]
-    assert int8_linear_names(model, within="0") == ["0.called"]
-    quantized = quantize_int8(model, within="")
+    model = nn.Sequential(Owner(), nn.Linear(4, 4))
+    assert int8_linear_names(model, within="") == ["1", "0.called", "0.pair"]
+    assert int8_linear_names(model, within="0") == ["0.called", "0.pair"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch's deprecation notices stay inside quantize_int8
+        quantized = quantize_int8(model, within="")
     assert type(quantized[0].folded) is nn.Linear and type(quantized[0].logit) is nn.Linear
-    assert isinstance(quantized[0].called, DYNAMIC_LINEAR)
-    assert type(model[0].called) is nn.Linear  # the original is left as it was
+    assert all(isinstance(m, DYNAMIC_LINEAR) for m in (quantized[0].called, quantized[1]))
+    assert type(model[0].called) is nn.Linear and type(model[1]) is nn.Linear  # a copy
 
 
 def test_int8_scores_close_to_float32(ranker, int8, requests):
@@ -118,13 +125,29 @@ def test_a_batch_moves_int8_scores_by_the_quantization_error_only(int8, requests
         assert (got - expected).abs().max() < 0.05
 
 
+def test_a_fresh_process_quantizes_without_a_warning():
+    """torch warns of its deprecated quantization APIs once per process: in a new one, with
+    warnings as errors, quantize_int8 keeps them to itself."""
+    code = (
+        "import torch\n"
+        "from shared_model.quantize import quantize_int8\n"
+        "quantize_int8(torch.nn.Sequential(torch.nn.Linear(4, 4)), within='')\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+
+
 @pytest.mark.parametrize("bad", ["bf16", "cuda"])
 def test_quantize_refuses_what_it_cannot_serve(ranker, bad, monkeypatch):
     if bad == "bf16":
         model = cast_weights_for_autocast(RankerModel(ranker.cfg).eval(), torch.bfloat16)
-        with pytest.raises(ValueError, match="float32 model"):
+        with pytest.raises(
+            ValueError, match=r"^quantize a float32 model \(not one cast to bf16\)$"
+        ):
             quantize_int8(model)
     else:
         monkeypatch.setattr(torch.Tensor, "device", property(lambda t: torch.device("cuda")))
-        with pytest.raises(ValueError, match="CPU only"):
+        with pytest.raises(ValueError, match=r"^int8 dynamic quantization runs on the CPU only$"):
             quantize_int8(ranker)
