@@ -320,6 +320,30 @@ def before_after(result: Result, rev: str, n_candidates: int, threads: int, roun
     )
 
 
+def _timed_against_floor(
+    model: RankerModel,
+    calls: dict[str, Callable[[], object]],
+    recorded: dict[str, tuple[TracedScorer, torch.dtype | None]],
+    requests: list[Request],
+    matmul_dtype: torch.dtype,
+    rounds: int,
+) -> tuple[dict[str, float], float, float]:
+    """Adds each recorded scorer's one-request and G-request calls (both graphs recorded
+    first) and a matmul in ``matmul_dtype`` to ``calls``, times them all in interleaved
+    rounds -> (times, the matmul's FLOP/s, the step's floor at that rate)."""
+    first = requests[0]
+    for name, (scorer, dtype) in recorded.items():
+        scorer.score_many(requests[:1], dtype), scorer.score_many(requests, dtype)
+        calls[name] = lambda s=scorer, d=dtype: s.score(*first, d)
+        calls[name + " many"] = lambda s=scorer, d=dtype: s.score_many(requests, d)
+    a = torch.randn(MATMUL_N, MATMUL_N, dtype=matmul_dtype)
+    b = torch.randn(MATMUL_N, MATMUL_N, dtype=matmul_dtype)
+    calls["matmul"] = lambda: a @ b
+    t = interleaved(calls, rounds, 3)
+    rate = 2 * MATMUL_N**3 / t["matmul"]
+    return t, rate, scoring_flops(model.cfg, len(first[2]), shared=True) / rate
+
+
 def bf16_table(
     result: Result, model: RankerModel, requests: list[Request], threads: int, rounds: int
 ) -> str:
@@ -347,15 +371,8 @@ def bf16_table(
         RECORDED_F32: (TracedScorer(model), None),
         RECORDED_BF16: (TracedScorer(cast), bf16),
     }
-    for name, (scorer, dtype) in recorded.items():  # as a float32 and a bf16 ranker score
-        scorer.score_many(requests[:1], dtype), scorer.score_many(requests, dtype)
-        calls[name] = lambda s=scorer, d=dtype: s.score(*first, d)
-        calls[name + " many"] = lambda s=scorer, d=dtype: s.score_many(requests, d)
-    a, b = torch.randn(MATMUL_N, MATMUL_N, dtype=bf16), torch.randn(MATMUL_N, MATMUL_N, dtype=bf16)
-    calls["matmul"] = lambda: a @ b
-    t = interleaved(calls, rounds, 3)
-    rate = 2 * MATMUL_N**3 / t["matmul"]
-    floor = scoring_flops(model.cfg, len(first[2]), shared=True) / rate
+    # as a float32 and a bf16 ranker score
+    t, rate, floor = _timed_against_floor(model, calls, recorded, requests, bf16, rounds)
     table = result.table(
         f"bf16 on this CPU: one request and {G} together (threads {threads})",
         ["precision", "step ms", "x float32", "x bf16 floor", f"score_many({G}) ms/request",
@@ -398,23 +415,15 @@ def int8_table(
     first, G = requests[0], len(requests)
     ref = score(model, *first)
     recorded = {
-        RECORDED_F32: TracedScorer(model),
-        RECORDED_INT8: TracedScorer(int8),
-        RECORDED_INT8_ALL: TracedScorer(quantize_int8(model, within="")),
+        RECORDED_F32: (TracedScorer(model), None),
+        RECORDED_INT8: (TracedScorer(int8), None),
+        RECORDED_INT8_ALL: (TracedScorer(quantize_int8(model, within="")), None),
     }
     calls: dict[str, Callable[[], object]] = {
         "int8, eager": lambda: score(int8, *first),
         "int8, eager many": lambda: score_many(int8, requests),
     }
-    for name, scorer in recorded.items():
-        scorer.score_many(requests[:1]), scorer.score_many(requests)  # record both cases
-        calls[name] = lambda s=scorer: s.score(*first)
-        calls[name + " many"] = lambda s=scorer: s.score_many(requests)
-    a, b = torch.randn(MATMUL_N, MATMUL_N), torch.randn(MATMUL_N, MATMUL_N)
-    calls["matmul"] = lambda: a @ b
-    t = interleaved(calls, rounds, 3)
-    rate = 2 * MATMUL_N**3 / t["matmul"]
-    floor = scoring_flops(model.cfg, len(first[2]), shared=True) / rate
+    t, rate, floor = _timed_against_floor(model, calls, recorded, requests, torch.float32, rounds)
     table = result.table(
         f"int8 on this CPU: one request and {G} together (threads {threads})",
         ["precision", "step ms", "x float32", "x float32 floor", f"score_many({G}) ms/request",
@@ -427,7 +436,7 @@ def int8_table(
         "measures that on trained models).",
     )  # fmt: skip
     answers = {"int8, eager": lambda: score(int8, *first)}
-    answers.update({name: lambda s=s: s.score(*first) for name, s in recorded.items()})
+    answers.update({name: lambda s=s: s.score(*first) for name, (s, _) in recorded.items()})
     f32 = t[RECORDED_F32]
     for name, answer in answers.items():
         step = t[name]
