@@ -15,8 +15,11 @@ at a time (an idle server's threads would take CPU from the one measured): the r
 micro-batching, the ranker scoring one request at a time, the micro-batched ranker scoring
 with the eager model instead of its recorded graphs (``RANKER_TRACED=false``, the reference
 path), the micro-batched ranker answering through the FastAPI route instead of its fast path
-(``RANKER_FAST_PATH=false``, server CPU only), and the LitServe peer
-(``loadtests.bench.peer_litserve``: plain redis-py, one independent row per candidate). The
+(``RANKER_FAST_PATH=false``, server CPU only), the ranker in lower precisions (bf16 where
+the CPU multiplies it natively, ``--bf16``; int8, ``RANKER_QUANTIZE=int8``, ``--int8``) and
+the LitServe peer (``loadtests.bench.peer_litserve``: plain redis-py, one independent row per
+candidate). With ``--isa avx2``, everything runs with torch's CPU kernels capped at AVX2
+(``loadtests.bench.common.ISA_CAPS``): an AVX2-only CPU's kernels on a newer core. The
 load generator is ``loadtests.bench.http_load`` (keep-alive HTTP/1.1, request bytes built
 once); it shares the cores with the server, and its CPU per request is reported.
 
