@@ -9,10 +9,11 @@ in float32. Attention, norms and embeddings stay float32.
 
 Which: by default those of the sequence module (``within="sequence"``: the tokenizer, the
 query tokens' context projection, the MLA down-projections, the FFNs, the readout), where
-nearly all of the online step's FLOPs are; the DHEN and the heads stay float32. On two trained
+most of the online step's FLOPs are; the DHEN and the heads stay float32. On two trained
 rankers, quantizing the DHEN and the heads too moved test NE by +2.5e-4 and +9.8e-4, against
--0.5e-4 and +3.0e-4 for the sequence module alone, for a step 5% faster (docs/experiments,
-"Serving precision").
+-0.5e-4 and +3.0e-4 for the sequence module alone (docs/experiments, "Serving precision"),
+for a step only 1.07-1.09x faster (docs/benchmarks/scoring-xeon-amx.md and its AVX2-capped
+twin).
 
 Within that, eligible: a Linear whose owner only calls it. Modules that read a child Linear's
 weight directly (the absorbed MLA folds ``wq_b``, ``wkv_b`` and ``wo`` into its attention; the
