@@ -594,9 +594,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     cap_isa(args.isa, "loadtests.bench.ranker", argv if argv is not None else sys.argv[1:])
     threads = args.inference_threads
-    with_bf16 = args.bf16 == "yes" or (args.bf16 == "auto" and cpu_has_native_bf16())
-    if with_bf16 and args.isa:
-        with_bf16 = args.bf16 == "yes"  # a capped ISA has no native bf16 either
+    # auto: where the CPU multiplies bf16 natively, which a capped ISA does not
+    with_bf16 = args.bf16 == "yes" or (
+        args.bf16 == "auto" and cpu_has_native_bf16() and not args.isa
+    )
     torch.set_num_threads(1)  # the floor at the ranker's thread count
 
     cfg = tiny_config("online") if args.quick else online_config()
