@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     # Linear weights are cast to bf16 once at load. On AMX, micro-batched requests cost about
     # half as much as in float32, one request alone about as much (docs/benchmarks/
     # scoring-xeon-amx.md); on a 2-vCPU Zen 4 (AVX512-BF16) a bf16 ranker held a P99 under
-    # 50 ms up to 10-30 req/s (20 or more in five of six runs) where float32 held 5 at most
+    # 50 ms up to 10-30 req/s (20 or more in six of seven runs) where float32 held 10 at most
     # (docs/benchmarks/ranker-zen4.md), on a Zen 5 30 req/s in two runs where float32 held
     # 25 and 30 (ranker-zen5.md); on a CPU without native bf16 (AVX2-only) it is several times
     # slower. Trained rankers' test NE moved by at most 5.4e-4 (docs/experiments, "Serving
@@ -76,7 +76,10 @@ class Settings(BaseSettings):
     # the lower precision for a CPU without native bf16; "none": float32, the reference. On a
     # 2-vCPU Xeon with its kernels capped at AVX2 the step took 14.5 against 16.7 ms and int8
     # held a P99 under 50 ms up to 30 req/s where float32 held 25 (docs/benchmarks/
-    # ranker-xeon-amx-avx2.md). Trained rankers' test NE moved by -0.5e-4 and +3.0e-4
+    # ranker-xeon-amx-avx2.md); on a 2-vCPU Zen 4 with AVX-512 VNNI, 14.0 against 21.8 ms and
+    # 30 req/s where float32 held 10, and with its kernels capped at AVX2, 19.6 against 26.8 ms
+    # and 15 req/s where float32 held 5 (ranker-zen4.md, ranker-zen4-avx2.md). Trained rankers'
+    # test NE moved by -0.5e-4 and +3.0e-4
     # (docs/experiments, "Serving precision"). CPU only, with autocast "none". A request's
     # scores depend slightly on the requests micro-batched with it (the 8-bit scale of the
     # activations is per call).

@@ -12,8 +12,8 @@ query tokens' context projection, the MLA down-projections, the FFNs, the readou
 most of the online step's FLOPs are; the DHEN and the heads stay float32. On two trained
 rankers, quantizing the DHEN and the heads too moved test NE by +2.5e-4 and +9.8e-4, against
 -0.5e-4 and +3.0e-4 for the sequence module alone (docs/experiments, "Serving precision"),
-for a step only 1.07-1.09x faster (docs/benchmarks/scoring-xeon-amx.md and its AVX2-capped
-twin).
+for a step only 1.03-1.10x faster (docs/benchmarks/scoring-xeon-amx.md, scoring-zen4.md and
+their AVX2-capped twins).
 
 Within that, eligible: a Linear whose owner only calls it. Modules that read a child Linear's
 weight directly (the absorbed MLA folds ``wq_b``, ``wkv_b`` and ``wo`` into its attention; the
