@@ -30,6 +30,17 @@ class _Stale(Exception):
     """A kept-alive connection the server had closed: nothing was answered on it."""
 
 
+def server_timing(header: str) -> dict[str, float]:
+    """A Server-Timing header's ``name;dur=X`` entries -> {name: X} (ms); entries without a
+    duration are left out."""
+    out = {}
+    for part in header.split(","):
+        name, _, dur = part.strip().partition(";dur=")
+        if name and dur:
+            out[name] = float(dur.split(";", 1)[0])
+    return out
+
+
 @dataclass
 class Answer:
     status: int

@@ -24,6 +24,7 @@ from pathlib import Path
 import httpx
 
 from loadtests.bench.common import Result, command_line, percentile
+from loadtests.bench.http_load import server_timing
 from loadtests.bench.ranker import (
     _JSON,
     UPSTREAM_VERSION,
@@ -41,11 +42,7 @@ VARIANTS = ("lookup on", "lookup off")
 
 def redis_ms(header: str) -> float | None:
     """The ``redis;dur=X`` entry of a Server-Timing header, in ms."""
-    for part in header.split(","):
-        name, _, dur = part.strip().partition(";dur=")
-        if name == "redis" and dur:
-            return float(dur)
-    return None
+    return server_timing(header).get("redis")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -36,6 +36,12 @@ once); it shares the cores with the server, and its CPU per request is reported.
    and the ranker's CPU per request over each round, with its non-model share, as load
    changes how often the work outside the model finds its caches warm and how many requests
    a model call scores.
+4. An ideal queue at the same rates: each request's time drawn from those the same ranker
+   took at one request in flight (1.), queued on its inference threads with no contention
+   and no batching (``loadtests.bench.queueing``), against the measured P99s: where the
+   ideal P99 already reaches 50 ms, the host's own step times rule the rate out; where the
+   measured one sits far above the ideal, the serving path and the shared cores take the
+   difference.
 """
 
 from __future__ import annotations
@@ -44,13 +50,14 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import random
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,7 +74,8 @@ from loadtests.bench.common import (
     parallel_matmul_scaling,
     percentile,
 )
-from loadtests.bench.http_load import HttpError, HttpPool
+from loadtests.bench.http_load import HttpError, HttpPool, server_timing
+from loadtests.bench.queueing import quantile, simulate
 from loadtests.stack.checkpoints import random_checkpoint
 from loadtests.stack.servers import LOOPBACK, RedisServer, ServiceProcess, free_port
 from ranker_service.settings import Settings
@@ -295,17 +303,23 @@ def server_cpu(base_url: str) -> dict[str, dict[str, float]]:
 
 
 def sequential_cpu(proc: ServiceProcess, url: str, bodies: list[bytes], reps: int) -> dict:
-    """Per-request server CPU by stage, one request in flight."""
+    """Per-request server CPU by stage, one request in flight; and each request's wall time at
+    the client ("wall_ms") and its Server-Timing total and model entries ("server_ms",
+    "model_ms")."""
     base = url.rsplit("/v1/", 1)[0]
     with httpx.Client(timeout=60, trust_env=False) as client:
         for b in bodies[:5]:  # warm
             client.post(url, content=b, headers=_JSON).raise_for_status()
         counters0, cpu0, faults0 = server_cpu(base), process_cpu_s(proc.pid), page_faults(proc.pid)
-        wall = []
+        wall, server_ms, model_ms = [], [], []
         for i in range(reps):
             start = time.perf_counter()
-            client.post(url, content=bodies[i % len(bodies)], headers=_JSON).raise_for_status()
+            answer = client.post(url, content=bodies[i % len(bodies)], headers=_JSON)
             wall.append((time.perf_counter() - start) * 1000)
+            answer.raise_for_status()
+            timing = server_timing(answer.headers.get("server-timing", ""))
+            server_ms.append(timing["total"])
+            model_ms.append(timing["model"])
         # After each scrape, the process clock: both intervals then hold one scrape's part
         # after its counters were read, and the scrape's own CPU cancels out.
         counters1, cpu1, faults1 = server_cpu(base), process_cpu_s(proc.pid), page_faults(proc.pid)
@@ -314,7 +328,14 @@ def sequential_cpu(proc: ServiceProcess, url: str, bodies: list[bytes], reps: in
         for key in counters1
     }
     faults = (faults1 - faults0) / reps
-    return {"total": (cpu1 - cpu0) / reps, **per, "wall_ms": wall, "faults": faults}
+    return {
+        "total": (cpu1 - cpu0) / reps,
+        **per,
+        "wall_ms": wall,
+        "server_ms": server_ms,
+        "model_ms": model_ms,
+        "faults": faults,
+    }
 
 
 async def closed_loop(url: str, bodies: list[bytes], clients: int, seconds: float) -> float:
@@ -498,17 +519,36 @@ def non_model_pct(total: float, score: float) -> float:
     return 100 * (total - score) / total
 
 
-def sustained_rate(runs: dict[float, OpenLoopRun]) -> float | None:
-    """The highest rate at which it and every lower rate measured had P99 < SLO and no
-    failure (a lower rate that missed is not outweighed by a lucky higher one); None when the
-    lowest rate already missed."""
+def highest_held(p99_by_rate: Mapping[float, float]) -> float | None:
+    """The highest rate at which it and every lower rate had a P99 under the SLO (a lower rate
+    that missed is not outweighed by a lucky higher one); None when the lowest already missed."""
     best = None
-    for rate in sorted(runs):
-        run = runs[rate]
-        if run.failures or percentile(run.latencies_ms, 99) >= SLO_MS:
+    for rate in sorted(p99_by_rate):
+        if p99_by_rate[rate] >= SLO_MS:
             break
         best = rate
     return best
+
+
+def sustained_rate(runs: dict[float, OpenLoopRun]) -> float | None:
+    """``highest_held`` over measured rounds; a round with a failure misses."""
+    return highest_held(
+        {
+            rate: math.inf if run.failures else percentile(run.latencies_ms, 99)
+            for rate, run in runs.items()
+        }
+    )
+
+
+IDEAL_REQUESTS = 100_000  # simulated arrivals per rate: a P99 from a thousand tail requests
+
+
+def ideal_p99(samples_ms: list[float], rate: float, servers: int) -> float:
+    """The P99 (ms) of an ideal queue: Poisson arrivals at ``rate`` on ``servers`` inference
+    threads, each request taking one of ``samples_ms`` drawn at random, first come first
+    served (``loadtests.bench.queueing``). No batching, no contention, no HTTP."""
+    service = [x / 1000 for x in samples_ms]
+    return 1000 * quantile(simulate(rate, service, IDEAL_REQUESTS, seed=0, servers=servers), 0.99)
 
 
 def round_seconds(rate: float, round_s: float, min_requests: int) -> float:
@@ -536,6 +576,22 @@ def rate_line(label: str, best: float | None, half: float | None, rates: list[fl
         f"highest Poisson rate with P99 < {SLO_MS:.0f} ms{label}: {best:g} req/s "
         f"(P99 at {best / 2:g} req/s: {half:.1f} ms)"
     )
+
+
+def ideal_line(
+    name: str, server: Mapping[float, float], model: Mapping[float, float] | None, threads: int
+) -> str:
+    """The summary line of the ideal queue's highest rate under the SLO."""
+
+    def held(p99s: Mapping[float, float]) -> str:
+        best = highest_held(p99s)
+        return f"none of {sorted(p99s)}" if best is None else f"{best:g} req/s"
+
+    line = (
+        f"highest Poisson rate with P99 < {SLO_MS:.0f} ms on an ideal queue, {name} "
+        f"({threads} threads, this run's lone-request server times): {held(server)}"
+    )
+    return line + (f"; model calls alone: {held(model)}" if model is not None else "")
 
 
 # ------------------------------------------------------------------------------------------
@@ -609,7 +665,7 @@ def main(argv: list[str] | None = None) -> None:
     def seconds(rate: float) -> float:
         return round_seconds(rate, round_s, min_requests)
 
-    reps, sat_s, sat_clients = (10, 2.0, 4) if args.quick else (100, 15.0, 8)
+    reps, sat_s, sat_clients = (10, 2.0, 4) if args.quick else (200, 15.0, 8)
     per_source = cfg.max_seq_len
 
     tag = f"-{args.tag}" if args.tag else ""
@@ -813,6 +869,38 @@ def main(argv: list[str] | None = None) -> None:
     for rate, c in loaded.items():
         t4.add(rate, 1e3 * c.total_s, 1e3 * c.score_s, 1e3 * (c.total_s - c.score_s),
                f"{non_model_pct(c.total_s, c.score_s):.1f}%", c.per_call)  # fmt: skip
+    # What the host's lone-request times allow: the same rates on an ideal queue
+    lone = {"float32": seq, **{name: low.seq for name, low in lower.items()}}
+    t5 = result.table(
+        f"An ideal queue on {threads} inference threads with this run's lone-request times: "
+        "P99 ms at the same rates",
+        ["req/s"]
+        + [f"{name} {col}" for name in lone for col in ("measured", "ideal, server time")]
+        + ["float32 ideal, model call"],
+        note=f"'ideal': what {threads} inference threads would answer at these Poisson rates "
+        "if every request took one of the times measured at one request in flight (each "
+        "drawn at random from them; python -m loadtests.bench.queueing): first come first "
+        f"served, no batching, no contention between the threads, {IDEAL_REQUESTS:,} "
+        "simulated requests per rate. 'server time': each lone request's Server-Timing "
+        "total (its Redis read, features, model call and response, no HTTP); 'model call': "
+        "its model entry alone, a server with no work around the model. 'measured': the P99 "
+        "of the Poisson table above. Where the ideal P99 reaches 50 ms, the host's lone-request "
+        "times alone miss the SLO at that rate.",
+    )  # fmt: skip
+    ideal = {
+        name: {r: ideal_p99(q["server_ms"], r, threads) for r in rates} for name, q in lone.items()
+    }
+    ideal_model = {r: ideal_p99(seq["model_ms"], r, threads) for r in rates}
+    measured_runs = {"float32": ours, **{name: low.runs for name, low in lower.items()}}
+    for rate in rates:
+        row: list = [rate]
+        for name in lone:
+            row += [percentile(measured_runs[name][rate].latencies_ms, 99), ideal[name][rate]]
+        t5.add(*row, ideal_model[rate])
+    result.data["lone_request_ms"] = {
+        name: {key: q[key] for key in ("wall_ms", "server_ms", "model_ms")}
+        for name, q in lone.items()
+    }
     result.data["poisson"] = {
         "ours": {str(r): ours[r].latencies_ms for r in rates},
         "ours_eager": {str(r): ours_eager[r].latencies_ms for r in ours_eager},
@@ -847,6 +935,7 @@ def main(argv: list[str] | None = None) -> None:
             else ""
         ),
         rate_line("", best, half, rates),
+        ideal_line("float32", ideal["float32"], ideal_model, threads),
         "non-model share under Poisson load: "
         + ", ".join(
             f"{non_model_pct(c.total_s, c.score_s):.1f}% at {rate:g} req/s"
@@ -891,6 +980,7 @@ def main(argv: list[str] | None = None) -> None:
             f"bf16 batched saturation gain: {sat['batched bf16'] / sat['single bf16']:.2f}x "
             "(micro-batched vs one at a time, both bf16)",
             rate_line(", bf16", low.best, low.half, rates),
+            ideal_line("bf16", ideal["bf16"], None, threads),
         ]
     if "int8" in lower:
         (total_int8, score_int8), low = cpu_lower["int8"], lower["int8"]
@@ -903,6 +993,7 @@ def main(argv: list[str] | None = None) -> None:
             f"int8 batched saturation gain: {sat['batched int8'] / sat['single int8']:.2f}x "
             "(micro-batched vs one at a time, both int8)",
             rate_line(", int8", low.best, low.half, rates),
+            ideal_line("int8", ideal["int8"], None, threads),
         ]
     result.write(args.out)
 

@@ -56,6 +56,9 @@ def test_quick_mode_writes_every_headline(tmp_path: Path) -> None:
         "recorded graphs vs eager: ",
         "fast path vs the FastAPI route: ",
         "non-model share under Poisson load: ",
+        "highest Poisson rate with P99 < 50 ms on an ideal queue, float32 ",
+        "highest Poisson rate with P99 < 50 ms on an ideal queue, int8 ",
+        "highest Poisson rate with P99 < 50 ms on an ideal queue, bf16 ",
     )
     for prefix in (*HEADLINES, *extra):
         assert any(line.startswith(prefix) for line in doc["summary"]), (prefix, doc["summary"])
@@ -83,6 +86,16 @@ def test_quick_mode_writes_every_headline(tmp_path: Path) -> None:
     (poisson,) = [t for t in doc["tables"] if t["title"].startswith("Poisson arrivals")]
     assert {"bf16 p99 ms", "int8 p99 ms"} <= set(poisson["columns"])
     assert set(doc["data"]["poisson"]) == {"ours", "ours_eager", "ours_bf16", "ours_int8", "peer"}
+    (ideal,) = [t for t in doc["tables"] if t["title"].startswith("An ideal queue")]
+    assert ideal["columns"][:3] == ["req/s", "float32 measured", "float32 ideal, server time"]
+    assert [row[0] for row in ideal["rows"]] == [2.0, 5.0]
+    lone = doc["data"]["lone_request_ms"]
+    assert set(lone) == {"float32", "bf16", "int8"}
+    for times in lone.values():  # one request in flight: the model call is within the server's
+        assert all(0 < m <= s <= w for w, s, m in zip(*times.values(), strict=True))
+    # The same arrivals and draws: each request's server time holds its model call, so the
+    # queue on server times answers no sooner, rank by rank, than the one on model calls.
+    assert all(row[2] >= row[-1] > 0 for row in ideal["rows"])
     assert run.stdout.rstrip().splitlines()[-1].startswith("wrote ")
 
 
@@ -167,3 +180,17 @@ def test_the_cpu_outside_the_stages_is_split_by_the_thread_it_ran_on() -> None:
     }
     assert sum(split.values()) == 23.0 - sum(stages.values())
     assert other_cpu(23.0, stages, {}) == [("other", 1.5)]  # a server without thread CPU
+
+
+def test_an_ideal_queue_holds_the_slo_up_to_the_first_rate_that_misses() -> None:
+    from loadtests.bench.ranker import highest_held, ideal_line, ideal_p99
+
+    fast, slow = [10.0] * 199 + [30.0], [40.0] * 99 + [60.0]
+    assert ideal_p99(fast, 0.01, 2) == pytest.approx(10.0)  # at a trickle: the lone times
+    by_rate = {r: ideal_p99(slow, r, 2) for r in (2.0, 20.0, 40.0)}
+    assert by_rate[2.0] < by_rate[20.0] < by_rate[40.0]
+    assert highest_held({2.0: 49.9, 5.0: 51.0, 10.0: 40.0}) == 2.0  # no lucky higher rate
+    line = ideal_line("int8", {2.0: 30.0, 5.0: 60.0}, {2.0: 20.0, 5.0: 40.0}, 2)
+    assert line.endswith("int8 (2 threads, this run's lone-request server times): 2 req/s; "
+                         "model calls alone: 5 req/s")  # fmt: skip
+    assert ideal_line("float32", {2.0: 55.0}, None, 2).endswith(": none of [2.0]")

@@ -1,7 +1,9 @@
-"""The M/D/1 simulation against the Pollaczek-Khinchine mean wait and its limits."""
+"""The queue simulation against closed forms: Pollaczek-Khinchine (M/D/1), Erlang C (M/M/c)."""
 
 from __future__ import annotations
 
+import math
+import random
 import statistics
 
 import pytest
@@ -18,12 +20,50 @@ def test_mean_response_matches_pollaczek_khinchine(rate: float) -> None:
     assert mean == pytest.approx(expected, rel=0.03)
 
 
+def _erlang_c_response(rate: float, mean_service: float, servers: int) -> float:
+    """Mean response time of an M/M/c queue: service + P(wait) / (c mu - lambda)."""
+    a = rate * mean_service  # offered load
+    rho = a / servers
+    top = a**servers / math.factorial(servers) / (1 - rho)
+    p_wait = top / (sum(a**k / math.factorial(k) for k in range(servers)) + top)
+    return mean_service + p_wait / (servers / mean_service - rate)
+
+
+@pytest.mark.parametrize(("rate", "servers"), [(30.0, 2), (55.0, 3)])
+def test_drawn_service_times_on_several_servers_match_erlang_c(rate: float, servers: int) -> None:
+    rng = random.Random(7)
+    mean_service = 0.04
+    samples = [rng.expovariate(1 / mean_service) for _ in range(50_000)]
+    mean = statistics.fmean(simulate(rate, samples, requests=300_000, servers=servers))
+    expected = _erlang_c_response(rate, statistics.fmean(samples), servers)
+    assert mean == pytest.approx(expected, rel=0.03)
+
+
 def test_no_response_is_shorter_than_the_service_and_the_tail_grows_with_load() -> None:
     light, heavy = simulate(2.0, 0.02, 50_000), simulate(30.0, 0.02, 50_000)
     assert light[0] == pytest.approx(0.02) and heavy[0] == pytest.approx(0.02)
     assert quantile(heavy, 0.99) > quantile(light, 0.99) > 0.02
 
 
-def test_bad_parameters_are_refused() -> None:
+def test_a_second_server_serves_the_same_arrivals_no_later() -> None:
+    samples = [0.015, 0.02, 0.03, 0.06]
+    one = simulate(20.0, samples, 20_000, seed=3)
+    two = simulate(20.0, samples, 20_000, seed=3, servers=2)
+    assert all(b <= a for a, b in zip(one, two, strict=True))  # sorted: rank by rank
+    assert quantile(two, 0.99) < quantile(one, 0.99)
+
+
+def test_at_a_trickle_the_tail_is_the_service_times_own() -> None:
+    samples = [0.02] * 95 + [0.07] * 5  # 5% of lone requests take 70 ms
+    r = simulate(0.1, samples, 50_000, servers=2)
+    assert quantile(r, 0.5) == pytest.approx(0.02)
+    assert quantile(r, 0.99) == pytest.approx(0.07)
+
+
+@pytest.mark.parametrize(
+    ("rate", "service", "servers"),
+    [(0.0, 0.02, 1), (5.0, 0.0, 1), (5.0, [], 1), (5.0, [0.02, -0.01], 1), (5.0, 0.02, 0)],
+)
+def test_bad_parameters_are_refused(rate, service, servers) -> None:
     with pytest.raises(ValueError):
-        simulate(0.0, 0.02)
+        simulate(rate, service, servers=servers)
