@@ -60,10 +60,41 @@ def test_at_a_trickle_the_tail_is_the_service_times_own() -> None:
     assert quantile(r, 0.99) == pytest.approx(0.07)
 
 
+def test_two_measured_times_are_both_drawn() -> None:
+    r = simulate(0.1, [0.02, 0.07], 10_000, servers=2)
+    assert r[0] == pytest.approx(0.02) and r[-1] == pytest.approx(0.07)
+    assert 0.4 < sum(x > 0.05 for x in r) / len(r) < 0.6
+
+
+def test_the_first_arrival_finds_every_server_free() -> None:
+    assert simulate(50.0, 0.02, requests=1) == [pytest.approx(0.02)]
+    assert simulate(50.0, [0.02, 0.02], requests=1, servers=3) == [pytest.approx(0.02)]
+
+
+def test_a_seed_repeats_its_run_and_the_defaults_are_as_documented() -> None:
+    samples = [0.01, 0.02, 0.05]
+    assert simulate(20.0, samples, 2_000, seed=4) == simulate(20.0, samples, 2_000, seed=4)
+    assert simulate(20.0, samples, 2_000) == simulate(20.0, samples, 2_000, seed=1)
+    assert simulate(20.0, samples, 2_000, seed=4) != simulate(20.0, samples, 2_000, seed=5)
+    assert len(simulate(5.0, 0.02)) == 200_000
+
+
+def test_quantile_is_the_nearest_lower_rank_and_one_is_the_largest() -> None:
+    values = [1.0, 2.0, 3.0, 4.0]
+    assert [quantile(values, q) for q in (0.0, 0.5, 0.74, 0.75, 0.99, 1.0)] == [
+        1.0, 3.0, 3.0, 4.0, 4.0, 4.0,
+    ]  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("rate", "service", "servers"),
     [(0.0, 0.02, 1), (5.0, 0.0, 1), (5.0, [], 1), (5.0, [0.02, -0.01], 1), (5.0, 0.02, 0)],
 )
 def test_bad_parameters_are_refused(rate, service, servers) -> None:
-    with pytest.raises(ValueError):
+    expected = (
+        f"servers must be at least 1, not {servers}"
+        if servers < 1
+        else "rate and service times must be positive"
+    )
+    with pytest.raises(ValueError, match=f"^{expected}$"):
         simulate(rate, service, servers=servers)

@@ -146,11 +146,31 @@ TARGETS: dict[str, Target] = {
         ("tests/shared_model/test_quantize.py",),
         note="which Linear layers int8 serving quantizes, and what it refuses",
     ),
+    "queueing": Target(
+        "loadtests/bench/queueing.py",
+        ("tests/loadtests/test_queueing.py",),
+        functions=("x_simulate__*", "x_quantile__*"),
+        note="the queue the ranker benchmark's ideal P99s come from",
+    ),
 }
 
 # Mutants no test can kill because they do not change behaviour, each with the reason.
 # Keys are mutmut's mutant names; a listed name that no longer exists is reported.
 EQUIVALENT: dict[str, str] = {
+    "loadtests.bench.queueing.x_simulate__mutmut_26": (
+        "the service draws seeded seed - 1 instead of seed + 1: any fixed offset other than 0 "
+        "gives a stream independent of the arrivals'; which one is arbitrary"
+    ),
+    "loadtests.bench.queueing.x_simulate__mutmut_27": (
+        "the service draws seeded seed + 2 instead of seed + 1: as above"
+    ),
+    "loadtests.bench.queueing.x_simulate__mutmut_32": (
+        "the clock starts at 1.0 instead of 0.0 with every server free at 0.0: every arrival "
+        "moves by the same second and still finds the servers as free as before"
+    ),
+    "loadtests.bench.queueing.x_simulate__mutmut_39": (
+        "one measured time drawn at random from itself instead of taken: the same value"
+    ),
     "shared_model.quantize.x_quantize_int8__mutmut_25": (
         "simplefilter('ignore') with no category silences every warning inside the block, "
         "a superset of DeprecationWarning: nothing else warns there"
