@@ -75,7 +75,8 @@ class RankerModel(nn.Module):
         ``impl`` runs the prefix and the candidates alike. The absorbed form suits the
         pyramidal prefix as well: its layers keep few query rows against many keys, so
         reading the shared C-wide latent beats up-projecting every key to per-head K and V
-        (the whole step 35.3 vs 36.0 ms on a 1-thread Zen 3; docs/benchmarks/scoring-zen3.md).
+        (the whole step 35.3 vs 36.0 ms on a 1-thread Zen 3; docs/benchmarks/scoring-zen3.md
+        as of commit b1df0e4, its before/after table).
         """
         if events.shape[0] != 1:
             raise ValueError("score_shared takes one user's history (batch 1)")
