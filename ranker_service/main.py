@@ -49,11 +49,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     registry = Metrics()
+    otel = settings.fastapi_telemetry
     app = FastAPI(
         title="LLaTTE ranker",
         summary="Ranks candidate ads with the compact online LLaTTE + DHEN model.",
         lifespan=make_lifespan(settings, registry),
         generate_unique_id_function=_operation_id,
+        telemetry={"tracing": otel, "metrics": otel, "logs": otel},
     )
     app.include_router(rank.router)
     app.include_router(health.router)

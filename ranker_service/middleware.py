@@ -41,10 +41,16 @@ class BodySizeLimit:
             return
         headers = dict(scope["headers"])
         declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await _send_json(send, 413, self._too_large(int(declared)))
-            return
-        # Buffer the body (the app reads it whole anyway), stopping at the limit.
+        if declared is not None and declared.isdigit():
+            if int(declared) > self.max_bytes:
+                await _send_json(send, 413, self._too_large(int(declared)))
+                return
+            if b"transfer-encoding" not in headers:
+                # The HTTP parser delivers exactly the declared bytes: nothing left to count.
+                await self.app(scope, receive, send)
+                return
+        # A streamed (chunked) body: buffer it (the app reads it whole anyway), stopping at
+        # the limit.
         chunks, size = [], 0
         while True:
             message = await receive()

@@ -107,6 +107,12 @@ class Settings(BaseSettings):
     # handler, parser and error handlers without the router's layers; false serves it through
     # the route, the reference.
     fast_path: bool = True
+    # FastAPI's native OpenTelemetry (spans, metrics and logs per request). It records only
+    # where an OpenTelemetry SDK provider is configured in the process, and the ranker ships
+    # none: its metrics are Prometheus's (/metrics). Off, FastAPI skips its per-request look
+    # for a configured provider; on, a provider set up in the process (for example by
+    # opentelemetry-instrument) gets FastAPI's spans and metrics.
+    fastapi_telemetry: bool = False
     warmup_candidates: list[int] = [1, 10, 100]  # candidate counts run once before ready
     # Cross-request micro-batching: requests that queued while the inference thread was busy
     # are scored together (one encode_history for their prefixes, one decode_queries for all
