@@ -66,8 +66,8 @@ class Settings(BaseSettings):
     # half as much as in float32, one request alone about as much (docs/benchmarks/
     # scoring-xeon-amx.md); on a 2-vCPU Zen 4 (AVX512-BF16) a bf16 ranker held a P99 under
     # 50 ms up to 10-30 req/s (20 or more in six of seven runs) where float32 held 10 at most
-    # (docs/benchmarks/ranker-zen4.md), on a Zen 5 30 req/s in two runs where float32 held
-    # 25 and 30 (ranker-zen5.md); on a CPU without native bf16 (AVX2-only) it is several times
+    # (docs/benchmarks/ranker-zen4.md), on a Zen 5 30 req/s in three runs where float32 held
+    # 25, 30 and 5 (ranker-zen5.md); on a CPU without native bf16 (AVX2-only) it is several times
     # slower. Trained rankers' test NE moved by at most 5.4e-4 (docs/experiments, "Serving
     # precision").
     autocast: Literal["auto", "bf16", "none"] = "none"
