@@ -14,6 +14,10 @@ history of T = max_seq_len events, at each intra-op thread count asked for:
   candidates' read of the prefix materialised instead of through the flash kernel;
 * ``score_many()`` over G requests against G calls of ``score()``: time per request and ratio,
   eager and recorded;
+* where the recorded step's time goes against its floor (one thread): the matrix products
+  the graph ran (``matrix_products``, from the profiler's record), replayed alone in its
+  order on operands of their own, and the step's fixed cost, the graph for one candidate and
+  a one-event history;
 * two Python threads scoring side by side on one intra-op thread each (the ranker with
   ``RANKER_INFERENCE_THREADS=2``) against one, eager and recorded: what the GIL costs;
 * on a CPU that multiplies bf16 natively (AVX512-BF16/AMX; ``--bf16 yes`` forces it): the same
@@ -43,6 +47,7 @@ import argparse
 import copy
 import io
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -320,6 +325,98 @@ def before_after(result: Result, rev: str, n_candidates: int, threads: int, roun
     )
 
 
+# The matrix products a step runs, as the profiler names them -> which of its inputs are the
+# two operands (addmm's first is the bias).
+PRODUCTS = {"aten::mm": slice(0, 2), "aten::addmm": slice(1, 3), "aten::bmm": slice(0, 2)}
+Product = tuple[str, tuple[tuple[int, ...], ...]]
+
+
+def matrix_products(fn: Callable[[], object]) -> list[Product]:
+    """The matrix products one call of ``fn`` runs, in the order they ran: (op, the two
+    operands' shapes), read from the profiler's record of its ops (a recorded graph's
+    included). The fused attention kernel's own products are not among them."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    with torch.profiler.profile(activities=activities, record_shapes=True) as prof:
+        fn()
+    ops = sorted((e for e in prof.events() if e.name in PRODUCTS), key=lambda e: e.time_range.start)
+    return [(e.name, tuple(tuple(s) for s in e.input_shapes[PRODUCTS[e.name]])) for e in ops]
+
+
+def product_flops(products: list[Product]) -> int:
+    """2 * M * K * N for each (batch of) product(s)."""
+    total = 0
+    for _, (a, b) in products:
+        total += 2 * math.prod(a) * b[-1]
+    return total
+
+
+def replay_products(products: list[Product]) -> Callable[[], None]:
+    """A call that runs the same products in the same order, each on operands of its own
+    (random, contiguous, allocated once), as a step reads each layer's own weights."""
+    calls = [
+        (torch.bmm if op == "aten::bmm" else torch.mm, torch.randn(a), torch.randn(b))
+        for op, (a, b) in products
+    ]
+
+    def run() -> None:
+        for product, a, b in calls:
+            product(a, b)
+
+    return run
+
+
+def floor_gap_table(result: Result, traced: TracedScorer, request: Request, rounds: int) -> str:
+    """Where the recorded float32 step's time goes against its floor (threads 1): its matrix
+    products alone, replayed with their shapes in its order, and its fixed cost, the step for
+    one candidate and a one-event history (op dispatch and the weights read once per step,
+    whatever N and T)."""
+    torch.set_num_threads(1)
+    cfg = traced.model.cfg
+    tiny = _request(cfg, 1, 1)
+    for r in (request, tiny):  # both graphs recorded before anything is timed
+        traced.score(*r)
+    products = matrix_products(lambda: traced.score(*request))
+    a, b = torch.randn(MATMUL_N, MATMUL_N), torch.randn(MATMUL_N, MATMUL_N)
+    t = interleaved(
+        {
+            "matmul": lambda: a @ b,
+            "step": lambda: traced.score(*request),
+            "products": replay_products(products),
+            "fixed": lambda: traced.score(*tiny),
+        },
+        rounds,
+        5,
+    )
+    rate = 2 * MATMUL_N**3 / t["matmul"]
+    flops = scoring_flops(cfg, len(request[2]), shared=True)
+    floor, step, done = flops / rate, t["step"], product_flops(products)
+    table = result.table(
+        "The recorded step against its floor: its matrix products and its fixed cost (threads 1)",
+        ["part", "GFLOP", "ms", "x floor", "x step", "GFLOP/s"],
+        note="'floor': the step's counted FLOPs at the rate of a 1024^3 matmul timed in the "
+        f"same rounds; 'matrix products': the {len(products)} matrix products (mm, addmm, "
+        "bmm) the recorded float32 graph ran, as the profiler recorded them, replayed alone "
+        "in its order, each on operands of its own (the fused attention kernel's products "
+        "are not among them); 'fixed cost': the same graph for one candidate and a one-event "
+        "history, the op dispatch and the weights read once per step whatever N and T. The "
+        "rows overlap (the fixed cost holds small products): each is measured on its own.",
+    )
+    table.add("floor", flops / 1e9, floor * 1e3, 1.0, floor / step, rate / 1e9)
+    table.add(
+        "matrix products alone", done / 1e9, t["products"] * 1e3, t["products"] / floor,
+        t["products"] / step, done / t["products"] / 1e9,
+    )  # fmt: skip
+    table.add("fixed cost (N = 1, T = 1)", None, t["fixed"] * 1e3, t["fixed"] / floor,
+              t["fixed"] / step, None)  # fmt: skip
+    table.add("the whole step", flops / 1e9, step * 1e3, step / floor, 1.0, flops / step / 1e9)
+    return (
+        f"the recorded step against its floor: {step / floor:.2f}x; its matrix products alone "
+        f"{t['products'] / floor:.2f}x ({done / t['products'] / 1e9:.0f} against "
+        f"{rate / 1e9:.0f} GFLOP/s), its fixed cost (N = 1, T = 1) {t['fixed'] / floor:.2f}x "
+        "(threads 1)"
+    )
+
+
 def _timed_against_floor(
     model: RankerModel,
     calls: dict[str, Callable[[], object]],
@@ -580,6 +677,7 @@ def main(argv: list[str] | None = None) -> int:
                 t["recorded"] * 1e3 / G,
             )  # fmt: skip
     side_line = side_by_side_table(result, model, traced, first, args.rounds)
+    gap_line = floor_gap_table(result, traced, first, args.rounds)
     bf16_line = None
     if args.bf16 == "yes" or (args.bf16 == "auto" and cpu_has_native_bf16() and not args.isa):
         bf16_line = bf16_table(result, model, requests[: max(args.batches)], args.threads[0],
@@ -597,6 +695,7 @@ def main(argv: list[str] | None = None) -> int:
     if int8_line:
         result.summary.append(int8_line)
     result.summary.append(side_line)
+    result.summary.append(gap_line)
     result.summary.append(
         f"recorded graph frozen and optimised: {optimised[0] * 1e3:.1f} ms vs "
         f"{optimised[1] * 1e3:.1f} ms as recorded ({optimised[1] / optimised[0]:.2f}x, "

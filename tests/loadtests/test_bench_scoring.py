@@ -7,9 +7,20 @@ import pytest
 import torch
 
 from loadtests.bench.common import Result
-from loadtests.bench.scoring import RECORDED_F32, RECORDED_INT8, _request, bf16_table, int8_table
+from loadtests.bench.scoring import (
+    RECORDED_F32,
+    RECORDED_INT8,
+    _request,
+    bf16_table,
+    floor_gap_table,
+    int8_table,
+    matrix_products,
+    product_flops,
+    replay_products,
+)
 from shared_model.config import tiny_config
 from shared_model.ranker import RankerModel
+from shared_model.traced import TracedScorer
 
 
 @pytest.fixture(scope="module")
@@ -52,3 +63,49 @@ def test_the_bf16_table_times_autocast_cast_weights_and_the_bf16_graph(setup) ->
         "bf16, recorded graph",
     ]
     assert line.startswith("bf16 weights cast at load: ")
+
+
+def test_matrix_products_are_read_in_order_with_their_operands_shapes() -> None:
+    a, b = torch.randn(3, 4), torch.randn(4, 5)
+    x, w, bias = torch.randn(2, 6), torch.randn(7, 6), torch.randn(7)
+    p, q = torch.randn(8, 2, 3), torch.randn(8, 3, 9)
+
+    def step() -> None:
+        torch.mm(a, b)
+        torch.nn.functional.linear(x, w, bias)  # addmm: bias, x, w.T
+        torch.bmm(p, q)
+        (a + 1).sum()  # not a product
+
+    products = matrix_products(step)
+    assert products == [
+        ("aten::mm", ((3, 4), (4, 5))),
+        ("aten::addmm", ((2, 6), (6, 7))),
+        ("aten::bmm", ((8, 2, 3), (8, 3, 9))),
+    ]
+    assert product_flops(products) == 2 * (3 * 4 * 5 + 2 * 6 * 7 + 8 * 2 * 3 * 9)
+    replay_products(products)()  # the same shapes multiply
+
+
+def test_the_floor_gap_table_reads_the_recorded_graphs_products(setup) -> None:
+    model, requests = setup
+    traced = TracedScorer(model)
+    traced.score(*requests[0])  # recording runs the eager step too: record before reading
+    products = matrix_products(lambda: traced.score(*requests[0]))
+    assert matrix_products(lambda: traced.score(*requests[0])) == products  # every call's
+    assert products and {op for op, _ in products} <= {"aten::mm", "aten::addmm", "aten::bmm"}
+    result = Result("scoring-test", "t", "python -m loadtests.bench.scoring")
+    line = floor_gap_table(result, traced, requests[0], rounds=1)
+    (table,) = result.tables
+    rows = {row[0]: row for row in table.rows}
+    assert list(rows) == [
+        "floor",
+        "matrix products alone",
+        "fixed cost (N = 1, T = 1)",
+        "the whole step",
+    ]
+    assert rows["floor"][3] == 1.0 and rows["the whole step"][4] == 1.0
+    assert rows["matrix products alone"][1] == pytest.approx(product_flops(products) / 1e9)
+    # the fixed cost is the graph of one candidate and a one-event history, recorded here
+    assert traced.graphs == 2
+    assert all(row[2] > 0 for row in table.rows)
+    assert line.startswith("the recorded step against its floor: ")
