@@ -72,19 +72,18 @@ class Settings(BaseSettings):
     # precision").
     autocast: Literal["auto", "bf16", "none"] = "none"
     # "int8": the sequence module's Linear layers (the FFNs, the MLA down-projections, the
-    # tokenizer, the readout) scored in dynamic int8 through FBGEMM (shared_model/quantize.py):
-    # the lower precision for a CPU without native bf16; "none": float32, the reference. On a
-    # 2-vCPU Xeon with its kernels capped at AVX2 the step took 14.5 against 16.7 ms and int8
-    # held a P99 under 50 ms up to 30 req/s where float32 held 25 (docs/benchmarks/
-    # ranker-xeon-amx-avx2.md); on a 2-vCPU Zen 4 with AVX-512 VNNI, 14.0 against 21.8 ms and
-    # 30 req/s where float32 held 10, and with its kernels capped at AVX2, 19.6 against 26.8 ms
-    # and 15 req/s where float32 held 5 (ranker-zen4.md, ranker-zen4-avx2.md); on a 2-vCPU
-    # Zen 3 (AVX2 only) in slow patches of its host, 24.7 against 36.1 ms and 33.9 against
-    # 41.1 ms, and neither precision held 2 req/s (ranker-zen3.md and the page before it).
-    # Trained rankers' test NE moved by -0.5e-4 and +3.0e-4 (docs/experiments, "Serving
-    # precision"). CPU only, with autocast "none". A request's
-    # scores depend slightly on the requests micro-batched with it (the 8-bit scale of the
-    # activations is per call).
+    # tokenizer, the readout) scored in dynamic int8 through FBGEMM (shared_model/quantize.py): the
+    # lower precision for a CPU without native bf16; "none": float32, the reference. On a 2-vCPU
+    # Xeon with its kernels capped at AVX2 the step took 14.3 against 20.5 ms and int8 held a P99
+    # under 50 ms up to 30 req/s where float32 held 25 (docs/benchmarks/ranker-xeon-amx-avx2.md;
+    # 14.5 against 16.7 ms and the same rates in a run before); on a 2-vCPU Zen 4 with AVX-512 VNNI,
+    # 14.0 against 21.8 ms and 30 req/s where float32 held 10, and with its kernels capped at AVX2,
+    # 19.6 against 26.8 ms and 15 req/s where float32 held 5 (ranker-zen4.md, ranker-zen4-avx2.md);
+    # on a 2-vCPU Zen 3 (AVX2 only) in slow patches of its host, 24.7 against 36.1 ms and 33.9
+    # against 41.1 ms, and neither precision held 2 req/s (ranker-zen3.md and the page before it).
+    # Trained rankers' test NE moved by -0.5e-4 and +3.0e-4 (docs/experiments, "Serving precision").
+    # CPU only, with autocast "none". A request's scores depend slightly on the requests
+    # micro-batched with it (the 8-bit scale of the activations is per call).
     quantize: Literal["int8", "none"] = "none"
     # 1 intra-op thread on a 2-core box: the other core runs the event loop (JSON, validation,
     # Redis I/O). Two intra-op threads fight the loop for the cores and, under load, show

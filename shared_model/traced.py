@@ -92,7 +92,7 @@ def for_inference(graph: torch.jit.ScriptModule) -> nn.Module:
     """A recorded float32 CPU graph, frozen (weights and the folded products become constants
     the passes can fold) and put through ``torch.jit.optimize_for_inference`` (Linear weights
     prepacked for oneDNN, pointwise ops fused): the same answers within float rounding, the
-    online model's step 6-22% faster on one core in runs on one machine
+    online model's step 5-22% faster on one core in runs on one machine
     (docs/benchmarks/scoring-xeon-amx.md), and
     ~20 MiB more memory per graph, its prepacked weights. A torch whose passes fail keeps the
     graph as recorded, with a warning."""
