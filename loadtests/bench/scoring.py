@@ -344,10 +344,7 @@ def matrix_products(fn: Callable[[], object]) -> list[Product]:
 
 def product_flops(products: list[Product]) -> int:
     """2 * M * K * N for each (batch of) product(s)."""
-    total = 0
-    for _, (a, b) in products:
-        total += 2 * math.prod(a) * b[-1]
-    return total
+    return sum(2 * math.prod(a) * b[-1] for _, (a, b) in products)
 
 
 def replay_products(products: list[Product]) -> Callable[[], None]:
