@@ -71,3 +71,44 @@ def test_cached_vectors_are_read_only_and_zero_entries_is_off() -> None:
     off = ContentCache(max_entries=0, ttl_s=60, clock=Clock())
     off.put_many({"a": _vec(1)}, 4)
     assert off.get_many(["a"], 4) == {} and len(off) == 0
+
+
+def test_an_entry_expires_at_exactly_its_ttl_and_every_drop_is_a_miss() -> None:
+    clock, metrics = Clock(), Metrics()
+    cache = ContentCache(max_entries=10, ttl_s=5, metrics=metrics, clock=clock)
+    cache.put_many({"a": _vec(1), "b": _vec(2, dim=8)}, 4)
+    clock.now += 5  # "ttl_s at most": at put + ttl_s it is gone
+    assert cache.get_many(["a", "x", "y"], 4) == {}
+    assert _count(metrics, "ranker_content_cache_lookups_total", "miss") == 3
+    assert _count(metrics, "ranker_content_cache_evictions_total", "expired") == 1
+    cache.put_many({"b": _vec(2)}, 4)
+    assert cache.get_many(["b"], 8) == {}  # another width: dropped, one more miss
+    assert _count(metrics, "ranker_content_cache_lookups_total", "miss") == 4
+    assert _count(metrics, "ranker_content_cache_evictions_total", "version") == 1
+
+
+def test_capacity_evictions_are_counted_one_by_one() -> None:
+    metrics = Metrics()
+    cache = ContentCache(max_entries=2, ttl_s=60, metrics=metrics, clock=Clock())
+    cache.put_many({"a": _vec(1), "b": _vec(2)}, 4)
+    cache.put_many({"c": _vec(3), "d": _vec(4), "e": _vec(5)}, 4)  # a, b and c go
+    assert set(cache.get_many(["a", "b", "c", "d", "e"], 4)) == {"d", "e"}
+    assert _count(metrics, "ranker_content_cache_evictions_total", "capacity") == 3
+
+
+def test_a_switched_off_cache_stores_and_counts_nothing() -> None:
+    metrics = Metrics()
+    off = ContentCache(max_entries=0, ttl_s=60, metrics=metrics, clock=Clock())
+    off.put_many({"a": _vec(1)}, 4)
+    assert _count(metrics, "ranker_content_cache_evictions_total", "capacity") == 0
+    assert metrics.registry.get_sample_value("ranker_content_cache_entries") == 0
+
+
+def test_clear_empties_the_cache_and_its_gauge() -> None:
+    metrics = Metrics()
+    cache = ContentCache(max_entries=10, ttl_s=60, metrics=metrics, clock=Clock())
+    cache.put_many({"a": _vec(1), "b": _vec(2)}, 4)
+    assert metrics.registry.get_sample_value("ranker_content_cache_entries") == 2
+    cache.clear()
+    assert metrics.registry.get_sample_value("ranker_content_cache_entries") == 0
+    assert len(cache) == 0 and cache.get_many(["a", "b"], 4) == {}
