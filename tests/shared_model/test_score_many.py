@@ -1,5 +1,7 @@
 """Several requests scored together equal each request scored alone."""
 
+import re
+
 import pytest
 import torch
 
@@ -8,6 +10,7 @@ from shared_model.features import EventBatch
 from shared_model.inference import score_many
 from shared_model.modules.grouping import per_row
 from shared_model.modules.mla import MultiHeadLatentAttention
+from shared_model.ranker import batch_requests
 from tests.shared_model.helpers import (
     random_candidates,
     random_context,
@@ -124,3 +127,96 @@ def test_per_row_groups_and_rejects_uneven_groups():
     assert per_row(t[:1], 4).shape == (4, 1) and per_row(t, 3) is t
     with pytest.raises(ValueError, match="equal groups"):
         per_row(t, 7)
+
+
+def _holed(cfg, length: int, n_cands: int):
+    """A request whose history has a hole: its valid rows are not contiguous at the end."""
+    events, *rest = _request(cfg, length, n_cands, width=length)
+    events.valid[0, 1] = False
+    return (events, *rest)
+
+
+def test_a_history_with_holes_is_kept_whole_and_masked(ranker):
+    """Only left padding may be trimmed; a hole stays and is masked, alone or batched."""
+    cfg = ranker.cfg
+    torch.manual_seed(6)
+    holed, full = _holed(cfg, 6, 3), _request(cfg, 6, 3, width=6)
+    assert batch_requests([holed]).events.shape == (1, 6)
+    assert batch_requests([holed]).padded and batch_requests([holed, full]).padded
+    for batch in ([holed], [holed, full]):
+        probs = score_many(ranker, batch)[0]
+        naive = score(ranker, *holed, shared=False)  # N full forwards, nothing trimmed
+        assert (probs - naive).abs().max() <= 1e-5
+
+
+def test_only_left_padding_is_trimmed(ranker):
+    cfg = ranker.cfg
+    torch.manual_seed(7)
+    left_padded, full = _request(cfg, 3, 2, width=5), _request(cfg, 5, 2, width=5)
+    alone = batch_requests([left_padded])
+    assert alone.events.shape == (1, 3) and not alone.padded
+    assert alone.events.valid.all()
+    assert not batch_requests([full, full]).padded  # equal full histories: no mask
+    together = batch_requests([left_padded, full])
+    assert together.events.shape == (2, 5) and together.padded  # the shorter one re-padded
+
+
+def test_requests_with_one_candidate_or_none_at_all(ranker):
+    cfg = ranker.cfg
+    torch.manual_seed(8)
+    ones = [_request(cfg, 6, 1), _request(cfg, 4, 1)]
+    for request, probs in zip(ones, score_many(ranker, ones), strict=True):
+        assert probs.shape == (1, 2)
+        assert (probs - score(ranker, *request)).abs().max() <= 1e-5
+    nones = score_many(ranker, [_request(cfg, 6, 0), _request(cfg, 4, 0)])
+    assert [(p.shape, p.dtype) for p in nones] == [((0, 2), torch.float32)] * 2
+
+
+def test_a_request_must_hold_one_user_throughout(ranker):
+    cfg = ranker.cfg
+    one, two = random_events(cfg, [4]), random_events(cfg, [4, 4])
+    cands, up = random_candidates(cfg, 2), random_upstream(cfg, 1)
+    history = re.escape("score_many takes one user's history per request (batch 1)")
+    for events, ctx in ((two, random_context(1)), (one, random_context(2))):
+        with pytest.raises(ValueError, match=f"^{history}$"):
+            batch_requests([(events, ctx, cands, up)])
+    embedding = re.escape("score_many takes one upstream embedding per request")
+    with pytest.raises(ValueError, match=f"^{embedding}$"):
+        batch_requests([(one, random_context(1), cands, random_upstream(cfg, 2))])
+
+
+@pytest.mark.parametrize("impl", ["sdpa", "naive"])
+def test_score_many_runs_the_attention_it_is_asked_for(ranker, impl, monkeypatch):
+    """Every attention call of the batched step (prefix and candidates) uses ``impl``, and
+    the candidates skip the prefix mask when no history holds padding."""
+    cfg = ranker.cfg
+    torch.manual_seed(9)
+    calls: list[tuple[str, bool]] = []
+    forward = MultiHeadLatentAttention.forward
+
+    def spy(self, x, segments, impl="sdpa"):
+        calls.append((impl, segments[0][1] is None))
+        return forward(self, x, segments, impl)
+
+    monkeypatch.setattr(MultiHeadLatentAttention, "forward", spy)
+    full = [_request(cfg, 6, 3, width=6), _request(cfg, 6, 2, width=6)]
+    ranker.score_many(full, impl=impl)
+    L = cfg.n_layers
+    assert [i for i, _ in calls] == [impl] * 2 * L  # L prefix layers, then L candidate layers
+    assert [unmasked for _, unmasked in calls[L:]] == [True] * L
+    calls.clear()
+    ranker.score_many([_request(cfg, 6, 3), _request(cfg, 4, 2)], impl=impl)
+    assert [unmasked for _, unmasked in calls[L:]] == [False] * L  # one history is padded
+
+
+def test_the_batched_step_defaults_to_the_absorbed_form(ranker):
+    cfg = ranker.cfg
+    torch.manual_seed(10)
+    requests = [_request(cfg, 6, 3), _request(cfg, 4, 2)]
+    by_default = ranker.score_many(requests)
+    for got, want in zip(by_default, ranker.score_many(requests, impl="absorbed"), strict=True):
+        torch.testing.assert_close(got, want, atol=0, rtol=0)
+    batch = batch_requests(requests)
+    logits = ranker.score_batched(*batch.inputs, batch.padded)
+    want = ranker.score_batched(*batch.inputs, batch.padded, "absorbed")
+    torch.testing.assert_close(logits, want, atol=0, rtol=0)
