@@ -11,8 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
-from shared_model import RankerModel, score, tiny_config
+from shared_model import RankerModel, score, tiny_config, traced
 from shared_model.inference import cast_weights_for_autocast, score_many
+from shared_model.modules.mla import MultiHeadLatentAttention
 from shared_model.ranker import batch_requests
 from shared_model.traced import TracedScorer, signature
 from tests.shared_model.helpers import (
@@ -191,3 +192,47 @@ def test_a_bf16_graph_replays_the_eager_bf16_step(ranker):
         assert g.dtype == torch.float32 and (g - w).abs().max() <= ATOL
     float32 = score(ranker, *requests[0])
     assert (got[-1] - float32).abs().max() > 10 * ATOL  # it really ran in bf16
+
+
+class _Clock:
+    """``time`` for the scorer: each perf_counter() reading is one second after the last."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
+def test_record_time_adds_up_over_the_graphs_recorded(ranker, monkeypatch):
+    cfg = ranker.cfg
+    torch.manual_seed(7)
+    monkeypatch.setattr(traced, "time", _Clock())
+    scorer = TracedScorer(ranker)
+    assert scorer.record_s == 0.0
+    scorer.score(*_request(cfg, 16, 3))
+    assert scorer.record_s == 1.0  # one recording: one second on this clock
+    scorer.score(*_request(cfg, 16, 3))  # the same case: replayed, not recorded
+    scorer.score(*_request(cfg, 4, 1))  # another case
+    assert (scorer.graphs, scorer.record_s) == (2, 2.0)
+
+
+@pytest.mark.parametrize("impl", ["sdpa", "naive"])
+def test_the_recorded_step_is_the_attention_form_asked_for(ranker, impl, monkeypatch):
+    """Every attention call the recorded step makes uses the scorer's ``impl``; with no padding
+    in the history, the candidates' read of the prefix is recorded without its mask."""
+    cfg = ranker.cfg
+    torch.manual_seed(8)
+    calls: list[tuple[str, bool]] = []
+    forward = MultiHeadLatentAttention.forward
+
+    def spy(self, x, segments, impl="sdpa"):
+        calls.append((impl, segments[0][1] is None))
+        return forward(self, x, segments, impl)
+
+    monkeypatch.setattr(MultiHeadLatentAttention, "forward", spy)
+    TracedScorer(ranker, impl=impl).score(*_request(cfg, 16, 3))  # recorded, then replayed
+    L = cfg.n_layers
+    assert [i for i, _ in calls] == [impl] * 2 * L  # the trace: L prefix, then L candidate
+    assert [unmasked for _, unmasked in calls[L:]] == [True] * L
