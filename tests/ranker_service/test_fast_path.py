@@ -8,6 +8,7 @@ the ranker's request metrics must count both alike.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 from collections.abc import Iterator
@@ -15,9 +16,13 @@ from pathlib import Path
 
 import pytest
 import redis
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
+from starlette.requests import Request
 
 from loadtests.stack.servers import RedisServer
+from ranker_service import fast_rank
 from ranker_service.main import create_app
 from ranker_service.settings import Settings
 from shared_model.config import LLaTTEConfig
@@ -192,3 +197,92 @@ def test_behind_a_path_prefix_it_still_answers(
             assert client.get("/ranker/healthz").status_code == 500  # the router, broken
         assert answer.status_code == 200, answer.text
         assert len(answer.json()["candidates"]) == 2
+
+
+def _receiving(*messages: dict):
+    queue = list(messages)
+
+    async def receive() -> dict:
+        return queue.pop(0)
+
+    return receive
+
+
+def test_a_body_sent_in_chunks_is_read_whole_and_a_disconnect_is_none() -> None:
+    chunks = _receiving(
+        {"type": "http.request", "body": b'{"a":', "more_body": True},
+        {"type": "http.request", "more_body": True},  # an ASGI message may leave body out
+        {"type": "http.request", "body": b" 1}"},  # more_body left out: the last
+    )
+    assert asyncio.run(fast_rank._read_body(chunks)) == b'{"a": 1}'
+    gone = _receiving({"type": "http.request", "body": b"{", "more_body": True},
+                      {"type": "http.disconnect"})  # fmt: skip
+    assert asyncio.run(fast_rank._read_body(gone)) is None
+
+
+@pytest.mark.parametrize(
+    ("path", "root", "route"),
+    [
+        ("/v1/rank", None, "/v1/rank"),  # no root_path in the scope
+        ("/v1/rank", "", "/v1/rank"),
+        ("/ranker/v1/rank", "/ranker", "/v1/rank"),
+        ("/rankerv1/rank", "/ranker", "/rankerv1/rank"),  # not at a segment boundary
+        ("/other/v1/rank", "/ranker", "/other/v1/rank"),  # another prefix of the same length
+    ],
+)
+def test_the_route_path_drops_only_the_scopes_root_path(path, root, route) -> None:
+    scope = {"path": path} if root is None else {"path": path, "root_path": root}
+    assert fast_rank._route_path(scope) == route
+
+
+def test_an_exception_handler_gets_the_request_as_from_the_route(
+    redis_server: RedisServer, checkpoint_dir: Path, tiny_cfg: LLaTTEConfig
+) -> None:
+    async def echo(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"method": request.method, "path": request.url.path}, 422)
+
+    for fast in (True, False):
+        app = create_app(ranker_settings(redis_server.url, checkpoint_dir, fast_path=fast))
+        app.add_exception_handler(RequestValidationError, echo)
+        with TestClient(app) as client:
+            too_long = rank_body(2, tiny_cfg, user_id="u" * 10_000)
+            answer = client.post("/v1/rank", json=too_long)
+        assert answer.status_code == 422, (fast, answer.text)
+        assert answer.json() == {"method": "POST", "path": "/v1/rank"}
+
+
+def test_the_fast_path_sends_lower_case_headers_and_its_length(
+    redis_server: RedisServer, checkpoint_dir: Path, tiny_cfg: LLaTTEConfig
+) -> None:
+    """ASGI header names are lower case; uvicorn frames a response by a header named exactly
+    content-length (without it: chunked)."""
+    app = create_app(ranker_settings(redis_server.url, checkpoint_dir))
+    body = json.dumps(rank_body(3, tiny_cfg, user_id="asgi-user")).encode()
+    sent: list[dict] = []
+
+    async def call() -> None:
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+            "method": "POST", "scheme": "http", "path": "/v1/rank", "raw_path": b"/v1/rank",
+            "root_path": "", "query_string": b"", "client": ("127.0.0.1", 1),
+            "server": ("127.0.0.1", 80),
+            "headers": [(b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode())],
+        }  # fmt: skip
+        await app(scope, _receiving({"type": "http.request", "body": body}), send)
+
+    with TestClient(app) as client:
+        assert _uses_fast_path(client)
+        client.portal.call(call)
+    start, payload = sent
+    assert start["status"] == 200
+    assert [name for name, _ in start["headers"]] == [
+        b"content-length", b"content-type", b"server-timing"
+    ]  # fmt: skip
+    headers = dict(start["headers"])
+    assert headers[b"content-length"] == str(len(payload["body"])).encode()
+    assert headers[b"content-type"] == b"application/json"
+    assert b"model;dur=" in headers[b"server-timing"]
