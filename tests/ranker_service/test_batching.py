@@ -6,7 +6,9 @@ requests are submitted, the test polls until the batcher holds all of them, then
 
 from __future__ import annotations
 
+import copy
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,10 +20,12 @@ from fastapi.testclient import TestClient
 
 from loadtests.stack.polling import wait_for
 from loadtests.stack.servers import RedisServer
+from ranker_service import batching
 from ranker_service.batching import MicroBatcher, Prepared
 from ranker_service.main import create_app
 from shared_model.checkpoint import load_checkpoint
 from shared_model.inference import score, score_many
+from shared_model.traced import TracedScorer
 from tests.ranker_service.helpers import (
     make_history,
     rank_body,
@@ -88,7 +92,8 @@ def test_idle_thread_scores_a_request_at_once_alone(executor, model, tiny_cfg) -
     inputs = _inputs(tiny_cfg, 0, 5)
     result = batcher.submit(lambda: Prepared(model, inputs, "s")).result(30)
     assert seen.sizes == [1] and result.batch_size == 1 and result.prepared.state == "s"
-    torch.testing.assert_close(result.probs, score(model, *inputs), rtol=0, atol=1e-6)
+    # exactly the shared-history step (the naive per-candidate reference rounds differently)
+    assert torch.equal(result.probs, score(model, *inputs))
 
 
 def test_requests_queued_while_busy_are_scored_together_and_equal_one_at_a_time(
@@ -327,9 +332,17 @@ def test_bf16_jobs_are_scored_in_bf16_and_apart_from_float32_jobs(
         expected = score(model, *x, autocast_dtype=d)
         atol = 2e-2 if d is torch.bfloat16 else 1e-5
         torch.testing.assert_close(probs, expected, rtol=0, atol=atol)
-        if d is torch.bfloat16:  # not the float32 scores: it really ran in bf16
-            assert not torch.equal(probs, score(model, *x))
     assert sorted(recorder.sizes) == [2, 2]
+    # Each pair exactly as score_many scores it in its precision: bf16 really ran in bf16.
+    for d, picked in ((torch.bfloat16, [0, 2]), (None, [1, 3])):
+        want = score_many(model, [inputs[i] for i in picked], autocast_dtype=d)
+        for i, w in zip(picked, want, strict=True):
+            assert torch.equal(futures[i].result(30).probs, w)
+    # A bf16 job alone: score()'s bf16 probabilities, not float32's.
+    alone = batcher.submit(lambda: Prepared(model, inputs[0], None, torch.bfloat16)).result(30)
+    assert alone.batch_size == 1
+    assert torch.equal(alone.probs, score(model, *inputs[0], autocast_dtype=torch.bfloat16))
+    assert (alone.probs - score(model, *inputs[0])).abs().max() > 1e-4
 
 
 def test_a_second_inference_thread_scores_while_the_first_is_busy(
@@ -369,3 +382,167 @@ def test_the_service_shares_the_queue_between_its_inference_threads(
     )
     with TestClient(create_app(settings)) as client:
         assert client.app.state.ranker.ranking.batcher.lanes == lanes
+
+
+@pytest.mark.parametrize("dtype", [None, torch.bfloat16])
+def test_a_traced_model_scores_batches_and_single_jobs_with_its_graphs(
+    executor, model, tiny_cfg, dtype
+) -> None:
+    """Jobs carrying a TracedScorer are scored by it, together when queued together (not one
+    by one after a failed batch), in the job's precision."""
+    traced = TracedScorer(model)
+    seen = _Recorder()
+    batcher = MicroBatcher(executor, max_requests=8, observe=seen)
+    inputs = [_inputs(tiny_cfg, i, n) for i, n in enumerate((3, 5))]
+    release = _hold(executor)
+    futures = [batcher.submit(lambda x=x: Prepared(model, x, None, dtype, traced)) for x in inputs]
+    release.set()
+    results = [f.result(30) for f in futures]
+    assert [r.batch_size for r in results] == [2, 2] and seen.sizes == [2]
+    for r, want in zip(results, traced.score_many(inputs, dtype), strict=True):
+        assert torch.equal(r.probs, want)
+    alone = batcher.submit(lambda: Prepared(model, inputs[0], None, dtype, traced)).result(30)
+    assert alone.batch_size == 1 and torch.equal(alone.probs, traced.score(*inputs[0], dtype))
+    if dtype is not None:  # the graphs of that precision, not float32's
+        assert (alone.probs - traced.score(*inputs[0])).abs().max() > 1e-4
+
+
+class _Clock:
+    """The batcher's clock, moved by the test: perf_counter stands still in between (so a
+    deadline passes only when the test says); thread_time is the real one."""
+
+    def __init__(self, now: float = 100.0) -> None:
+        self.now = now
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    thread_time = staticmethod(time.thread_time)
+
+
+class _UntimedCondition(threading.Condition):
+    """A condition whose timed waits last until it is notified: a drain waiting for companions
+    never races the test's submissions."""
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return super().wait(None)
+
+
+def _waiting_batcher(executor, monkeypatch, max_requests: int, max_wait_s: float, untimed=True):
+    clock, seen = _Clock(), _Recorder()
+    monkeypatch.setattr(batching, "time", clock)
+    batcher = MicroBatcher(executor, max_requests, max_wait_s, observe=seen)
+    if untimed:
+        batcher._arrived = _UntimedCondition()
+    return batcher, clock, seen
+
+
+def test_a_wait_under_a_second_still_gathers(executor, model, tiny_cfg, monkeypatch) -> None:
+    batcher, _, seen = _waiting_batcher(executor, monkeypatch, 2, 0.002)
+    first = batcher.submit(lambda: Prepared(model, _inputs(tiny_cfg, 0, 2)))
+    wait_for(lambda: batcher.pending == 0, timeout=10, what="the first request is taken")
+    second = batcher.submit(lambda: Prepared(model, _inputs(tiny_cfg, 1, 2)))
+    assert first.result(30).batch_size == 2 and second.result(30).batch_size == 2
+    assert seen.sizes == [2]
+
+
+def test_a_waiting_drain_takes_every_companion_until_full(
+    executor, model, tiny_cfg, monkeypatch
+) -> None:
+    batcher, _, seen = _waiting_batcher(executor, monkeypatch, 3, 30.0)
+    first = batcher.submit(lambda: Prepared(model, _inputs(tiny_cfg, 0, 2)))
+    wait_for(lambda: batcher.pending == 0, timeout=10, what="the first request is taken")
+    others = [batcher.submit(lambda i=i: Prepared(model, _inputs(tiny_cfg, i, 2))) for i in (1, 2)]
+    assert [f.result(30).batch_size for f in (first, *others)] == [3, 3, 3]
+    assert seen.sizes == [3]
+
+
+def test_a_waiting_drain_stops_at_its_deadline(executor, model, tiny_cfg, monkeypatch) -> None:
+    """Past max_wait_s since the oldest job, a drain scores what it holds, however much room
+    is left: a companion that arrives late is taken, and nothing more is waited for."""
+    batcher, clock, seen = _waiting_batcher(executor, monkeypatch, 8, 30.0, untimed=False)
+    first = batcher.submit(lambda: Prepared(model, _inputs(tiny_cfg, 0, 2)))
+    wait_for(lambda: batcher.pending == 0, timeout=10, what="the first request is taken")
+    with batcher._arrived:  # free only once the drain waits: it has read the clock
+        clock.now += 31.0
+    second = batcher.submit(lambda: Prepared(model, _inputs(tiny_cfg, 1, 2)))
+    assert first.result(20).batch_size == 2 and second.result(20).batch_size == 2
+    assert seen.sizes == [2]
+
+
+def test_a_drain_whose_companions_never_come_scores_alone_at_the_deadline(
+    executor, model, tiny_cfg
+) -> None:
+    seen = _Recorder()
+    batcher = MicroBatcher(executor, max_requests=8, max_wait_s=0.05, observe=seen)
+    only = batcher.submit(lambda: Prepared(model, _inputs(tiny_cfg, 0, 2)))
+    assert only.result(30).batch_size == 1 and seen.sizes == [1]
+
+
+def test_a_failing_first_preparation_leaves_the_rest_of_its_batch(
+    executor, model, tiny_cfg
+) -> None:
+    batcher = MicroBatcher(executor, max_requests=8)
+    release = _hold(executor)
+
+    def broken() -> Prepared:
+        raise ValueError("undecodable")
+
+    bad = batcher.submit(broken)
+    good = [batcher.submit(lambda i=i: Prepared(model, _inputs(tiny_cfg, i, 3))) for i in (0, 1)]
+    release.set()
+    with pytest.raises(ValueError, match="undecodable"):
+        bad.result(30)
+    assert [f.result(30).batch_size for f in good] == [2, 2]
+
+
+def test_jobs_of_another_model_or_scorer_are_scored_apart(executor, model, tiny_cfg) -> None:
+    """A reload can land between two submits: each job is scored by the model (and recorded
+    graphs, or none) it was prepared for, never by its batch companion's."""
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.05)
+    traced = TracedScorer(model)
+    batcher = MicroBatcher(executor, max_requests=8)
+    x = [_inputs(tiny_cfg, i, 3) for i in range(3)]
+    release = _hold(executor)
+    futures = [
+        batcher.submit(lambda: Prepared(model, x[0])),
+        batcher.submit(lambda: Prepared(other, x[1])),
+        batcher.submit(lambda: Prepared(model, x[2], traced=traced)),
+    ]
+    release.set()
+    results = [f.result(30) for f in futures]
+    assert [r.batch_size for r in results] == [1, 1, 1]
+    assert torch.equal(results[0].probs, score(model, *x[0]))
+    assert torch.equal(results[1].probs, score(other, *x[1]))
+    assert torch.equal(results[2].probs, traced.score(*x[2]))
+
+
+class _CpuClock(_Clock):
+    """Also a thread CPU clock that reads one second more at each reading."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cpu = 0.0
+
+    def thread_time(self) -> float:  # type: ignore[override]
+        self.cpu += 1.0
+        return self.cpu
+
+
+def test_each_job_gets_its_own_preparation_cpu_and_a_share_of_the_call(
+    executor, model, tiny_cfg, monkeypatch
+) -> None:
+    monkeypatch.setattr(batching, "time", _CpuClock())
+    batcher = MicroBatcher(executor, max_requests=8)
+    release = _hold(executor)
+    futures = [
+        batcher.submit(lambda i=i: Prepared(model, _inputs(tiny_cfg, i, 2))) for i in range(4)
+    ]
+    release.set()
+    results = [f.result(30) for f in futures]
+    # on this clock every span between two CPU readings is one second, and no wall time passes
+    assert [(r.prepare_cpu_s, r.score_cpu_s) for r in results] == [(1.0, 0.25)] * 4
+    assert [(r.queued_s, r.model_s) for r in results] == [(0.0, 0.0)] * 4
