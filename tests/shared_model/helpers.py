@@ -59,3 +59,17 @@ def tiny_mla() -> MultiHeadLatentAttention:
     for p in attn.parameters():
         torch.nn.init.normal_(p, std=0.5)
     return attn.eval()
+
+
+def record_attention_calls(monkeypatch) -> list[tuple[str, bool]]:
+    """Every MultiHeadLatentAttention call from now on, in order, as (its impl, whether its
+    first segment, the prefix, comes without a mask)."""
+    calls: list[tuple[str, bool]] = []
+    forward = MultiHeadLatentAttention.forward
+
+    def spy(self, x, segments, impl="sdpa"):
+        calls.append((impl, segments[0][1] is None))
+        return forward(self, x, segments, impl)
+
+    monkeypatch.setattr(MultiHeadLatentAttention, "forward", spy)
+    return calls

@@ -16,6 +16,7 @@ from tests.shared_model.helpers import (
     random_context,
     random_events,
     random_upstream,
+    record_attention_calls,
 )
 
 
@@ -191,14 +192,7 @@ def test_score_many_runs_the_attention_it_is_asked_for(ranker, impl, monkeypatch
     the candidates skip the prefix mask when no history holds padding."""
     cfg = ranker.cfg
     torch.manual_seed(9)
-    calls: list[tuple[str, bool]] = []
-    forward = MultiHeadLatentAttention.forward
-
-    def spy(self, x, segments, impl="sdpa"):
-        calls.append((impl, segments[0][1] is None))
-        return forward(self, x, segments, impl)
-
-    monkeypatch.setattr(MultiHeadLatentAttention, "forward", spy)
+    calls = record_attention_calls(monkeypatch)
     full = [_request(cfg, 6, 3, width=6), _request(cfg, 6, 2, width=6)]
     ranker.score_many(full, impl=impl)
     L = cfg.n_layers

@@ -13,7 +13,6 @@ import torch
 
 from shared_model import RankerModel, score, tiny_config, traced
 from shared_model.inference import cast_weights_for_autocast, score_many
-from shared_model.modules.mla import MultiHeadLatentAttention
 from shared_model.ranker import batch_requests
 from shared_model.traced import TracedScorer, signature
 from tests.shared_model.helpers import (
@@ -21,6 +20,7 @@ from tests.shared_model.helpers import (
     random_context,
     random_events,
     random_upstream,
+    record_attention_calls,
 )
 
 ATOL = 1e-5
@@ -224,14 +224,7 @@ def test_the_recorded_step_is_the_attention_form_asked_for(ranker, impl, monkeyp
     in the history, the candidates' read of the prefix is recorded without its mask."""
     cfg = ranker.cfg
     torch.manual_seed(8)
-    calls: list[tuple[str, bool]] = []
-    forward = MultiHeadLatentAttention.forward
-
-    def spy(self, x, segments, impl="sdpa"):
-        calls.append((impl, segments[0][1] is None))
-        return forward(self, x, segments, impl)
-
-    monkeypatch.setattr(MultiHeadLatentAttention, "forward", spy)
+    calls = record_attention_calls(monkeypatch)
     TracedScorer(ranker, impl=impl).score(*_request(cfg, 16, 3))  # recorded, then replayed
     L = cfg.n_layers
     assert [i for i, _ in calls] == [impl] * 2 * L  # the trace: L prefix, then L candidate
