@@ -23,6 +23,7 @@ from loadtests.stack.servers import RedisServer
 from ranker_service import batching
 from ranker_service.batching import MicroBatcher, Prepared
 from ranker_service.main import create_app
+from ranker_service.settings import Settings
 from shared_model.checkpoint import load_checkpoint
 from shared_model.inference import score, score_many
 from shared_model.traced import TracedScorer
@@ -546,3 +547,52 @@ def test_each_job_gets_its_own_preparation_cpu_and_a_share_of_the_call(
     # on this clock every span between two CPU readings is one second, and no wall time passes
     assert [(r.prepare_cpu_s, r.score_cpu_s) for r in results] == [(1.0, 0.25)] * 4
     assert [(r.queued_s, r.model_s) for r in results] == [(0.0, 0.0)] * 4
+    alone = batcher.submit(lambda: Prepared(model, _inputs(tiny_cfg, 5, 2))).result(30)
+    assert (alone.batch_size, alone.prepare_cpu_s, alone.score_cpu_s) == (1, 1.0, 1.0)
+    assert (alone.queued_s, alone.model_s) == (0.0, 0.0)
+
+
+def test_a_failed_batch_retries_every_job_after_a_bad_first_one(executor, model, tiny_cfg):
+    batcher = MicroBatcher(executor, max_requests=8)
+    release = _hold(executor)
+    ev, ctx, cands, up = _inputs(tiny_cfg, 2, 3)
+    wrong_width = type(up)(torch.randn(1, tiny_cfg.d_upstream + 3), up.present)
+    bad = batcher.submit(lambda: Prepared(model, (ev, ctx, cands, wrong_width)))
+    good_inputs = [_inputs(tiny_cfg, i, 3) for i in (0, 1)]
+    good = [batcher.submit(lambda x=x: Prepared(model, x)) for x in good_inputs]
+    release.set()
+    with pytest.raises((RuntimeError, ValueError)):
+        bad.result(30)
+    for x, f in zip(good_inputs, good, strict=True):
+        r = f.result(30)
+        assert r.batch_size == 1 and torch.equal(r.probs, score(model, *x))
+
+
+@pytest.mark.parametrize("wait", [0.0, -5.0, None])  # None: the default
+def test_no_wait_means_a_lone_job_is_scored_at_once(
+    executor, model, tiny_cfg, monkeypatch, wait
+) -> None:
+    """On a clock that never moves and a condition that only a submission ends, a drain that
+    waited for companions would never score: without max_wait_s (or with one <= 0) it does."""
+    monkeypatch.setattr(batching, "time", _Clock())
+    batcher = MicroBatcher(executor) if wait is None else MicroBatcher(executor, max_wait_s=wait)
+    batcher._arrived = _UntimedCondition()
+    assert (
+        batcher.submit(lambda: Prepared(model, _inputs(tiny_cfg, 0, 2))).result(20).batch_size == 1
+    )
+
+
+def test_the_default_batch_is_the_settings_default(executor, model, tiny_cfg) -> None:
+    assert Settings.model_fields["batch_max_wait_ms"].default == 0.0  # as the test above
+    seen = _Recorder()
+    batcher = MicroBatcher(executor, observe=seen)
+    release = _hold(executor)
+    n = Settings.model_fields["batch_max_requests"].default
+    futures = [
+        batcher.submit(lambda i=i: Prepared(model, _inputs(tiny_cfg, i % 4, 2)))
+        for i in range(n + 1)
+    ]
+    release.set()
+    for f in futures:
+        f.result(30)
+    assert seen.sizes == [n, 1]
