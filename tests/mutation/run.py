@@ -152,6 +152,44 @@ TARGETS: dict[str, Target] = {
         functions=("x_simulate__*", "x_quantile__*"),
         note="the queue the ranker benchmark's ideal P99s come from",
     ),
+    "batching": Target(
+        "ranker_service/batching.py",
+        ("tests/ranker_service/test_batching.py",),
+        note="the micro-batcher: which jobs a drain takes, isolation of a failing job",
+    ),
+    "content_cache": Target(
+        "ranker_service/content_cache.py",
+        ("tests/ranker_service/test_content_cache.py",),
+        note="the content-vector cache: capacity, TTL, width, metrics",
+    ),
+    "score_many": Target(
+        "shared_model/ranker.py",
+        ("tests/shared_model/test_score_many.py",),
+        functions=(
+            "x_batch_requests__*",
+            "x__trim_padding__*",
+            "x__pad_candidates__*",
+            "xǁBatchǁ*",
+            "xǁRankerModelǁscore_many__*",
+            "xǁRankerModelǁscore_batched__*",
+        ),
+        note="several requests in one pass: batching, padding, trimming, splitting back",
+    ),
+    "request_decoder": Target(
+        "ranker_service/request_decoder.py",
+        ("tests/ranker_service/test_request_decoder.py",),
+        note="the msgspec body decoder: what it accepts equals the pydantic schema",
+    ),
+    "fast_rank": Target(
+        "ranker_service/fast_rank.py",
+        ("tests/ranker_service/test_fast_path.py",),
+        note="POST /v1/rank ahead of the router: the route's answers, status and headers",
+    ),
+    "traced": Target(
+        "shared_model/traced.py",
+        ("tests/shared_model/test_traced.py",),
+        note="the recorded scoring graphs: one per shape case, replayed for any G, N and T",
+    ),
 }
 
 # Mutants no test can kill because they do not change behaviour, each with the reason.
@@ -190,6 +228,109 @@ EQUIVALENT: dict[str, str] = {
     "shared_model.quantize.x_quantize_int8__mutmut_44": (
         "quantize_dynamic's inplace defaults to False"
     ),
+    "ranker_service.content_cache.xǁContentCacheǁput_many__mutmut_19": (
+        "popitem(last=None): OrderedDict.popitem reads last as a truth value, and None pops "
+        "the oldest entry as False does"
+    ),
+    "ranker_service.content_cache.xǁContentCacheǁput_many__mutmut_8": (
+        "flags.writeable = None: numpy takes the truth value, so the vector is read-only as "
+        "with False"
+    ),
+    "ranker_service.batching.x__score_one__mutmut_10": (
+        "shared=True left out: it is score()'s default"
+    ),
+    "ranker_service.batching.xǁMicroBatcherǁ_score_group__mutmut_10": (
+        "a lone job scored through the batched call: for one request score_many is score's "
+        "step (batch_requests trims it as score_shared does), bit for bit "
+        "(test_idle_thread_scores_a_request_at_once_alone), with the same retry when it fails"
+    ),
+    "ranker_service.batching.xǁMicroBatcherǁ_score_group__mutmut_22": (
+        "a failed batch's probs set to '' instead of None: nothing reads it before each job "
+        "is retried alone"
+    ),
+    "ranker_service.batching.xǁMicroBatcherǁ_score_group__mutmut_35": (
+        "zip over the batch's results without strict=True: the batched scorers return one "
+        "result per job (Batch.split), so the lengths always agree"
+    ),
+    "ranker_service.batching.xǁMicroBatcherǁ_score_group__mutmut_39": (
+        "zip without strict: as above"
+    ),
+    "ranker_service.batching.xǁMicroBatcherǁ_score_group__mutmut_40": ("strict=False: as above"),
+    "ranker_service.batching.xǁMicroBatcherǁ_score_group__mutmut_58": (
+        "zip of the group and its queue times without strict=True: one list is built from the "
+        "other, so the lengths always agree"
+    ),
+    "ranker_service.batching.xǁMicroBatcherǁ_score_group__mutmut_61": (
+        "zip without strict: as above"
+    ),
+    "ranker_service.batching.xǁMicroBatcherǁ_score_group__mutmut_62": ("strict=False: as above"),
+    "ranker_service.batching.xǁMicroBatcherǁ_take__mutmut_17": (
+        "a drain with max_wait_s = 0 set to wait: its deadline is its oldest job's submission "
+        "time, already past, so it breaks out before waiting (it holds the lock: nothing can "
+        "arrive in between)"
+    ),
+    "ranker_service.batching.xǁMicroBatcherǁ_take__mutmut_27": (
+        "remaining exactly 0 goes on to wait(0) instead of breaking: a zero-timeout wait "
+        "returns False at once (a notify reaches only threads already waiting), and it breaks"
+    ),
+    "ranker_service.fast_rank.x__read_body__mutmut_19": (
+        "a message without more_body read as None instead of False: both falsy, the last chunk"
+    ),
+    "ranker_service.fast_rank.x__read_body__mutmut_21": (
+        "get('more_body') without a default: None, as above"
+    ),
+    "ranker_service.fast_rank.x__route_path__mutmut_5": (
+        "a scope without root_path read as None instead of '': both falsy, nothing stripped"
+    ),
+    "ranker_service.fast_rank.x__route_path__mutmut_7": (
+        "get('root_path') without a default: None, as above"
+    ),
+    "ranker_service.fast_rank.x__route_path__mutmut_10": (
+        "a missing root_path read as 'XXXX': no ASGI path starts with it (paths start with "
+        "'/'), so nothing is stripped, as with ''"
+    ),
+    "ranker_service.fast_rank.xǁFastRankǁ__call____mutmut_51": (
+        "the handler's Request built with receive=None: the body was already read whole, so "
+        "a handler can read the scope (method, path, headers) either way, and the ranker's "
+        "handlers read nothing else"
+    ),
+    "ranker_service.fast_rank.xǁFastRankǁ__call____mutmut_53": (
+        "Request(scope) without receive: starlette's default empty receive, as above"
+    ),
+    "ranker_service.fast_rank.xǁFastRankǁ__call____mutmut_55": (
+        "the handler's response called with receive=None: the handlers return JSONResponse, "
+        "whose __call__ only sends"
+    ),
+    "shared_model.traced.x_for_inference__mutmut_6": (
+        "the warning's stacklevel 1 instead of 2: both name a line of shared_model/traced.py "
+        "(for_inference is only called from the scorer's own _record)"
+    ),
+    "shared_model.traced.x_for_inference__mutmut_7": (
+        "stacklevel 3 instead of 2: as above, one frame further up, still in traced.py"
+    ),
+    "shared_model.traced.xǁTracedScorerǁ_record__mutmut_39": (
+        "the warning's stacklevel 1 instead of 2: both name a line of shared_model/traced.py "
+        "(_record is only called from the scorer's own _graph)"
+    ),
+    "shared_model.traced.xǁTracedScorerǁ_record__mutmut_40": (
+        "stacklevel 3 instead of 2: as above, one frame further up, still in traced.py"
+    ),
+    "shared_model.traced.xǁTracedScorerǁ_record__mutmut_27": (
+        "check_trace=None instead of False: torch.jit.trace reads it as a truth value"
+    ),
+    "shared_model.traced.x_signature__mutmut_5": (
+        "the pyramid's last level (k = 0) also gets a 'history shorter than k' flag: 0 > T is "
+        "False for every recorded batch, so the cases are split exactly as before"
+    ),
+    "shared_model.traced.x_signature__mutmut_6": (
+        "levels keeping one event lose their flag: 1 > T only for an empty history, which "
+        "is scored eagerly and never recorded, so the flag was always False"
+    ),
+    "shared_model.traced.x_signature__mutmut_7": (
+        "G != 1 instead of G == 1: the same two cases under the other value, so every batch "
+        "still finds the graph of its own case"
+    ),
+    "shared_model.traced.x_signature__mutmut_9": ("M != 1 instead of M == 1: as above"),
     "ranker_service.redis_mux.xǁ_Connectionǁ__init____mutmut_4": (
         "transport starts as '' instead of None: connection_made sets it before send() or "
         "fail() can run (_open awaits it)"
