@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     # Linear weights are cast to bf16 once at load. On AMX, micro-batched requests cost about
     # half as much as in float32, one request alone about as much (docs/benchmarks/
     # scoring-xeon-amx.md); on a 2-vCPU Zen 4 (AVX512-BF16) a bf16 ranker held a P99 under
-    # 50 ms up to 10-30 req/s (20 or more in six of seven runs) where float32 held 10 at most
+    # 50 ms up to 10-30 req/s (20 or more in six of eight runs) where float32 held 10 at most
     # (docs/benchmarks/ranker-zen4.md), on a Zen 5 30 req/s in three runs where float32 held
     # 25, 30 and 5 (ranker-zen5.md); on a CPU without native bf16 (AVX2-only) it is several times
     # slower. Trained rankers' test NE moved by at most 5.4e-4 (docs/experiments, "Serving
@@ -77,8 +77,9 @@ class Settings(BaseSettings):
     # Xeon with its kernels capped at AVX2 the step took 14.3 against 20.5 ms and int8 held a P99
     # under 50 ms up to 30 req/s where float32 held 25 (docs/benchmarks/ranker-xeon-amx-avx2.md;
     # 14.5 against 16.7 ms and the same rates in a run before); on a 2-vCPU Zen 4 with AVX-512 VNNI,
-    # 14.0 against 21.8 ms and 30 req/s where float32 held 10, and with its kernels capped at AVX2,
-    # 19.6 against 26.8 ms and 15 req/s where float32 held 5 (ranker-zen4.md, ranker-zen4-avx2.md);
+    # 17.4 against 26.1 ms and 30 req/s where float32 held 10 (14.0 against 21.8 ms and the same
+    # rates in a run before), and with its kernels capped at AVX2, 19.6 against 26.8 ms and
+    # 15 req/s where float32 held 5 (ranker-zen4.md, ranker-zen4-avx2.md);
     # on a 2-vCPU Zen 3 (AVX2 only) in slow patches of its host, 24.7 against 36.1 ms and 33.9
     # against 41.1 ms, and neither precision held 2 req/s (ranker-zen3.md and the page before it).
     # Trained rankers' test NE moved by -0.5e-4 and +3.0e-4 (docs/experiments, "Serving precision").
