@@ -165,6 +165,44 @@ def test_graphs_are_frozen_and_optimised_unless_asked_not_to(ranker):
         assert (f - w).abs().max() <= ATOL and (p - w).abs().max() <= ATOL
 
 
+@pytest.mark.parametrize("form", ["optimised", "as recorded", "bf16"])
+def test_a_new_graph_is_ready_to_replay_before_any_request_replays_it(ranker, form):
+    """TorchScript's profiling executor profiles a graph's first run and builds its optimised
+    plan on the next (tens of ms for the online model): recording runs a graph that often, so
+    the first request to replay it does not pay for the plan."""
+    model = (
+        cast_weights_for_autocast(copy.deepcopy(ranker), torch.bfloat16)
+        if form == "bf16"
+        else ranker
+    )
+    dtype = torch.bfloat16 if form == "bf16" else None
+    scorer = TracedScorer(model, optimize=form == "optimised")
+    torch.manual_seed(10)
+    batch = batch_requests([_request(ranker.cfg, 12, 4), _request(ranker.cfg, 9, 3)])
+    flat = traced.flatten(batch)
+    graph = scorer._graph(signature(model, batch, dtype), batch, flat, dtype)  # records it
+    assert isinstance(graph, torch.jit.ScriptModule) and traced.executor_ready(graph)
+    lazy = TracedScorer(model, optimize=form == "optimised", ready=False)  # the reference
+    assert not traced.executor_ready(
+        lazy._graph(signature(model, batch, dtype), batch, flat, dtype)
+    )
+
+
+def test_executor_ready_is_false_until_the_plan_is_built(ranker):
+    torch.manual_seed(11)
+    batch = batch_requests([_request(ranker.cfg, 12, 4)])
+    flat = traced.flatten(batch)
+    with torch.inference_mode():
+        graph = torch.jit.trace(
+            traced._FlatStep(ranker, False, "absorbed"), flat, check_trace=False
+        )
+        ready = []
+        for _ in range(3):
+            ready.append(traced.executor_ready(graph))
+            graph(*flat)
+    assert ready == [False, False, True]  # profiled on the first run, planned on the second
+
+
 def test_a_bf16_graph_is_not_optimised(ranker):
     torch.manual_seed(8)
     scorer = TracedScorer(ranker)
