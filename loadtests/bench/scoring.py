@@ -414,6 +414,50 @@ def floor_gap_table(result: Result, traced: TracedScorer, request: Request, roun
     )
 
 
+def first_replay_table(result: Result, model: RankerModel, requests: list[Request], rounds: int):
+    """A newly recorded graph's first replays, in a scorer that runs it until the executor has
+    built its plan at recording (as the ranker scores) and in one that leaves that to the
+    first replays (``TracedScorer(ready=False)``): each round records the case of
+    ``len(requests)`` users afresh in both, then replays it three times (threads 1)."""
+    from shared_model.traced import TracedScorer
+
+    torch.set_num_threads(1)
+    calls = ["recording", "first replay", "second replay", "third replay"]
+    times: dict[bool, list[list[float]]] = {True: [], False: []}
+    for _ in range(rounds):
+        for ready in (True, False):
+            scorer, row = TracedScorer(model, ready=ready), []
+            for _ in calls:
+                start = time.perf_counter()
+                scorer.score_many(requests)
+                row.append(time.perf_counter() - start)
+            times[ready].append(row)
+    ms = {
+        ready: [statistics.median(c) * 1e3 for c in zip(*rows, strict=True)]
+        for ready, rows in times.items()
+    }
+    G = len(requests)
+    table = result.table(
+        f"A newly recorded graph's first replays: {G} users (threads 1)",
+        ["call", "ready at recording ms", "left to the first replays ms", "ratio"],
+        note="Both: the float32 graph frozen and optimised, recorded by the first call. "
+        "TorchScript's profiling executor profiles a graph's first run and builds its "
+        "optimised plan on the next; 'ready at recording' runs the graph that often on the "
+        "recording batch (TracedScorer, as the ranker scores: warm-up records the usual "
+        "cases, a rarer one is recorded by the first request that needs it), 'left to the "
+        f"first replays' does not (TracedScorer(ready=False)). Medians over {rounds} rounds, "
+        "each recording afresh.",
+    )
+    for name, a, b in zip(calls, ms[True], ms[False], strict=True):
+        table.add(name, a, b, b / a)
+    return (
+        f"a new graph's first replay ({G} users): {ms[True][1]:.1f} ms ready at recording "
+        f"against {ms[False][1]:.1f} ms left to the executor (the third replay "
+        f"{ms[True][3]:.1f} ms; recording {ms[True][0]:.0f} against {ms[False][0]:.0f} ms; "
+        "threads 1)"
+    )
+
+
 def _timed_against_floor(
     model: RankerModel,
     calls: dict[str, Callable[[], object]],
@@ -675,6 +719,7 @@ def main(argv: list[str] | None = None) -> int:
             )  # fmt: skip
     side_line = side_by_side_table(result, model, traced, first, args.rounds)
     gap_line = floor_gap_table(result, traced, first, args.rounds)
+    replay_line = first_replay_table(result, model, requests[:2], min(args.rounds, 5))
     bf16_line = None
     if args.bf16 == "yes" or (args.bf16 == "auto" and cpu_has_native_bf16() and not args.isa):
         bf16_line = bf16_table(result, model, requests[: max(args.batches)], args.threads[0],
@@ -693,6 +738,7 @@ def main(argv: list[str] | None = None) -> int:
         result.summary.append(int8_line)
     result.summary.append(side_line)
     result.summary.append(gap_line)
+    result.summary.append(replay_line)
     result.summary.append(
         f"recorded graph frozen and optimised: {optimised[0] * 1e3:.1f} ms vs "
         f"{optimised[1] * 1e3:.1f} ms as recorded ({optimised[1] / optimised[0]:.2f}x, "

@@ -13,6 +13,7 @@ from loadtests.bench.scoring import (
     RECORDED_INT8,
     _request,
     bf16_table,
+    first_replay_table,
     floor_gap_table,
     int8_table,
     matrix_products,
@@ -110,3 +111,30 @@ def test_the_floor_gap_table_reads_the_recorded_graphs_products(setup) -> None:
     assert traced.graphs == 2
     assert all(row[2] > 0 for row in table.rows)
     assert line.startswith("the recorded step against its floor: ")
+
+
+def test_the_first_replay_table_records_afresh_in_both_scorers(setup, monkeypatch) -> None:
+    model, requests = setup
+    made = []
+
+    class Counting(TracedScorer):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr("shared_model.traced.TracedScorer", Counting)
+    result = Result("scoring-test", "t", "python -m loadtests.bench.scoring")
+    line = first_replay_table(result, model, requests[:2], rounds=2)
+    (table,) = result.tables
+    assert table.title == "A newly recorded graph's first replays: 2 users (threads 1)"
+    assert [row[0] for row in table.rows] == [
+        "recording",
+        "first replay",
+        "second replay",
+        "third replay",
+    ]
+    assert all(row[1] > 0 and row[2] > 0 for row in table.rows)
+    # two rounds, each a fresh scorer of either kind, each holding the one graph it recorded
+    assert [s.ready for s in made] == [True, False, True, False]
+    assert all(s.graphs == 1 for s in made)
+    assert line.startswith("a new graph's first replay (2 users): ")
