@@ -308,12 +308,17 @@ EQUIVALENT: dict[str, str] = {
     "shared_model.traced.x_for_inference__mutmut_7": (
         "stacklevel 3 instead of 2: as above, one frame further up, still in traced.py"
     ),
-    "shared_model.traced.xǁTracedScorerǁ_record__mutmut_39": (
-        "the warning's stacklevel 1 instead of 2: both name a line of shared_model/traced.py "
-        "(_record is only called from the scorer's own _graph)"
+    "shared_model.traced.xǁTracedScorerǁ_record__mutmut_35": (
+        "the warning's stacklevel left out (1) instead of 2: both name a line of "
+        "shared_model/traced.py (_record is only called from the scorer's own _graph)"
     ),
-    "shared_model.traced.xǁTracedScorerǁ_record__mutmut_40": (
+    "shared_model.traced.xǁTracedScorerǁ_record__mutmut_36": (
         "stacklevel 3 instead of 2: as above, one frame further up, still in traced.py"
+    ),
+    "shared_model.traced.xǁTracedScorerǁ_record__mutmut_45": (
+        "one more run of a new graph at recording than the executor needs: its plan is built "
+        "either way and every answer is the same; only the recording's time (one step more) "
+        "differs"
     ),
     "shared_model.traced.xǁTracedScorerǁ_record__mutmut_27": (
         "check_trace=None instead of False: torch.jit.trace reads it as a truth value"
