@@ -81,8 +81,9 @@ class Settings(BaseSettings):
     # rates in a run before), and with its kernels capped at AVX2, 22.4 against 22.8 ms and
     # 15 req/s where float32 held none (19.6 against 26.8 ms and 15 where float32 held 5 in a run
     # before; ranker-zen4.md, ranker-zen4-avx2.md);
-    # on a 2-vCPU Zen 3 (AVX2 only) in slow patches of its host, 24.7 against 36.1 ms and 33.9
-    # against 41.1 ms, and neither precision held 2 req/s (ranker-zen3.md and the page before it).
+    # on a 2-vCPU Zen 3 (AVX2 only) in slow patches of its host, 24.7 against 36.1 ms, 33.9
+    # against 41.1 ms and 30.6 against 37.2 ms, and neither precision held 2 req/s
+    # (ranker-zen3.md and the pages before it).
     # Trained rankers' test NE moved by -0.5e-4 and +3.0e-4 (docs/experiments, "Serving precision").
     # CPU only, with autocast "none". A request's scores depend slightly on the requests
     # micro-batched with it (the 8-bit scale of the activations is per call).
