@@ -91,8 +91,8 @@ def main(argv: list[str] | None = None) -> None:
     cfg = tiny_config("online") if args.quick else online_config()
     n, users = (10, 4) if args.quick else (args.candidates, args.users)
     rates = [5.0, 10.0] if args.quick else [float(r) for r in args.rates.split(",")]
-    round_s, reps = (2.0, 1) if args.quick else (args.round_s, args.reps)
-    sat_s, sat_clients = (2.0, 4) if args.quick else (15.0, 8)
+    round_s, reps = (1.0, 1) if args.quick else (args.round_s, args.reps)
+    sat_s, sat_clients = (1.0, 4) if args.quick else (15.0, 8)
 
     tag = f"-{args.tag}" if args.tag else ""
     result = Result(

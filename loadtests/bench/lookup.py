@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
 
     cfg = tiny_config("online") if args.quick else online_config()
     n, users = (10, 4) if args.quick else (args.candidates, args.users)
-    rounds, round_s = (2, 2.0) if args.quick else (args.rounds, args.round_s)
+    rounds, round_s = (2, 1.0) if args.quick else (args.rounds, args.round_s)
     result = Result(
         "lookup",
         "P99 with the upstream embedding lookup vs without it",

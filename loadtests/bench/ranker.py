@@ -659,13 +659,14 @@ def main(argv: list[str] | None = None) -> None:
     cfg = tiny_config("online") if args.quick else online_config()
     n, users = (10, 4) if args.quick else (args.candidates, args.users)
     rates = [2.0, 5.0] if args.quick else [float(r) for r in args.rates.split(",")]
-    round_s = 2.0 if args.quick else args.round_s
-    min_requests = 6 if args.quick else args.min_requests
+    round_s = 1.0 if args.quick else args.round_s
+    min_requests = 4 if args.quick else args.min_requests
 
     def seconds(rate: float) -> float:
         return round_seconds(rate, round_s, min_requests)
 
-    reps, sat_s, sat_clients = (10, 2.0, 4) if args.quick else (200, 15.0, 8)
+    reps, sat_s, sat_clients = (10, 1.0, 4) if args.quick else (200, 15.0, 8)
+    probe_s = 0.25 if args.quick else 1.0  # each measurement of the matmul rates
     per_source = cfg.max_seq_len
 
     tag = f"-{args.tag}" if args.tag else ""
@@ -680,9 +681,9 @@ def main(argv: list[str] | None = None) -> None:
         command_line("loadtests.bench.ranker", argv if argv is not None else sys.argv[1:]),
         description=(__doc__ or "").split("\n\n", 2)[2].strip(),
     )
-    rate_flops = matmul_rate(seconds=1.0)
-    two_thread_scaling = parallel_matmul_scaling(2)
-    rate_bf16 = matmul_rate(dtype="bfloat16", seconds=1.0) if with_bf16 else None
+    rate_flops = matmul_rate(seconds=probe_s)
+    two_thread_scaling = parallel_matmul_scaling(2, seconds=probe_s)
+    rate_bf16 = matmul_rate(dtype="bfloat16", seconds=probe_s) if with_bf16 else None
     with tempfile.TemporaryDirectory(prefix="bench-ranker-") as tmp, RedisServer() as rd:
         ckpt = Path(tmp) / "online"
         version = random_checkpoint(ckpt, cfg, seed=0, upstream_model_version=UPSTREAM_VERSION)
@@ -713,7 +714,7 @@ def main(argv: list[str] | None = None) -> None:
             seq_inline = sequential_cpu(proc, url, inline, reps) if inline else None
             # The floor's rate again, right after the phase it is compared with: the faster of
             # the two measurements (load can only slow it) keeps the ratio from flattering.
-            rate_flops = max(rate_flops, matmul_rate(seconds=1.0))
+            rate_flops = max(rate_flops, matmul_rate(seconds=probe_s))
             sat = {"batched": asyncio.run(closed_loop(url, bodies, sat_clients, sat_s))}
             measured = {
                 rate: measured_round(proc, url, bodies, rate, seconds(rate), seed=i)
