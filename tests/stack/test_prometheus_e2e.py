@@ -219,7 +219,8 @@ def test_demo_cli_cleans_up_on_sigterm(checkpoints: tuple[Path, Path], tmp_path:
         while not (log.exists() and "Application startup complete" in log.read_text()):
             assert demo.poll() is None and time.monotonic() < deadline, "demo did not start"
             time.sleep(0.5)
-        time.sleep(3)  # the producer is running now
+        # The stack is up and the event producer is publishing: the last process it starts.
+        wait_for(lambda: any(_runs(p, PRODUCER) for p in _descendants(demo.pid)), 60, "producer")
         children = _descendants(demo.pid)
         assert children, "the demo started no process"
         demo.send_signal(signal.SIGTERM)
@@ -251,6 +252,18 @@ def _descendants(pid: int) -> list[int]:
         found += children
         frontier += children
     return found
+
+
+PRODUCER = "upstream_service.produce"
+
+
+def _runs(pid: int, module: str) -> bool:
+    """Whether process ``pid`` runs ``python -m module``."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return module.encode() in argv
 
 
 def _alive(pid: int) -> bool:
