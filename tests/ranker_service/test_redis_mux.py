@@ -308,6 +308,11 @@ async def _until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
             await asyncio.sleep(0.01)
 
 
+def _waiting(mux: MultiplexedRedis) -> int:
+    """Reads sent on the mux's connection and not yet answered."""
+    return len(mux._conn.waiting) if mux._conn is not None else 0
+
+
 def _mux(url: str, clock: Callable[[], float] = lambda: 0.0, **kw: object) -> MultiplexedRedis:
     return MultiplexedRedis(url, connect_timeout_s=1.0, stale_s=10.0, clock=clock, **kw)  # type: ignore[arg-type]
 
@@ -324,7 +329,8 @@ def test_a_late_reply_is_dropped_never_read_by_the_next_read() -> None:
                 async with asyncio.timeout(0.05):
                     await mux.execute([("GET", "late-1"), ("GET", "late-2")])
             second = asyncio.ensure_future(mux.execute([("GET", "mine")]))
-            await asyncio.sleep(0.05)  # sent, queued behind the replies of the read that gave up
+            # sent, queued behind the replies of the read that gave up
+            await _until(lambda: _waiting(mux) == 2)
             fake.answering.set()
             got = await second
             await mux.aclose()
@@ -341,7 +347,7 @@ def test_a_connection_silent_for_stale_s_is_replaced() -> None:
         async with fake as url:
             mux = _mux(url, clock=lambda: now[0])
             waiting = asyncio.ensure_future(mux.execute([("GET", "never")]))  # sent at 100
-            await asyncio.sleep(0.05)
+            await _until(lambda: _waiting(mux) == 1)
             for t in (105.0, 110.0):  # not yet more than stale_s (10 s): the same connection
                 now[0] = t
                 with pytest.raises(TimeoutError):
@@ -417,7 +423,7 @@ def test_reads_past_max_waiting_are_refused() -> None:
             await mux.execute([("GET", "warm")])
             fake.answering.clear()
             first = [asyncio.ensure_future(mux.execute([("GET", f"r{i}")])) for i in range(2)]
-            await asyncio.sleep(0.02)
+            await _until(lambda: _waiting(mux) == 2)
             with pytest.raises(ConnectionError, match="2 redis reads already waiting"):
                 await mux.execute([("GET", "one-too-many")])
             fake.answering.set()
@@ -502,7 +508,7 @@ def test_closing_fails_the_waiting_reads_and_closes_the_connection() -> None:
             await mux.execute([("GET", "warm")])
             fake.answering.clear()
             waiting = asyncio.ensure_future(mux.execute([("GET", "never")]))
-            await asyncio.sleep(0.02)
+            await _until(lambda: _waiting(mux) == 1)
             await mux.aclose()
             with pytest.raises(ConnectionError, match=r"^the redis reader was closed$"):
                 await waiting
