@@ -17,12 +17,11 @@ import contextlib
 import logging
 import tempfile
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
 from loadtests.locust.traffic import Population, seed_redis
 from loadtests.stack.checkpoints import random_checkpoint
-from loadtests.stack.servers import LOOPBACK, RedisServer, ServiceProcess, free_port
+from loadtests.stack.servers import LOOPBACK, RedisServer, ServiceProcess, StartStop, free_port
 from ranker_service.__main__ import UVICORN_FLAGS
 from shared_model.checkpoint import load_checkpoint
 from shared_model.config import LLaTTEConfig, online_config
@@ -55,7 +54,7 @@ def online_checkpoint(
     return path, f"{what} with random weights ({version}; {describe(cfg)})"
 
 
-class LocalRanker:
+class LocalRanker(StartStop):
     """redis-server and a ranker process on free loopback ports, stopped on exit."""
 
     def __init__(
@@ -132,14 +131,3 @@ class LocalRanker:
             with contextlib.suppress(Exception):
                 self.redis.stop()
         self._scratch.cleanup()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

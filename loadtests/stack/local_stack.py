@@ -24,7 +24,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType, TracebackType
+from types import FrameType
 from typing import Self
 
 import redis
@@ -39,6 +39,7 @@ from loadtests.stack.servers import (
     RedisCluster,
     RedisServer,
     ServiceProcess,
+    StartStop,
     free_port,
 )
 from ranker_service.__main__ import UVICORN_FLAGS
@@ -77,7 +78,7 @@ class StackOptions:
     worker_metrics_port: int | None = None
 
 
-class LocalStack:
+class LocalStack(StartStop):
     def __init__(self, options: StackOptions) -> None:
         self.options = options
         self.redis: RedisServer | None = None
@@ -239,17 +240,6 @@ class LocalStack:
                     shutil.copy(server.log_path, self.options.run_dir / server.log_path.name)
         if self.redis_cluster is not None:
             self.redis_cluster.stop()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def run_foreground(

@@ -93,7 +93,29 @@ def _scratch_dir(prefix: str) -> Path:
     return path
 
 
-class ManagedProcess:
+class StartStop:
+    """``with thing:`` starts it and stops it on the way out, whatever happened inside: the
+    one shape of every process, server and stack here."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> object:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class ManagedProcess(StartStop):
     """A subprocess in its own process group, logging stdout and stderr to one file.
 
     Args:
@@ -228,17 +250,6 @@ class ManagedProcess:
                 )
             time.sleep(interval)
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
 
 def _http_ok(url: str, timeout: float = 1.0) -> bool:
     # An empty ProxyHandler so that http_proxy in the environment never intercepts loopback.
@@ -287,7 +298,7 @@ class ServiceProcess(ManagedProcess):
         self.wait_until(lambda: _http_ok(url), timeout=timeout, what=f"GET {url} -> 2xx")
 
 
-class _LoopbackServer:
+class _LoopbackServer(StartStop):
     """A server binary on one loopback port: start, stop, restart on the same port.
 
     The port is picked on the first start (retrying with a new port if the binary dies, e.g.
@@ -359,17 +370,6 @@ class _LoopbackServer:
 
     def log_tail(self, lines: int = 40) -> str:
         return self.process.log_tail(lines) if self.process else ""
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def redis_server_binary() -> str:
@@ -458,7 +458,7 @@ class RedisClusterNode(RedisServer):
         ]  # fmt: skip
 
 
-class RedisCluster:
+class RedisCluster(StartStop):
     """A real local Redis Cluster: ``masters`` masters, each with ``replicas`` replicas.
 
     Built with ``redis-cli --cluster create``, ready when every node reports
@@ -583,17 +583,6 @@ class RedisCluster:
         for node in self.nodes:
             with contextlib.suppress(Exception):
                 node.stop()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def tansu_binary() -> str:
