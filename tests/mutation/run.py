@@ -31,7 +31,7 @@ PACKAGES = ("shared_model", "upstream_service", "ranker_service", "loadtests")
 @dataclass(frozen=True)
 class Target:
     source: str  # the file mutated
-    tests: tuple[str, ...]  # the pytest selection run against each mutant
+    tests: tuple[str, ...]  # the pytest selection run against each mutant (files or node ids)
     functions: tuple[str, ...] = ()  # mutant-name globs; empty = every function of the file
     note: str = ""
     extra_pytest_args: tuple[str, ...] = field(default=())
@@ -184,6 +184,23 @@ TARGETS: dict[str, Target] = {
         "ranker_service/fast_rank.py",
         ("tests/ranker_service/test_fast_path.py",),
         note="POST /v1/rank ahead of the router: the route's answers, status and headers",
+    ),
+    "store": Target(
+        "ranker_service/store.py",
+        (
+            "tests/ranker_service/test_store.py",
+            "tests/upstream_service/test_versioned_read.py",
+            "tests/cluster/test_stores.py",
+            "tests/reliability/test_security.py::"
+            "test_redis_tls_and_password_settings_reach_the_multiplexed_reader",
+        ),
+        functions=("xǁFeatureStoreǁ*",),
+        note="the ranker's Redis read: its keys, its budget, and which reply becomes what",
+    ),
+    "middleware": Target(
+        "ranker_service/middleware.py",
+        ("tests/ranker_service/test_middleware.py", "tests/ranker_service/test_bad_input.py"),
+        note="the body-size limit (declared and streamed) and the request metrics by outcome",
     ),
     "traced": Target(
         "shared_model/traced.py",
@@ -535,6 +552,66 @@ EQUIVALENT: dict[str, str] = {
         "`numel() == 1` instead of 0: an empty batch is nan through the mean anyway, and one "
         "label is a single class (nan by the p check)"
     ),
+    "ranker_service.store.xǁFeatureStoreǁfetch__mutmut_21": (
+        "HGET sent in lower case: Redis reads command names case-insensitively (redis-py's "
+        "cluster client routes them upper-cased)"
+    ),
+    "ranker_service.store.xǁFeatureStoreǁfetch__mutmut_24": (
+        "HGET sent in lower case: Redis reads command names case-insensitively (redis-py's "
+        "cluster client routes them upper-cased)"
+    ),
+    "ranker_service.store.xǁFeatureStoreǁfetch__mutmut_28": (
+        "ZRANGE sent in lower case: Redis reads command names case-insensitively (redis-py's "
+        "cluster client routes them upper-cased)"
+    ),
+    "ranker_service.store.xǁFeatureStoreǁfetch__mutmut_41": (
+        "GET sent in lower case: Redis reads command names case-insensitively (redis-py's "
+        "cluster client routes them upper-cased)"
+    ),
+    "ranker_service.store.xǁFeatureStoreǁfetch__mutmut_44": (
+        "MGET sent in lower case: Redis reads command names case-insensitively (redis-py's "
+        "cluster client routes them upper-cased)"
+    ),
+    "ranker_service.store.xǁFeatureStoreǁfetch__mutmut_94": (
+        "zip's strict None instead of True: Redis answers MGET with one value per key (the "
+        "cluster path, one GET per key), so the lengths always match"
+    ),
+    "ranker_service.store.xǁFeatureStoreǁfetch__mutmut_97": (
+        "zip's strict left out instead of True: Redis answers MGET with one value per key "
+        "(the cluster path, one GET per key), so the lengths always match"
+    ),
+    "ranker_service.store.xǁFeatureStoreǁfetch__mutmut_98": (
+        "zip's strict False instead of True: Redis answers MGET with one value per key (the "
+        "cluster path, one GET per key), so the lengths always match"
+    ),
+    "ranker_service.store.xǁFeatureStoreǁ_send__mutmut_5": (
+        "pipeline(transaction=None) instead of False: both falsy, no MULTI/EXEC either way"
+    ),
+    "ranker_service.store.xǁFeatureStoreǁping__mutmut_6": (
+        "the readiness probe gives a hung Redis 1.25 s instead of 0.25 s before saying no: "
+        "the same answer later; only time tells them apart, and tests do not time"
+    ),
+    "ranker_service.store.xǁFeatureStoreǁ__init____mutmut_18": (
+        "the multiplexed reader's connect attempt unbounded instead of bounded by the budget: "
+        "every read still gives up at the budget (its own timeout), so a hung connect only "
+        "lasts longer; only time tells them apart, and tests do not time"
+    ),
+    "ranker_service.store.xǁFeatureStoreǁ__init____mutmut_29": (
+        "the multiplexed reader's connect attempt bounded by at least 1.001 s instead of "
+        "0.001 s: the same reads give up at the same budget; only time tells them apart"
+    ),
+    "ranker_service.middleware.xǁBodySizeLimitǁ__call____mutmut_83": (
+        "a streamed message without more_body read as None instead of False: both falsy, "
+        "the last message either way"
+    ),
+    "ranker_service.middleware.xǁBodySizeLimitǁ__call____mutmut_85": (
+        "a streamed message without more_body read with no default (None) instead of False: "
+        "both falsy, the last message either way"
+    ),
+    "ranker_service.middleware.xǁRankMetricsǁ__call____mutmut_17": (
+        "the status of an app that raised before answering taken as 501 instead of 500: the "
+        "status is only read for its outcome, server_error either way"
+    ),
 }
 
 
@@ -560,7 +637,7 @@ def _prepare(name: str, target: Target) -> Path:
 
 
 def _prepare_config(work: Path, target: Target) -> None:
-    tests = [t for t in target.tests if (ROOT / t).exists()]
+    tests = [t for t in target.tests if (ROOT / t.split("::")[0]).exists()]
     selection = "\n    ".join(
         [*tests, "-x", "-q", "-p", "no:cacheprovider", *target.extra_pytest_args]
     )
