@@ -14,6 +14,7 @@ from starlette.types import Message, Receive, Scope, Send
 from ranker_service import middleware as middleware_module
 from ranker_service.metrics import Metrics
 from ranker_service.middleware import BodySizeLimit, RankMetrics
+from tests.clocks import StepClock
 
 LIMIT = 100
 
@@ -226,19 +227,8 @@ def test_each_answer_is_counted_once_under_its_outcome(status: int, outcome: str
     assert metrics.registry.get_sample_value("ranker_requests_in_flight") == 0
 
 
-class _Clock:
-    """``time.perf_counter`` for the middleware: each reading 0.25 s after the one before."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def perf_counter(self) -> float:
-        self.now += 0.25
-        return self.now
-
-
 def test_the_latency_observed_is_the_time_the_request_took(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(middleware_module, "time", _Clock())
+    monkeypatch.setattr(middleware_module, "time", StepClock(0.25, 1000.0))
     metrics = Metrics()
     assert _serve(RankMetrics(_Echo(), metrics), _scope(), [b"{}"]) == (200, b"{}")
     total = metrics.registry.get_sample_value(

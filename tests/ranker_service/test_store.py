@@ -25,6 +25,7 @@ from shared_model.contract import (
     history_key,
     versioned_embedding_key,
 )
+from tests.clocks import StepClock
 
 READERS = ("multiplexed", "redis-py")
 
@@ -140,17 +141,6 @@ def test_the_reader_is_the_one_asked_for_with_the_budget_in_seconds(reader: str)
     assert _with_store(url, reader, use, budget_ms=250) == (multiplexed, not multiplexed, 0.25)
 
 
-class _Clock:
-    """``time.perf_counter`` for the store: each reading 0.25 s after the one before."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def perf_counter(self) -> float:
-        self.now += 0.25
-        return self.now
-
-
 @pytest.mark.parametrize("reader", READERS)
 def test_seconds_is_the_time_the_read_took_whatever_its_outcome(
     redis_server: RedisServer,
@@ -159,7 +149,7 @@ def test_seconds_is_the_time_the_read_took_whatever_its_outcome(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    monkeypatch.setattr(store_module, "time", _Clock())
+    monkeypatch.setattr(store_module, "time", StepClock(0.25, 1000.0))
     _seed(redis_client)
     ok = _fetch(redis_server.url, reader)
     assert (ok.outcome, ok.seconds) == (FetchOutcome.OK, 0.25)  # one reading before, one after

@@ -15,6 +15,7 @@ from shared_model import RankerModel, score, tiny_config, traced
 from shared_model.inference import cast_weights_for_autocast, score_many
 from shared_model.ranker import batch_requests
 from shared_model.traced import TracedScorer, signature
+from tests.clocks import StepClock
 from tests.shared_model.helpers import (
     random_candidates,
     random_context,
@@ -221,21 +222,10 @@ def test_a_bf16_graph_replays_the_eager_bf16_step(ranker):
     assert (got[-1] - float32).abs().max() > 10 * ATOL  # it really ran in bf16
 
 
-class _Clock:
-    """``time`` for the scorer: each perf_counter() reading is one second after the last."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def perf_counter(self) -> float:
-        self.now += 1.0
-        return self.now
-
-
 def test_record_time_adds_up_over_the_graphs_recorded(ranker, monkeypatch):
     cfg = ranker.cfg
     torch.manual_seed(7)
-    monkeypatch.setattr(traced, "time", _Clock())
+    monkeypatch.setattr(traced, "time", StepClock())
     scorer = TracedScorer(ranker)
     assert scorer.record_s == 0.0
     scorer.score(*_request(cfg, 16, 3))
