@@ -5,9 +5,10 @@ which field, and what it says when Redis is not there or has nothing to be asked
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 import redis
@@ -47,6 +48,15 @@ def _with_store(
 def _fetch(url: str, reader: str, **kw) -> UserData:
     kw = {"history_limit": 3, "read_embedding": True, "read_history": True, **kw}
     return _with_store(url, reader, lambda store: store.fetch("u1", **kw))
+
+
+@contextlib.contextmanager
+def _silent_server() -> Iterator[str]:
+    """The URL of a server that accepts connections (its backlog does) and never replies."""
+    with socket.socket() as silent:
+        silent.bind((LOOPBACK, 0))
+        silent.listen(8)
+        yield f"redis://{LOOPBACK}:{silent.getsockname()[1]}/0"
 
 
 def _seed(client: redis.Redis) -> None:
@@ -108,10 +118,7 @@ def test_nothing_to_read_makes_no_round_trip(reader: str) -> None:
 
 @pytest.mark.parametrize("reader", READERS)
 def test_a_server_that_never_answers_is_a_timeout(reader: str) -> None:
-    with socket.socket() as silent:  # accepts connections (backlog) and never replies
-        silent.bind((LOOPBACK, 0))
-        silent.listen(8)
-        url = f"redis://{LOOPBACK}:{silent.getsockname()[1]}/0"
+    with _silent_server() as url:
 
         async def use(store: FeatureStore) -> tuple[UserData, bool]:
             data = await store.fetch("u1", history_limit=3, read_embedding=True, read_history=True)
@@ -160,10 +167,7 @@ def test_seconds_is_the_time_the_read_took_whatever_its_outcome(
     (record,) = [r for r in caplog.records if r.name == store_module.__name__]
     error = record.args[0]  # what went wrong, as the reader raised it
     assert isinstance(error, REDIS_ERRORS) and record.getMessage() == f"redis read failed: {error}"
-    with socket.socket() as silent:
-        silent.bind((LOOPBACK, 0))
-        silent.listen(8)
-        url = f"redis://{LOOPBACK}:{silent.getsockname()[1]}/0"
+    with _silent_server() as url:
         late = _with_store(
             url, reader, lambda s: s.fetch("u1", history_limit=3, read_embedding=True,
                                             read_history=True), budget_ms=100,
