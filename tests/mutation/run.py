@@ -202,6 +202,12 @@ TARGETS: dict[str, Target] = {
         ("tests/ranker_service/test_middleware.py", "tests/ranker_service/test_bad_input.py"),
         note="the body-size limit (declared and streamed) and the request metrics by outcome",
     ),
+    "ranking_checks": Target(
+        "ranker_service/ranking.py",
+        ("tests/ranker_service/test_rank_checks.py", "tests/ranker_service/test_bad_input.py"),
+        functions=("xǁRankingServiceǁ_check__*",),
+        note="the request's limits: candidates and events, ids and widths the model refuses",
+    ),
     "traced": Target(
         "shared_model/traced.py",
         ("tests/shared_model/test_traced.py",),
@@ -611,6 +617,10 @@ EQUIVALENT: dict[str, str] = {
     "ranker_service.middleware.xǁRankMetricsǁ__call____mutmut_17": (
         "the status of an app that raised before answering taken as 501 instead of 500: the "
         "status is only read for its outcome, server_error either way"
+    ),
+    "ranker_service.ranking.xǁRankingServiceǁ_check__mutmut_10": (
+        "the content ids kept as dict keys with '' instead of None as their value: the dict "
+        "is an ordered set, only its keys are read"
     ),
 }
 
